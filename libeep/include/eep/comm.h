@@ -1,0 +1,59 @@
+// Collectives between the engines of one group (design.md §2, §6). The interface is backend
+// neutral (raw pointers and byte counts); GlooGroup implements it on CPU memory over TCP, with
+// rendezvous through the coordinator's store; an NCCL implementation slots in for the CUDA
+// backend. Every collective has a timeout and throws Error(kUnavailable or kTimeout) when a peer
+// is gone, so a dead engine never hangs the others forever.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace eep {
+
+class StoreClient;
+
+class Group {
+ public:
+  virtual ~Group() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual const std::string& name() const = 0;
+
+  // Element-wise sum / max / min of `count` int64 values across the group, in place.
+  virtual void allreduce_sum(int64_t* data, size_t count) = 0;
+  virtual void allreduce_max(int64_t* data, size_t count) = 0;
+  virtual void allreduce_min(int64_t* data, size_t count) = 0;
+  // Gathers `count` int64 from every rank into out[size * count] (rank-major).
+  virtual void allgather(const int64_t* in, int64_t* out, size_t count) = 0;
+  // All-to-all with per-peer byte counts: send_bytes[p] bytes from `in` (peers in rank order,
+  // packed) go to peer p; recv_bytes[p] bytes from p land in `out` (packed in rank order).
+  // Callers exchange counts first (alltoall of int64 via alltoall_counts).
+  virtual void alltoallv(const void* in, const std::vector<int64_t>& send_bytes, void* out,
+                         const std::vector<int64_t>& recv_bytes) = 0;
+  // out[p] = what peer p put in its in[rank()]; in/out have size() entries.
+  virtual void alltoall_counts(const int64_t* in, int64_t* out) = 0;
+  // Point-to-point (weight transfer): blocking send/recv of `bytes` bytes. `tag` disambiguates
+  // concurrent transfers between the same pair.
+  virtual void send(const void* data, size_t bytes, int peer, uint32_t tag) = 0;
+  virtual void recv(void* data, size_t bytes, int peer, uint32_t tag) = 0;
+  virtual void broadcast(void* data, size_t bytes, int root) = 0;
+  virtual void barrier() = 0;
+};
+
+struct GlooGroupOptions {
+  std::string name;        // unique per membership; the store key prefix ("g3" ...)
+  int rank = 0;
+  int size = 1;
+  std::string host = "127.0.0.1";  // address peers reach this engine on (EEP_COMM_HOST)
+  std::chrono::milliseconds timeout = std::chrono::seconds(30);  // per collective
+};
+
+// Joins (or creates) the group named opts.name through the store: every member calls this with
+// the same name and size and its own rank. Throws Error(kTimeout) if members do not all arrive
+// within opts.timeout.
+std::unique_ptr<Group> make_gloo_group(StoreClient& store, const GlooGroupOptions& opts);
+
+}  // namespace eep
