@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <map>
 #include <optional>
 #include <string>
@@ -40,6 +41,12 @@ struct SamplingParams {
 // by (seed, position): the same request resumed elsewhere at the same position draws the same
 // token, so continuation after a move or a preemption is exact.
 int32_t sample_token(const float* logits, int vocab, const SamplingParams& sp, int64_t position);
+
+// Throws Error(kInvalidArgument) unless temperature >= 0 (not NaN), 0 < top_p <= 1, top_k >= 0
+// and max_tokens >= 1.
+void validate_sampling(const SamplingParams& sp);
+// Throws Error(kInvalidArgument) naming the first id outside [0, vocab) and its position.
+void validate_tokens(const std::vector<int32_t>& tokens, int vocab);
 
 enum class FinishReason { kNone, kLength, kStop, kAbort, kError };
 const char* finish_reason_name(FinishReason r);  // "", "length", "stop", "abort", "error"
@@ -95,7 +102,8 @@ class Scheduler {
   std::vector<ScheduledChunk> schedule();
   // After the step ran: records sampled tokens (one per chunk with sample=true, same order),
   // advances num_computed, finishes sequences on stop token / max_tokens / max_model_len, frees
-  // their blocks. Returns the sequences that finished this step (removed from the scheduler).
+  // their blocks. A stop token is kept as the last token of output (finish == kStop). Chunks of
+  // sequences aborted while the step ran are skipped (their sampled token still counts). Returns the sequences that finished this step (removed from the scheduler).
   std::vector<Sequence> complete(const std::vector<ScheduledChunk>& chunks,
                                  const std::vector<int32_t>& sampled);
   // Removes every sequence (for hand-over to another engine), returning them with output so far.
@@ -111,12 +119,18 @@ class Scheduler {
  private:
   SchedulerConfig cfg_;
   BlockAllocator alloc_;
-  std::deque<Sequence> storage_;         // owns sequences (stable addresses)
-  std::vector<Sequence*> running_;
-  std::deque<Sequence*> waiting_;
+  // std::list: ScheduledChunk holds Sequence*, so addresses must survive other insertions and
+  // erasures; erase is O(1) through the iterator kept in index_.
+  std::list<Sequence> storage_;
+  std::map<std::string, std::list<Sequence>::iterator> index_;
+  std::vector<Sequence*> running_;  // sorted by arrival (oldest first)
+  std::deque<Sequence*> waiting_;   // FCFS; preempted sequences go back to the front
   uint64_t next_arrival_ = 0;
-  void release(Sequence* s);
-  void erase(Sequence* s);
+  void release(Sequence* s);         // frees the block table
+  Sequence take(Sequence* s);        // removes s from storage, index and queues; returns it
+  void preempt(Sequence* s);         // running -> front of waiting, KV dropped
+  void insert_running(Sequence* s);  // keeps running_ sorted by arrival
+  bool grow(Sequence* s, int num_tokens);  // blocks for num_tokens in total; false if none free
 };
 
 }  // namespace eep
