@@ -1,10 +1,47 @@
-// eep-bench: placeholder until its subsystem lands.
-#include "eep/cli.h"
+// eep-bench: load generator and benchmarks. Subcommands: replay (JSON-lines requests),
+// eplb (placement algorithms). serve, transfer and moe are not implemented yet.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "eep/bench.h"
 #include "eep/common.h"
+#include "eep/eplb.h"
+
+namespace {
+const char* kUsage =
+    "Usage: eep-bench SUBCOMMAND [OPTIONS]\n"
+    "\n"
+    "Subcommands:\n"
+    "  replay   send JSON-lines requests to a cluster, print one JSON line per result\n"
+    "  eplb     expert placement benchmark (time per plan, balancedness, moves)\n"
+    "  serve    serving benchmark with scaling events (not implemented yet)\n"
+    "  transfer weight-transfer bandwidth (not implemented yet)\n"
+    "  moe      MoE layer throughput per backend (not implemented yet)\n"
+    "\n"
+    "Run 'eep-bench SUBCOMMAND --help' for its options.\n";
+}
 
 int main(int argc, char** argv) {
-  CLI::App app{"eep-bench", "eep-bench"};
-  eep::cli::add_version_flag(app);
-  if (auto code = eep::cli::parse(app, argc, argv)) return *code;
-  return eep::kExitOk;
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return eep::kExitUsage;
+  }
+  std::string sub = argv[1];
+  if (sub == "--help" || sub == "-h") {
+    std::fputs(kUsage, stdout);
+    return eep::kExitOk;
+  }
+  if (sub == "--version") {
+    std::printf("eep-bench %s\n", eep::kVersion);
+    return eep::kExitOk;
+  }
+  if (sub == "replay") return eep::bench::run_replay(argc - 1, argv + 1);
+  if (sub == "eplb") return eep::eplb::run_bench(argc - 1, argv + 1);
+  if (sub == "serve" || sub == "transfer" || sub == "moe") {
+    std::fprintf(stderr, "eep-bench: '%s' is not implemented yet in this version\n", sub.c_str());
+    return eep::kExitRuntime;
+  }
+  std::fprintf(stderr, "eep-bench: unknown subcommand '%s'\n%s", sub.c_str(), kUsage);
+  return eep::kExitUsage;
 }

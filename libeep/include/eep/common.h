@@ -1,6 +1,7 @@
 // Shared error type, exit codes and logging for every libeep subsystem and tool.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -15,6 +16,8 @@ inline constexpr int kExitRuntime = 1;  // runtime failure: peer gone, timeout, 
 inline constexpr int kExitUsage = 2;    // bad flags or bad input
 
 inline constexpr const char* kVersion = EEP_VERSION;
+
+using Clock = std::chrono::steady_clock;
 
 // Error codes carried in exceptions and in protocol error replies (man/eep-protocol.7).
 enum class ErrorCode {

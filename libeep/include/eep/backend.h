@@ -1,0 +1,67 @@
+// The backend seam (design.md §6): everything an engine needs from a device. The engine owns
+// scheduling, messaging and the step loop; a backend owns weights, the KV cache and the forward
+// pass, including the MoE dispatch/combine through the group's collectives. CpuBackend (fp32,
+// Gloo) is the reference; the CUDA backend implements the same interface.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "eep/model.h"
+#include "eep/placement.h"
+
+namespace eep {
+
+class Group;
+
+// One sequence's part of a step: rows [row_begin, row_begin + num_rows) of the flattened batch
+// are positions [start, start + num_rows) of a sequence whose KV blocks are block_table.
+struct SeqSlice {
+  const int32_t* block_table = nullptr;
+  int num_blocks = 0;
+  int start = 0;
+  int row_begin = 0;
+  int num_rows = 0;
+  bool sample = false;  // produce logits for the last row
+};
+
+struct StepBatch {
+  std::vector<int32_t> tokens;     // [rows]
+  std::vector<int32_t> positions;  // [rows]
+  std::vector<SeqSlice> seqs;
+  int num_rows() const { return static_cast<int>(tokens.size()); }
+};
+
+struct BackendOptions {
+  int num_kv_blocks = 512;
+  int block_size = 16;
+  int device = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const ModelConfig& config() const = 0;
+  // Loads the replicated (non-expert) weights.
+  virtual void load_dense(const WeightSource& src) = 0;
+  // Makes the local slots of `placement` for `rank` hold their experts, reading from src only the
+  // slots whose expert changed (so an unchanged placement costs nothing).
+  virtual void load_experts(const WeightSource& src, const Placement& placement, int rank) = 0;
+  // Runs one step on every engine of `group` in lockstep: an empty batch still joins every
+  // collective (dummy step). logits gets [number of sampling seqs][vocab], in seqs order.
+  virtual void forward(const StepBatch& batch, Group& group, std::vector<float>& logits) = 0;
+  // Tokens routed to each physical slot, cumulative: [layers][num_slots] (only local slots of
+  // this rank are non-zero).
+  virtual const std::vector<std::vector<int64_t>>& expert_load() const = 0;
+  virtual void reset_expert_load() = 0;
+  virtual size_t kv_bytes() const = 0;
+  virtual const char* name() const = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const BackendOptions& opts);
+// Throws Error(kUnavailable, "eep was built without CUDA") in a CPU-only build.
+std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& cfg, const BackendOptions& opts);
+
+}  // namespace eep

@@ -1,0 +1,33 @@
+// eep-engine: one engine core (one DP rank) on its device. It registers with the coordinator,
+// receives its rank and expert placement, forms the collective group with its peers, and then
+// steps in lockstep with them, serving the requests the coordinator routes to it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace eep {
+
+struct EngineOptions {
+  std::string coord = "tcp://127.0.0.1:5555";
+  std::string model;              // preset:NAME or checkpoint directory
+  uint64_t seed = 0;              // synthetic-weight seed (presets)
+  std::string backend = "cpu";    // cpu | cuda
+  int device = 0;
+  int num_kv_blocks = 512;
+  int block_size = 16;
+  int max_num_seqs = 64;
+  int max_tokens_per_step = 512;
+  int max_model_len = 0;          // 0: the model's max_position_embeddings
+  std::string comm_host = "127.0.0.1";  // address peers reach this engine's collectives on
+  std::chrono::milliseconds heartbeat{500};
+  std::chrono::milliseconds coord_timeout{10000};      // coordinator silent this long: exit 1
+  std::chrono::milliseconds collective_timeout{30000};
+};
+
+// Runs the engine until the coordinator says shutdown (returns 0), a signal arrives (0), or a
+// fatal error (1, logged).
+int run_engine(const EngineOptions& opts);
+
+}  // namespace eep

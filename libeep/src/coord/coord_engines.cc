@@ -1,0 +1,162 @@
+// Engine registry and the serving group: registration, group formation, readiness, heartbeats,
+// death and re-formation.
+#include <algorithm>
+
+#include "coord/coordinator.h"
+
+namespace eep {
+
+void Coordinator::on_register(const std::string& identity, const Body& msg) {
+  EngineInfo e;
+  e.identity = identity;
+  e.id = next_engine_id_++;
+  e.pid = static_cast<int>(proto::get_int(msg, "pid"));
+  e.backend = proto::get_string(msg, "backend");
+  e.device = static_cast<int>(proto::get_int(msg, "device"));
+  e.limits.vocab_size = static_cast<int>(proto::get_int(msg, "vocab_size"));
+  e.limits.max_model_len = static_cast<int>(proto::get_int(msg, "max_model_len"));
+  e.num_kv_blocks = static_cast<int>(proto::get_int(msg, "num_kv_blocks"));
+  e.block_size = static_cast<int>(proto::get_int(msg, "block_size"));
+  e.limits.kv_tokens = e.num_kv_blocks * e.block_size;
+  e.kv_bytes = proto::get_int(msg, "kv_bytes");
+  e.last_seen = Clock::now();
+  std::string model = proto::get_string(msg, "model");
+  std::string seed = std::to_string(proto::get_int(msg, "seed"));
+  // Every engine of a deployment must serve the same weights.
+  if (model_.empty()) {
+    model_ = model;
+    model_seed_ = seed;
+    model_layers_ = static_cast<int>(proto::get_int(msg, "num_layers"));
+    model_experts_ = static_cast<int>(proto::get_int(msg, "num_experts"));
+  } else if (model != model_ || seed != model_seed_) {
+    throw Error(ErrorCode::kInvalidArgument, "engine serves model " + model + " seed " + seed +
+                                                 ", the deployment serves " + model_ + " seed " +
+                                                 model_seed_);
+  }
+  if (group_.generation > 0 || engines_.size() >= static_cast<size_t>(expected_engines_)) {
+    // Folding a late engine into a running group is a scaling operation (eep-scale).
+    throw Error(ErrorCode::kConflict, "the cluster already has its " +
+                                          std::to_string(expected_engines_) +
+                                          " engines; scale up to add more");
+  }
+  log_->info("engine {} registered (pid {}, {} backend, {} KV blocks)", e.id, e.pid, e.backend,
+             e.num_kv_blocks);
+  engines_[identity] = e;
+  send_to(identity, proto::ok_reply(msg, {{"engine_id", e.id}}));
+  if (engines_.size() == static_cast<size_t>(expected_engines_)) {
+    std::vector<std::string> members;
+    for (auto& [id, info] : engines_) members.push_back(id);
+    std::sort(members.begin(), members.end(), [&](const std::string& a, const std::string& b) {
+      return engines_[a].id < engines_[b].id;
+    });
+    form_group(members);
+  }
+}
+
+void Coordinator::form_group(std::vector<std::string> members) {
+  group_.generation += 1;
+  group_.members = std::move(members);
+  group_.serving = false;
+  group_.wave_running = false;
+  const int size = static_cast<int>(group_.members.size());
+  const int num_layers = model_layers_;
+  const int num_experts = model_experts_;
+  int num_slots = num_experts + opts_.redundant;
+  // Round slots up to a multiple of the group size so every rank holds the same number.
+  num_slots = (num_slots + size - 1) / size * size;
+  group_.placement = Placement::round_robin(num_layers, num_experts, num_slots, size);
+  log_->info("forming group generation {} with {} engine(s), {} slots", group_.generation, size,
+             num_slots);
+  store_.erase_prefix("eep/g" + std::to_string(group_.generation - 1) + "/");
+  for (int r = 0; r < size; ++r) {
+    EngineInfo& e = engines_.at(group_.members[r]);
+    e.rank = r;
+    e.state = EngineState::kConfiguring;
+    send_to(e.identity, {{"type", "configure"},
+                         {"generation", group_.generation},
+                         {"rank", r},
+                         {"size", size},
+                         {"wave", group_.wave},
+                         {"placement", group_.placement.to_json()}});
+  }
+}
+
+void Coordinator::on_ready(const std::string& identity, const Body& msg) {
+  auto it = engines_.find(identity);
+  if (it == engines_.end()) throw Error(ErrorCode::kNotFound, "ready from an unregistered engine");
+  if (proto::get_int(msg, "generation") != group_.generation) return;  // stale
+  it->second.state = EngineState::kReady;
+  for (const auto& m : group_.members)
+    if (engines_.at(m).state != EngineState::kReady) return;
+  group_.serving = true;
+  log_->info("group generation {} serving with {} engine(s)", group_.generation,
+             group_.members.size());
+  route_pending();
+}
+
+void Coordinator::on_heartbeat(const std::string& identity, const Body& msg) {
+  auto it = engines_.find(identity);
+  if (it == engines_.end() || it->second.state == EngineState::kDead) {
+    send_to(identity, proto::error_reply(msg, ErrorCode::kNotFound, "unknown engine"));
+    return;
+  }
+  EngineInfo& e = it->second;
+  e.last_seen = Clock::now();
+  e.reported_waiting = static_cast<int>(msg.value("num_waiting", 0));
+  e.reported_running = static_cast<int>(msg.value("num_running", 0));
+  e.free_blocks = static_cast<int>(msg.value("free_blocks", 0));
+  e.steps = msg.value("steps", int64_t{0});
+  e.paused = msg.value("paused", true);
+  if (msg.contains("load") && msg.value("generation", int64_t{-1}) == group_.generation)
+    e.load = msg["load"].get<std::vector<std::vector<int64_t>>>();
+  send_to(identity, proto::ok_reply(msg));
+}
+
+void Coordinator::check_liveness() {
+  auto now = Clock::now();
+  std::vector<std::string> dead;
+  for (auto& [identity, e] : engines_)
+    if (e.state != EngineState::kDead && now - e.last_seen > opts_.heartbeat_timeout)
+      dead.push_back(identity);
+  if (launcher_) {
+    for (int pid : launcher_->reap_exited())
+      for (auto& [identity, e] : engines_)
+        if (e.pid == pid && e.state != EngineState::kDead) dead.push_back(identity);
+  }
+  for (const auto& identity : dead) on_engine_gone(identity, "no heartbeat or process exited");
+}
+
+void Coordinator::on_engine_gone(const std::string& identity, const std::string& why) {
+  auto it = engines_.find(identity);
+  if (it == engines_.end() || it->second.state == EngineState::kDead) return;
+  EngineInfo& e = it->second;
+  log_->warn("engine {} (rank {}, pid {}) is gone: {}", e.id, e.rank, e.pid, why);
+  bool was_member =
+      std::find(group_.members.begin(), group_.members.end(), identity) != group_.members.end();
+  e.state = EngineState::kDead;
+  e.rank = -1;
+  // Its requests continue elsewhere with the tokens generated so far (the client sees one
+  // stream); they wait in the queue until the re-formed group serves.
+  for (auto& [rid, r] : requests_) {
+    if (r.engine != identity) continue;
+    r.engine.clear();
+    r.num_retries += 1;
+    pending_.push_front(rid);
+  }
+  if (!was_member) return;
+  std::vector<std::string> survivors;
+  for (const auto& m : group_.members)
+    if (engines_.at(m).state != EngineState::kDead) survivors.push_back(m);
+  if (survivors.empty()) {
+    group_.members.clear();
+    group_.serving = false;
+    log_->error("no engine left");
+    std::vector<std::string> open(pending_.begin(), pending_.end());
+    for (const auto& rid : open)
+      finish_request(rid, "error", ErrorCode::kUnavailable, "no engine left to serve the request");
+    return;
+  }
+  form_group(survivors);
+}
+
+}  // namespace eep

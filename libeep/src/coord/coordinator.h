@@ -1,0 +1,86 @@
+// The coordinator object: one event loop (coord_loop.cc) over engines (coord_engines.cc),
+// requests (coord_requests.cc) and the store (coord_store.cc).
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "coord/coord_state.h"
+#include "coord/launcher.h"
+#include "eep/common.h"
+#include "eep/coord.h"
+#include "eep/proto.h"
+
+namespace eep {
+
+using Ms = std::chrono::milliseconds;
+using proto::Body;
+
+// Printable form of a ZMQ routing id (binary) for logs.
+std::string peer_name(const std::string& identity);
+
+
+class Coordinator {
+ public:
+  explicit Coordinator(const CoordOptions& opts);
+  int run();
+
+ private:
+  // Messaging.
+  void send_to(const std::string& identity, const Body& body);
+  void dispatch(const std::string& identity, const Body& msg);
+  // Store.
+  void on_store(const std::string& identity, const Body& msg);
+  void poll_store();  // answers parked store waits that became answerable or timed out
+  // Engines.
+  void on_register(const std::string& identity, const Body& msg);
+  void on_ready(const std::string& identity, const Body& msg);
+  void on_heartbeat(const std::string& identity, const Body& msg);
+  void on_outputs(const std::string& identity, const Body& msg);
+  void on_engine_gone(const std::string& identity, const std::string& why);
+  void form_group(std::vector<std::string> members);
+  void check_liveness();
+  // Clients.
+  void on_submit(const std::string& identity, const Body& msg);
+  void on_abort(const std::string& identity, const Body& msg);
+  void on_status(const std::string& identity, const Body& msg);
+  void on_stats(const std::string& identity, const Body& msg);
+  void route_pending();
+  void route(RequestInfo& req);
+  void finish_request(const std::string& rid, const std::string& reason, ErrorCode code,
+                      const std::string& error);
+  void client_gone(const std::string& client);
+  void wake_group();
+  std::optional<RequestLimits> limits() const;
+  void shutdown_engines();
+
+  CoordOptions opts_;
+  std::shared_ptr<spdlog::logger> log_;
+  zmq::context_t ctx_{1};
+  zmq::socket_t sock_{ctx_, zmq::socket_type::router};
+  std::unique_ptr<Launcher> launcher_;
+  StoreState store_;
+  StoreWaiters waiters_;
+  std::map<std::string, EngineInfo> engines_;
+  GroupInfo group_;
+  std::map<std::string, RequestInfo> requests_;
+  std::deque<std::string> pending_;  // rids waiting for a serving group
+  std::map<std::string, std::set<std::string>> client_requests_;
+  std::set<std::string> gone_clients_;  // clients found unreachable, handled by the loop
+  int64_t next_engine_id_ = 0;
+  int64_t next_rid_ = 0;
+  int expected_engines_ = 1;
+  std::string model_, model_seed_;
+  int model_layers_ = 0, model_experts_ = 0;
+  bool stopping_ = false;
+  Clock::time_point started_ = Clock::now();
+};
+
+}  // namespace eep
