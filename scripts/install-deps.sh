@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libcli11-dev libspdlog-dev
   libboost-dev libboost-filesystem-dev libgloo-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev bats jq scdoc python3
+  libgtest-dev libgmock-dev bats jq scdoc python3 python3-zmq python3-msgpack
 )
 
 missing=()
