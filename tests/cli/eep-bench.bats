@@ -1,0 +1,176 @@
+#!/usr/bin/env bats
+# eep-bench command line: help, version, subcommand errors (exit 2), subcommands not implemented
+# yet (exit 1), and replay's input checking (exit 2 naming the line) and failures (exit 1).
+# Every process started here is stopped in teardown.
+
+bats_require_minimum_version 1.5.0
+
+BENCH="$EEP_BIN/eep-bench/eep-bench"
+COORD="$EEP_BIN/eep-coord/eep-coord"
+SCALE="$EEP_BIN/eep-scale/eep-scale"
+
+setup() {
+  ADDR="tcp://127.0.0.1:$(free_port)"
+  COORD_PID=
+  REQS="$BATS_TEST_TMPDIR/requests.jsonl"
+}
+
+teardown() {
+  if [ -n "$COORD_PID" ]; then
+    kill -KILL "$COORD_PID" 2>/dev/null || true
+    wait "$COORD_PID" 2>/dev/null || true
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 20000))
+}
+
+# start_coord [flags...]: eep-coord on $ADDR (no engines), answering within 20 s.
+start_coord() {
+  "$COORD" --bind "$ADDR" --engines 1 "$@" 2>"$BATS_TEST_TMPDIR/coord.log" &
+  COORD_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    "$SCALE" --coord "$ADDR" --timeout-ms 200 status >/dev/null 2>&1 && return 0
+    kill -0 "$COORD_PID" 2>/dev/null || { cat "$BATS_TEST_TMPDIR/coord.log" >&2; return 1; }
+  done
+  echo "eep-coord did not answer within 20 s" >&2
+  return 1
+}
+
+@test "--help exits 0" {
+  run -0 "$BENCH" --help
+}
+
+@test "--help prints the subcommands on stdout" {
+  run --separate-stderr "$BENCH" --help
+  [[ "$output" == "Usage: eep-bench SUBCOMMAND"*"replay"* ]]
+}
+
+@test "--help prints nothing on stderr" {
+  run --separate-stderr "$BENCH" --help
+  [ -z "$stderr" ]
+}
+
+@test "--version prints 'eep-bench 0.1.0'" {
+  run -0 --separate-stderr "$BENCH" --version
+  [ "$output" = "eep-bench 0.1.0" ]
+}
+
+@test "without a subcommand exits 2" {
+  run -2 --separate-stderr "$BENCH"
+}
+
+@test "without a subcommand prints the usage on stderr, not stdout" {
+  run --separate-stderr "$BENCH"
+  [ -z "$output" ]
+  [[ "$stderr" == "Usage: eep-bench"* ]]
+}
+
+@test "an unknown subcommand exits 2" {
+  run -2 --separate-stderr "$BENCH" frobnicate
+}
+
+@test "an unknown subcommand is named on stderr" {
+  run --separate-stderr "$BENCH" frobnicate
+  [[ "$stderr" == "eep-bench: unknown subcommand 'frobnicate'"* ]]
+}
+
+@test "serve exits 1: not implemented yet" {
+  run -1 --separate-stderr "$BENCH" serve
+  [ "$stderr" = "eep-bench: 'serve' is not implemented yet in this version" ]
+}
+
+@test "transfer exits 1: not implemented yet" {
+  run -1 --separate-stderr "$BENCH" transfer
+  [[ "$stderr" == *"'transfer' is not implemented yet"* ]]
+}
+
+@test "moe exits 1: not implemented yet" {
+  run -1 --separate-stderr "$BENCH" moe
+  [[ "$stderr" == *"'moe' is not implemented yet"* ]]
+}
+
+@test "replay --help exits 0 and lists --concurrency" {
+  run -0 --separate-stderr "$BENCH" replay --help
+  [[ "$output" == *"--concurrency"* ]]
+}
+
+@test "replay with an unknown flag exits 2" {
+  run -2 --separate-stderr "$BENCH" replay --no-such-flag
+}
+
+@test "replay --concurrency -1 exits 2" {
+  run -2 --separate-stderr "$BENCH" replay --concurrency -1 "$REQS"
+}
+
+@test "replay of a missing file exits 2" {
+  run -2 --separate-stderr "$BENCH" replay --coord "$ADDR" "$BATS_TEST_TMPDIR/none.jsonl"
+  [[ "$stderr" == *"cannot read $BATS_TEST_TMPDIR/none.jsonl"* ]]
+}
+
+@test "replay of a malformed JSON line exits 2" {
+  printf '%s\n' '{"prompt":[1]}' '' '{"prompt":[1' >"$REQS"
+  run -2 --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" --timeout-ms 300 "$REQS"
+}
+
+@test "replay of a malformed JSON line names the file and line number" {
+  printf '%s\n' '{"prompt":[1]}' '' '{"prompt":[1' >"$REQS"
+  run --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" --timeout-ms 300 "$REQS"
+  [[ "$stderr" == "eep-bench replay: $REQS:3: not JSON"* ]]
+}
+
+@test "replay from stdin names stdin and the line number" {
+  run --separate-stderr bash -c "printf '[1,2]\n' | timeout 10 '$BENCH' replay --coord '$ADDR' -"
+  [ "$status" -eq 2 ]
+  [[ "$stderr" == "eep-bench replay: stdin:1: not an object"* ]]
+}
+
+@test "replay of a duplicate id exits 2 naming the line" {
+  printf '%s\n' '{"id":"a","prompt":[1]}' '{"id":"a","prompt":[2]}' >"$REQS"
+  run -2 --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" "$REQS"
+  [[ "$stderr" == *"$REQS:2: duplicate id \"a\""* ]]
+}
+
+@test "replay of an id that is neither string nor number exits 2" {
+  printf '%s\n' '{"id":[1],"prompt":[1]}' >"$REQS"
+  run -2 --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" "$REQS"
+}
+
+@test "replay of an empty file exits 0 and prints nothing" {
+  : >"$REQS"
+  run -0 --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" "$REQS"
+  [ -z "$output" ]
+}
+
+@test "replay with nothing listening exits 1 after --timeout-ms" {
+  echo '{"id":"a","prompt":[1,2],"max_tokens":2}' >"$REQS"
+  run -1 --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" --timeout-ms 300 "$REQS"
+}
+
+@test "replay with nothing listening reports code timeout for the request" {
+  echo '{"id":"a","prompt":[1,2],"max_tokens":2}' >"$REQS"
+  run --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" --timeout-ms 300 "$REQS"
+  [ "$(jq -c '[.id, .finish_reason, .code, .ttft_ms]' <<<"$output")" = '["a","error","timeout",-1]' ]
+}
+
+@test "replay turns a numeric id into a string" {
+  echo '{"id":7,"prompt":[1,2],"max_tokens":2}' >"$REQS"
+  run --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" --timeout-ms 300 "$REQS"
+  [ "$(jq -c .id <<<"$output")" = '"7"' ]
+}
+
+@test "replay without ids numbers the requests by line" {
+  printf '%s\n' '' '{"prompt":[1,2],"max_tokens":2}' >"$REQS"
+  run --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" --timeout-ms 300 "$REQS"
+  [ "$(jq -r .id <<<"$output")" = 2 ]
+}
+
+@test "replay: a request with no engine to serve it fails after --queue-timeout-ms" {
+  start_coord --queue-timeout-ms 200
+  echo '{"id":"a","prompt":[1,2],"max_tokens":2}' >"$REQS"
+  run -1 --separate-stderr timeout 20 "$BENCH" replay --coord "$ADDR" --timeout-ms 10000 "$REQS"
+  [ "$(jq -r .code <<<"$output")" = unavailable ]
+}

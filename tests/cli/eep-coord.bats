@@ -1,0 +1,199 @@
+#!/usr/bin/env bats
+# eep-coord command line: help, version, usage errors (exit 2), runtime failures (exit 1), and the
+# simplest life cycle (no engine: not serving; shutdown and signals exit 0). Every process
+# started here is stopped in teardown.
+
+bats_require_minimum_version 1.5.0
+
+COORD="$EEP_BIN/eep-coord/eep-coord"
+SCALE="$EEP_BIN/eep-scale/eep-scale"
+
+setup() {
+  ADDR="tcp://127.0.0.1:$(free_port)"
+  COORD_PID=
+}
+
+teardown() {
+  if [ -n "$COORD_PID" ]; then
+    kill -KILL "$COORD_PID" 2>/dev/null || true
+    wait "$COORD_PID" 2>/dev/null || true
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 20000))
+}
+
+# start_coord [flags...]: eep-coord on $ADDR in the background, answering within 10 s.
+start_coord() {
+  "$COORD" --bind "$ADDR" "$@" 2>"$BATS_TEST_TMPDIR/coord.log" &
+  COORD_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    "$SCALE" --coord "$ADDR" --timeout-ms 200 status --json >/dev/null 2>&1 && return 0
+    kill -0 "$COORD_PID" 2>/dev/null || { cat "$BATS_TEST_TMPDIR/coord.log" >&2; return 1; }
+  done
+  echo "eep-coord did not answer within 20 s" >&2
+  return 1
+}
+
+# wait_exit PID SECONDS: waits for PID (a child of this shell) to exit; sets EXIT_STATUS.
+wait_exit() {
+  local pid=$1 limit=$2 i
+  for i in $(seq 1 $((limit * 10))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "process $pid still running after $limit s" >&2
+    return 1
+  fi
+  EXIT_STATUS=0
+  wait "$pid" || EXIT_STATUS=$?
+  COORD_PID=
+}
+
+@test "--help exits 0" {
+  run -0 "$COORD" --help
+}
+
+@test "--help prints the usage on stdout" {
+  run --separate-stderr "$COORD" --help
+  [[ "$output" == *"--bind"* ]]
+}
+
+@test "--help prints nothing on stderr" {
+  run --separate-stderr "$COORD" --help
+  [ -z "$stderr" ]
+}
+
+@test "--help lists the environment variables" {
+  run --separate-stderr "$COORD" --help
+  [[ "$output" == *"EEP_HEARTBEAT_TIMEOUT_MS"* ]]
+}
+
+@test "--version prints 'eep-coord 0.1.0'" {
+  run -0 --separate-stderr "$COORD" --version
+  [ "$output" = "eep-coord 0.1.0" ]
+}
+
+@test "an unknown flag exits 2" {
+  run -2 --separate-stderr "$COORD" --no-such-flag
+}
+
+@test "an unknown flag is named on stderr" {
+  run --separate-stderr "$COORD" --no-such-flag
+  [[ "$stderr" == *"--no-such-flag"* ]]
+}
+
+@test "an unknown flag prints nothing on stdout" {
+  run --separate-stderr "$COORD" --no-such-flag
+  [ -z "$output" ]
+}
+
+@test "--spawn -1 exits 2" {
+  run -2 --separate-stderr "$COORD" --spawn -1 --model preset:tiny
+}
+
+@test "--spawn 2000 (over 1024) exits 2" {
+  run -2 --separate-stderr "$COORD" --spawn 2000 --model preset:tiny
+}
+
+@test "--backend tpu exits 2" {
+  run -2 --separate-stderr "$COORD" --backend tpu
+}
+
+@test "--backend tpu names the bad value on stderr" {
+  run --separate-stderr "$COORD" --backend tpu
+  [[ "$stderr" == *"tpu"* ]]
+}
+
+@test "EEP_BACKEND=tpu from the environment exits 2" {
+  EEP_BACKEND=tpu run -2 --separate-stderr "$COORD"
+}
+
+@test "--heartbeat-timeout-ms below 100 exits 2" {
+  run -2 --separate-stderr "$COORD" --heartbeat-timeout-ms 5
+}
+
+@test "--queue-timeout-ms 0 exits 2" {
+  run -2 --separate-stderr "$COORD" --queue-timeout-ms 0
+}
+
+@test "--spawn without --model exits 2" {
+  run -2 --separate-stderr "$COORD" --bind "$ADDR" --spawn 1
+}
+
+@test "--spawn without --model says so on stderr" {
+  run --separate-stderr "$COORD" --bind "$ADDR" --spawn 1
+  [[ "$stderr" == *"--spawn needs --model"* ]]
+}
+
+@test "--engine-bin that does not exist exits 2" {
+  run -2 --separate-stderr timeout 20 "$COORD" --bind "$ADDR" --spawn 1 --model preset:tiny \
+    --engine-bin "$BATS_TEST_TMPDIR/no-such-engine"
+}
+
+@test "--engine-bin that does not exist is named on stderr" {
+  run --separate-stderr timeout 20 "$COORD" --bind "$ADDR" --spawn 1 --model preset:tiny \
+    --engine-bin "$BATS_TEST_TMPDIR/no-such-engine"
+  [[ "$stderr" == *"no-such-engine does not exist"* ]]
+}
+
+@test "--bind nonsense exits 1 within 5 s" {
+  run -1 --separate-stderr timeout 5 "$COORD" --bind nonsense
+}
+
+@test "--bind nonsense names the endpoint on stderr" {
+  run --separate-stderr timeout 5 "$COORD" --bind nonsense
+  [[ "$stderr" == *"cannot bind nonsense"* ]]
+}
+
+@test "--bind to an address in use exits 1" {
+  start_coord --engines 1
+  run -1 --separate-stderr timeout 5 "$COORD" --bind "$ADDR" --engines 1
+}
+
+@test "without engines the coordinator answers status: size 0" {
+  start_coord --engines 1
+  run -0 --separate-stderr "$SCALE" --coord "$ADDR" --timeout-ms 2000 status --json
+  [ "$(jq -r .size <<<"$output")" = 0 ]
+}
+
+@test "without engines the coordinator is not serving" {
+  start_coord --engines 1
+  run -0 --separate-stderr "$SCALE" --coord "$ADDR" --timeout-ms 2000 status --json
+  [ "$(jq -r .serving <<<"$output")" = false ]
+}
+
+@test "without engines the generation is 0 and no placement is reported" {
+  start_coord --engines 1
+  run -0 --separate-stderr "$SCALE" --coord "$ADDR" --timeout-ms 2000 status --json
+  [ "$(jq -c '[.generation, has("placement")]' <<<"$output")" = "[0,false]" ]
+}
+
+@test "eep-scale shutdown stops it with exit 0" {
+  start_coord --engines 1
+  "$SCALE" --coord "$ADDR" --timeout-ms 2000 shutdown
+  wait_exit "$COORD_PID" 10
+  [ "$EXIT_STATUS" -eq 0 ]
+}
+
+@test "SIGTERM stops it with exit 0" {
+  start_coord --engines 1
+  kill -TERM "$COORD_PID"
+  wait_exit "$COORD_PID" 10
+  [ "$EXIT_STATUS" -eq 0 ]
+}
+
+@test "engines that never come exit 1 after --start-timeout-ms" {
+  start_coord --engines 1 --start-timeout-ms 500
+  wait_exit "$COORD_PID" 10
+  [ "$EXIT_STATUS" -eq 1 ]
+}
+
+@test "engines that never come are reported on stderr" {
+  run -1 --separate-stderr timeout 10 "$COORD" --bind "$ADDR" --engines 1 --start-timeout-ms 300
+  [[ "$stderr" == *"did not become ready within 300 ms"* ]]
+}

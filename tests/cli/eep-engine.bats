@@ -1,0 +1,245 @@
+#!/usr/bin/env bats
+# eep-engine command line: help, version, usage errors and bad models (exit 2), runtime failures
+# (exit 1), --write-checkpoint, and the simplest life cycle against a real coordinator. Every
+# process started here is stopped in teardown.
+
+bats_require_minimum_version 1.5.0
+
+ENGINE="$EEP_BIN/eep-engine/eep-engine"
+COORD="$EEP_BIN/eep-coord/eep-coord"
+SCALE="$EEP_BIN/eep-scale/eep-scale"
+
+setup() {
+  ADDR="tcp://127.0.0.1:$(free_port)"
+  PIDS=()
+}
+
+teardown() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
+    echo $((20000 + RANDOM % 20000))
+}
+
+# start_coord [flags...]: eep-coord on $ADDR in the background; sets COORD_PID.
+start_coord() {
+  "$COORD" --bind "$ADDR" "$@" 2>"$BATS_TEST_TMPDIR/coord.log" &
+  COORD_PID=$!
+  PIDS+=("$COORD_PID")
+}
+
+# wait_serving N: until the coordinator serves with N engines (30 s at most).
+wait_serving() {
+  local i out
+  for i in $(seq 1 150); do
+    out=$("$SCALE" --coord "$ADDR" --timeout-ms 200 status --json 2>/dev/null) &&
+      [ "$(jq -c '[.serving, .size]' <<<"$out")" = "[true,$1]" ] && return 0
+    sleep 0.1
+  done
+  echo "not serving with $1 engine(s) after 30 s" >&2
+  cat "$BATS_TEST_TMPDIR/coord.log" >&2
+  return 1
+}
+
+# wait_registered N: until N engines have registered (30 s at most).
+wait_registered() {
+  local i out
+  for i in $(seq 1 150); do
+    out=$("$SCALE" --coord "$ADDR" --timeout-ms 200 status --json 2>/dev/null) &&
+      [ "$(jq '.engines | length' <<<"$out")" = "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "$1 engine(s) not registered after 30 s" >&2
+  return 1
+}
+
+# wait_exit PID SECONDS: waits for PID (a child of this shell) to exit; sets EXIT_STATUS.
+wait_exit() {
+  local pid=$1 limit=$2 i
+  for i in $(seq 1 $((limit * 10))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "process $pid still running after $limit s" >&2
+    return 1
+  fi
+  EXIT_STATUS=0
+  wait "$pid" || EXIT_STATUS=$?
+}
+
+@test "--help exits 0" {
+  run -0 "$ENGINE" --help
+}
+
+@test "--help prints the usage on stdout" {
+  run --separate-stderr "$ENGINE" --help
+  [[ "$output" == *"--model"* ]]
+}
+
+@test "--help prints nothing on stderr" {
+  run --separate-stderr "$ENGINE" --help
+  [ -z "$stderr" ]
+}
+
+@test "--version prints 'eep-engine 0.1.0'" {
+  run -0 --separate-stderr "$ENGINE" --version
+  [ "$output" = "eep-engine 0.1.0" ]
+}
+
+@test "an unknown flag exits 2" {
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --no-such-flag
+}
+
+@test "an unknown flag is named on stderr" {
+  run --separate-stderr "$ENGINE" --model preset:tiny --no-such-flag
+  [[ "$stderr" == *"--no-such-flag"* ]]
+}
+
+@test "without --model exits 2" {
+  run -2 --separate-stderr "$ENGINE"
+}
+
+@test "without --model says --model is required" {
+  run --separate-stderr "$ENGINE"
+  [[ "$stderr" == *"--model"*"required"* ]]
+}
+
+@test "EEP_MODEL from the environment satisfies --model" {
+  EEP_MODEL=preset:tiny run -0 --separate-stderr "$ENGINE" \
+    --write-checkpoint "$BATS_TEST_TMPDIR/ckpt"
+}
+
+@test "--model preset:nope exits 2" {
+  run -2 --separate-stderr timeout 20 "$ENGINE" --coord "$ADDR" --model preset:nope
+}
+
+@test "--model preset:nope says unknown preset and lists the known ones" {
+  run --separate-stderr timeout 20 "$ENGINE" --coord "$ADDR" --model preset:nope
+  [[ "$stderr" == *"unknown model preset 'nope' (known: tiny"* ]]
+}
+
+@test "--model naming a missing directory exits 2" {
+  run -2 --separate-stderr timeout 20 "$ENGINE" --coord "$ADDR" --model "$BATS_TEST_TMPDIR/none"
+}
+
+@test "--model naming a missing directory says it is not a directory" {
+  run --separate-stderr timeout 20 "$ENGINE" --coord "$ADDR" --model "$BATS_TEST_TMPDIR/none"
+  [[ "$stderr" == *"none: not a directory"* ]]
+}
+
+@test "--backend tpu exits 2" {
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --backend tpu
+}
+
+@test "--kv-blocks 0 exits 2" {
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --kv-blocks 0
+}
+
+@test "--block-size 2048 (over 1024) exits 2" {
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --block-size 2048
+}
+
+@test "--dtype f64 exits 2" {
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --dtype f64 \
+    --write-checkpoint "$BATS_TEST_TMPDIR/ckpt"
+}
+
+@test "--backend cuda exits 1 (the CUDA backend is not available in this version)" {
+  run -1 --separate-stderr timeout 20 "$ENGINE" --coord "$ADDR" --model preset:tiny --backend cuda
+}
+
+@test "--backend cuda says why on stderr" {
+  run --separate-stderr timeout 20 "$ENGINE" --coord "$ADDR" --model preset:tiny --backend cuda
+  [[ "$stderr" == *"CUDA"*"--backend cpu"* ]]
+}
+
+@test "--write-checkpoint exits 0 and prints the directory" {
+  run -0 --separate-stderr "$ENGINE" --model preset:tiny --write-checkpoint "$BATS_TEST_TMPDIR/ckpt"
+  [ "$output" = "$BATS_TEST_TMPDIR/ckpt" ]
+}
+
+@test "--write-checkpoint writes config.json" {
+  "$ENGINE" --model preset:tiny --write-checkpoint "$BATS_TEST_TMPDIR/ckpt" >/dev/null
+  [ -s "$BATS_TEST_TMPDIR/ckpt/config.json" ]
+}
+
+@test "--write-checkpoint writes safetensors" {
+  "$ENGINE" --model preset:tiny --write-checkpoint "$BATS_TEST_TMPDIR/ckpt" >/dev/null
+  compgen -G "$BATS_TEST_TMPDIR/ckpt/*.safetensors" >/dev/null
+}
+
+@test "a written checkpoint is a valid --model" {
+  "$ENGINE" --model preset:tiny --write-checkpoint "$BATS_TEST_TMPDIR/ckpt" >/dev/null
+  run -0 --separate-stderr "$ENGINE" --model "$BATS_TEST_TMPDIR/ckpt" \
+    --write-checkpoint "$BATS_TEST_TMPDIR/copy"
+}
+
+@test "without a coordinator it exits 1 after 10 s of silence" {
+  run -1 --separate-stderr timeout 40 "$ENGINE" --coord "$ADDR" --model preset:tiny
+}
+
+@test "without a coordinator it says the coordinator was silent" {
+  run --separate-stderr timeout 40 "$ENGINE" --coord "$ADDR" --model preset:tiny
+  [[ "$stderr" == *"coordinator $ADDR silent for 10000 ms"* ]]
+}
+
+@test "one engine makes a coordinator with --engines 1 serve" {
+  start_coord --engines 1
+  "$ENGINE" --coord "$ADDR" --model preset:tiny 2>"$BATS_TEST_TMPDIR/engine.log" &
+  PIDS+=($!)
+  wait_serving 1
+}
+
+@test "the engine exits 0 when the coordinator shuts down" {
+  start_coord --engines 1
+  "$ENGINE" --coord "$ADDR" --model preset:tiny 2>"$BATS_TEST_TMPDIR/engine.log" &
+  local engine=$!
+  PIDS+=("$engine")
+  wait_serving 1
+  "$SCALE" --coord "$ADDR" --timeout-ms 2000 shutdown
+  wait_exit "$engine" 15
+  [ "$EXIT_STATUS" -eq 0 ]
+}
+
+@test "the engine exits 0 on SIGTERM" {
+  start_coord --engines 1
+  "$ENGINE" --coord "$ADDR" --model preset:tiny 2>"$BATS_TEST_TMPDIR/engine.log" &
+  local engine=$!
+  PIDS+=("$engine")
+  wait_serving 1
+  kill -TERM "$engine"
+  wait_exit "$engine" 15
+  [ "$EXIT_STATUS" -eq 0 ]
+}
+
+@test "an engine beyond --engines is refused and exits 1" {
+  start_coord --engines 1
+  "$ENGINE" --coord "$ADDR" --model preset:tiny 2>"$BATS_TEST_TMPDIR/engine.log" &
+  PIDS+=($!)
+  wait_serving 1
+  run -1 --separate-stderr timeout 30 "$ENGINE" --coord "$ADDR" --model preset:tiny
+}
+
+@test "an engine beyond --engines is told the cluster is complete" {
+  start_coord --engines 1
+  "$ENGINE" --coord "$ADDR" --model preset:tiny 2>"$BATS_TEST_TMPDIR/engine.log" &
+  PIDS+=($!)
+  wait_serving 1
+  run --separate-stderr timeout 30 "$ENGINE" --coord "$ADDR" --model preset:tiny
+  [[ "$stderr" == *"already has its 1 engines"* ]]
+}
+
+@test "an engine with another seed than the deployment's exits 2" {
+  start_coord --engines 2
+  "$ENGINE" --coord "$ADDR" --model preset:tiny --seed 1 2>"$BATS_TEST_TMPDIR/engine.log" &
+  PIDS+=($!)
+  wait_registered 1
+  run -2 --separate-stderr timeout 30 "$ENGINE" --coord "$ADDR" --model preset:tiny --seed 2
+}
