@@ -95,7 +95,10 @@ void Coordinator::on_ready(const std::string& identity, const Body& msg) {
 }
 
 void Coordinator::on_heartbeat(const std::string& identity, const Body& msg) {
-  auto it = engines_.find(identity);
+  // Heartbeats come from the engine's own heartbeat socket: find the engine by id.
+  int64_t engine_id = proto::get_int(msg, "engine_id");
+  auto it = std::find_if(engines_.begin(), engines_.end(),
+                         [&](const auto& kv) { return kv.second.id == engine_id; });
   if (it == engines_.end() || it->second.state == EngineState::kDead) {
     send_to(identity, proto::error_reply(msg, ErrorCode::kNotFound, "unknown engine"));
     return;

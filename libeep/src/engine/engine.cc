@@ -8,7 +8,9 @@
 #include <csignal>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include <zmq.hpp>
 
@@ -42,7 +44,8 @@ class Engine {
   void configure(const proto::Body& msg);
   void add_request(const proto::Body& msg);
   void step();
-  void heartbeat();
+  void publish_snapshot();
+  void heartbeat_loop();
   void fail_group(const std::string& why);
 
   EngineOptions opts_;
@@ -62,8 +65,15 @@ class Engine {
   bool configured_ = false;
   bool shutdown_ = false;
   int64_t steps_ = 0;
-  Clock::time_point last_heartbeat_{};
-  Clock::time_point last_from_coord_ = Clock::now();
+  int64_t engine_id_ = -1;
+
+  // Heartbeats come from their own thread and socket, so a long step or a blocking group
+  // formation never looks like a dead engine. The main thread publishes what they carry.
+  std::mutex snap_mu_;
+  proto::Body snapshot_;
+  std::atomic<bool> coord_lost_{false};
+  std::atomic<bool> hb_stop_{false};
+  std::thread hb_thread_;
 };
 
 int Engine::run() {
@@ -103,22 +113,40 @@ int Engine::run() {
   log_->info("registering with {} (model {}, {} KV blocks)", opts_.coord, opts_.model,
              sc.num_blocks);
 
+  // The coordinator answers registration with our engine id (or refuses us).
+  auto deadline = Clock::now() + opts_.coord_timeout;
+  while (engine_id_ < 0) {
+    if (g_stop) return kExitOk;
+    if (Clock::now() > deadline)
+      throw Error(ErrorCode::kUnavailable, "no answer from coordinator " + opts_.coord + " within " +
+                                               std::to_string(opts_.coord_timeout.count()) + " ms");
+    if (auto msg = proto::recv(sock_, Ms(100))) handle(*msg);
+  }
+  publish_snapshot();
+  hb_thread_ = std::thread([this] { heartbeat_loop(); });
+  struct Joiner {
+    Engine* e;
+    ~Joiner() {
+      e->hb_stop_ = true;
+      if (e->hb_thread_.joinable()) e->hb_thread_.join();
+    }
+  } joiner{this};
+
   while (!shutdown_ && !g_stop) {
     // Between steps: take every pending message; block briefly only while paused.
     Ms wait = (configured_ && !paused_) ? Ms(0) : Ms(50);
     while (auto msg = proto::recv(sock_, wait)) {
-      last_from_coord_ = Clock::now();
       handle(*msg);
       wait = Ms(0);
       if (shutdown_) break;
     }
     if (shutdown_ || g_stop) break;
-    if (Clock::now() - last_from_coord_ > opts_.coord_timeout) {
-      log_->error("coordinator {} silent for {} ms; exiting", opts_.coord,
-                  opts_.coord_timeout.count());
+    if (coord_lost_) {
+      log_->error("lost the coordinator {} (silent for {} ms or it dropped this engine); exiting",
+                  opts_.coord, opts_.coord_timeout.count());
       return kExitRuntime;
     }
-    heartbeat();
+    publish_snapshot();
     if (!configured_) continue;
     if (paused_ && sched_->has_work()) {
       // This engine has work while the group rests: ask the coordinator to wake everyone.
@@ -132,11 +160,9 @@ int Engine::run() {
   return kExitOk;
 }
 
-void Engine::heartbeat() {
-  auto now = Clock::now();
-  if (now - last_heartbeat_ < opts_.heartbeat) return;
-  last_heartbeat_ = now;
+void Engine::publish_snapshot() {
   proto::Body hb = {{"type", "heartbeat"},
+                    {"engine_id", engine_id_},
                     {"rank", rank_},
                     {"generation", generation_},
                     {"num_waiting", sched_->num_waiting()},
@@ -145,7 +171,40 @@ void Engine::heartbeat() {
                     {"steps", steps_},
                     {"paused", paused_}};
   if (configured_) hb["load"] = backend_->expert_load();
-  send(hb);
+  std::lock_guard<std::mutex> lock(snap_mu_);
+  snapshot_ = std::move(hb);
+}
+
+void Engine::heartbeat_loop() {
+  zmq::socket_t hb(ctx_, zmq::socket_type::dealer);
+  hb.set(zmq::sockopt::linger, 0);
+  hb.connect(opts_.coord);
+  auto last_answer = Clock::now();
+  while (!hb_stop_) {
+    proto::Body body;
+    {
+      std::lock_guard<std::mutex> lock(snap_mu_);
+      body = snapshot_;
+    }
+    proto::send(hb, body);
+    // Any reply proves the coordinator alive; an error reply means it no longer knows us.
+    auto until = Clock::now() + opts_.heartbeat;
+    while (!hb_stop_ && Clock::now() < until) {
+      if (auto reply = proto::recv(hb, Ms(50))) {
+        last_answer = Clock::now();
+        if (reply->value("status", "") == "error") {
+          // The coordinator declared this engine dead and moved on without it: leave.
+          log_->error("coordinator refused heartbeat: {}", reply->value("message", ""));
+          coord_lost_ = true;
+          return;
+        }
+      }
+    }
+    if (Clock::now() - last_answer > opts_.coord_timeout) {
+      coord_lost_ = true;
+      return;
+    }
+  }
 }
 
 void Engine::handle(const proto::Body& msg) {
@@ -161,8 +220,9 @@ void Engine::handle(const proto::Body& msg) {
       configure(msg);
     } else if (type == "shutdown") {
       shutdown_ = true;
-    } else if (type == "register_reply" || type == "heartbeat_reply") {
+    } else if (type == "register_reply") {
       proto::throw_if_error(msg);
+      engine_id_ = proto::get_int(msg, "engine_id");
     } else {
       log_->warn("ignoring message of unknown type '{}'", type);
     }
