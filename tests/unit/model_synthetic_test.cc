@@ -7,6 +7,7 @@
 
 #include "eep/common.h"
 #include "eep/model.h"
+#include "model/sources.h"
 
 namespace {
 
@@ -30,6 +31,18 @@ TEST(ModelSynthetic, PureFunctionOfPresetSeedAndName) {
   EXPECT_EQ(a->shape(q), (std::vector<int64_t>{64, 64}));
   EXPECT_TRUE(a->has(q));
   EXPECT_FALSE(a->has("model.layers.99.mlp.gate.weight"));
+}
+
+TEST(ModelSynthetic, ValuesDoNotDependOnLengthOrThreads) {
+  // A big fill runs on several threads; its prefix must equal a small single-threaded fill.
+  const std::string name = eep::tensor_name_expert(0, 1, "gate_proj");
+  std::vector<float> big(5'000'001), small(4097);
+  eep::model::synthetic_fill("tiny", 9, name, {1, 64}, big.data(), big.size());
+  eep::model::synthetic_fill("tiny", 9, name, {1, 64}, small.data(), small.size());
+  EXPECT_EQ(0, std::memcmp(big.data(), small.data(), small.size() * sizeof(float)));
+  std::vector<float> again(big.size());
+  eep::model::synthetic_fill("tiny", 9, name, {1, 64}, again.data(), again.size());
+  EXPECT_EQ(0, std::memcmp(big.data(), again.data(), big.size() * sizeof(float)));
 }
 
 TEST(ModelSynthetic, Scales) {

@@ -1,6 +1,9 @@
 // Seeded synthetic weights: every tensor is a pure function of (preset, seed, tensor name), so
 // any engine can make any tensor on its own, in any order, without talking to anyone.
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <thread>
 #include <cstring>
 #include <unordered_map>
 
@@ -40,6 +43,21 @@ inline float unit_symmetric(uint32_t bits) {
   return (float(u) + 0.5f) * (1.0f / float(1 << 22));
 }
 
+// Values [begin, end) of the stream; begin is even. Word w (64 bits) gives values 2w and 2w+1.
+void fill_range(uint64_t key, float center, float half_width, float* out, size_t begin,
+                size_t end) {
+  size_t i = begin;
+  for (; i + 1 < end; i += 2) {
+    uint64_t r = splitmix64(key + (uint64_t(i / 2) + 1) * kGolden);
+    out[i] = center + half_width * unit_symmetric(uint32_t(r));
+    out[i + 1] = center + half_width * unit_symmetric(uint32_t(r >> 32));
+  }
+  if (i < end) {
+    uint64_t r = splitmix64(key + (uint64_t(i / 2) + 1) * kGolden);
+    out[i] = center + half_width * unit_symmetric(uint32_t(r));
+  }
+}
+
 }  // namespace
 
 void synthetic_fill(const std::string& preset, uint64_t seed, const std::string& tensor,
@@ -64,17 +82,25 @@ void synthetic_fill(const std::string& preset, uint64_t seed, const std::string&
 
   const uint64_t key = splitmix64(splitmix64(fnv1a64(preset) ^ splitmix64(seed + kGolden)) ^
                                   fnv1a64(tensor));
-  // Counter-based stream: word i depends only on (key, i); each 64-bit word gives two values.
-  size_t i = 0;
-  for (uint64_t ctr = 0; i + 1 < n; ++ctr, i += 2) {
-    uint64_t r = splitmix64(key + (ctr + 1) * kGolden);
-    out[i] = center + half_width * unit_symmetric(uint32_t(r));
-    out[i + 1] = center + half_width * unit_symmetric(uint32_t(r >> 32));
+  // Big tensors (real shapes: an expert is 1.5M values, the embedding 311M) are filled by several
+  // threads; the stream is counter-based, so the split cannot change a value.
+  constexpr size_t kChunk = size_t(1) << 21;  // even, so chunks start on a word boundary
+  const size_t num_chunks = (n + kChunk - 1) / kChunk;
+  const size_t num_threads =
+      std::min<size_t>(num_chunks, std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
+  if (num_threads <= 1) {
+    fill_range(key, center, half_width, out, 0, n);
+    return;
   }
-  if (i < n) {
-    uint64_t r = splitmix64(key + (uint64_t(i / 2) + 1) * kGolden);
-    out[i] = center + half_width * unit_symmetric(uint32_t(r));
-  }
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t c; (c = next.fetch_add(1)) < num_chunks;)
+      fill_range(key, center, half_width, out, c * kChunk, std::min(n, (c + 1) * kChunk));
+  };
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < num_threads; ++t) threads.emplace_back(worker);
+  worker();
+  for (auto& t : threads) t.join();
 }
 
 namespace {

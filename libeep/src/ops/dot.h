@@ -50,20 +50,51 @@ inline float dot(const float* a, const float* b, int n) {
   return finish_dot(acc, a, b, i, n);
 }
 
-// R rows of x against one row of w: each result is bit-identical to dot(x_r, w, n), but w is read
-// once for all R rows.
-template <int R>
-inline void dot_rows(const float* const* x, const float* w, int n, float* out) {
-  Acc8 acc[R];
+// Four rows of x against one row of w: each result is bit-identical to dot(x_r, w, n), but w is
+// read once for the four rows and the eight accumulators (written out so that they stay in
+// registers) hide the add latency.
+inline void dot4(const float* x0, const float* x1, const float* x2, const float* x3,
+                 const float* w, int n, float* out) {
+  Acc8 a0, a1, a2, a3;
   int i = 0;
   for (; i + 8 <= n; i += 8) {
-    F4 wlo = load4(w + i), whi = load4(w + i + 4);
-    for (int r = 0; r < R; ++r) {
-      acc[r].lo += load4(x[r] + i) * wlo;
-      acc[r].hi += load4(x[r] + i + 4) * whi;
-    }
+    const F4 wlo = load4(w + i), whi = load4(w + i + 4);
+    a0.lo += load4(x0 + i) * wlo;
+    a0.hi += load4(x0 + i + 4) * whi;
+    a1.lo += load4(x1 + i) * wlo;
+    a1.hi += load4(x1 + i + 4) * whi;
+    a2.lo += load4(x2 + i) * wlo;
+    a2.hi += load4(x2 + i + 4) * whi;
+    a3.lo += load4(x3 + i) * wlo;
+    a3.hi += load4(x3 + i + 4) * whi;
   }
-  for (int r = 0; r < R; ++r) out[r] = finish_dot(acc[r], x[r], w, i, n);
+  out[0] = finish_dot(a0, x0, w, i, n);
+  out[1] = finish_dot(a1, x1, w, i, n);
+  out[2] = finish_dot(a2, x2, w, i, n);
+  out[3] = finish_dot(a3, x3, w, i, n);
+}
+
+// One row of x against four rows of w (w0..w3): bit-identical to four dot() calls; x is read
+// once and the eight independent accumulators hide the add latency when a call has one row.
+inline void dot1x4(const float* x, const float* w0, const float* w1, const float* w2,
+                   const float* w3, int n, float* out) {
+  Acc8 a0, a1, a2, a3;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const F4 xlo = load4(x + i), xhi = load4(x + i + 4);
+    a0.lo += xlo * load4(w0 + i);
+    a0.hi += xhi * load4(w0 + i + 4);
+    a1.lo += xlo * load4(w1 + i);
+    a1.hi += xhi * load4(w1 + i + 4);
+    a2.lo += xlo * load4(w2 + i);
+    a2.hi += xhi * load4(w2 + i + 4);
+    a3.lo += xlo * load4(w3 + i);
+    a3.hi += xhi * load4(w3 + i + 4);
+  }
+  out[0] = finish_dot(a0, x, w0, i, n);
+  out[1] = finish_dot(a1, x, w1, i, n);
+  out[2] = finish_dot(a2, x, w2, i, n);
+  out[3] = finish_dot(a3, x, w3, i, n);
 }
 
 }  // namespace eep::ops::detail
