@@ -35,9 +35,13 @@ class StoreState {
   // Deletes every key starting with prefix; returns how many (used to clean up old groups).
   size_t erase_prefix(const std::string& prefix);
   size_t size() const { return kv_.size(); }
+  // Bumped by every call that may have changed a key; StoreWaiters retries parked requests
+  // only when it moves.
+  uint64_t version() const { return version_; }
 
  private:
   std::map<std::string, Bytes> kv_;
+  uint64_t version_ = 0;
 };
 
 // Client of the coordinator's store: one DEALER socket, synchronous calls, each with a timeout.
@@ -80,5 +84,38 @@ class StoreClient {
 // Returns the reply body, or nullopt for a wait that cannot be answered yet: the caller keeps
 // the request and calls it again when keys change or answers kTimeout at its deadline.
 std::optional<nlohmann::json> handle_store_request(StoreState& state, const nlohmann::json& req);
+
+// Server-side parking of store requests that cannot be answered yet (get of a missing key,
+// wait). eep-coord calls handle() for each "store" request and poll() from every iteration of
+// its event loop; both hand back replies that are due, addressed by ROUTER identity.
+class StoreWaiters {
+ public:
+  struct Reply {
+    std::string identity;
+    nlohmann::json body;
+  };
+
+  // Answers req now (returned) or parks it until its keys appear or its "timeout_ms" runs out
+  // (nullopt). Malformed requests get an error reply, never an exception.
+  std::optional<nlohmann::json> handle(StoreState& state, const std::string& identity,
+                                       const nlohmann::json& req, Clock::time_point now = Clock::now());
+  // Retries parked requests when the store changed since the last try and answers kTimeout to
+  // those past their deadline.
+  std::vector<Reply> poll(StoreState& state, Clock::time_point now = Clock::now());
+  // Drops every request parked by one peer (it disconnected).
+  void drop(const std::string& identity);
+  // Earliest deadline of a parked request, to bound the caller's poll timeout.
+  std::optional<Clock::time_point> next_deadline() const;
+  size_t size() const { return parked_.size(); }
+
+ private:
+  struct Parked {
+    std::string identity;
+    nlohmann::json request;
+    Clock::time_point deadline;
+  };
+  std::vector<Parked> parked_;
+  uint64_t seen_version_ = 0;
+};
 
 }  // namespace eep
