@@ -30,8 +30,13 @@ int main(int argc, char** argv) {
       ->envname("EEP_ENGINE_ARGS")->allow_extra_args(false);
   app.add_option("--redundant", o.redundant, "redundant expert slots beyond the expert count")
       ->envname("EEP_REDUNDANT")->check(CLI::Range(0, 1 << 20))->capture_default_str();
+  app.add_option("--max-engines", o.max_engines, "largest size a scale-up may ask for")
+      ->envname("EEP_MAX_ENGINES")->check(CLI::Range(1, 4096))->capture_default_str();
   int64_t hb_ms = o.heartbeat_timeout.count(), queue_ms = o.queue_timeout.count(),
-          start_ms = o.start_timeout.count();
+          start_ms = o.start_timeout.count(), scale_ms = o.scale_timeout.count();
+  app.add_option("--scale-timeout-ms", scale_ms, "a scale operation not done by then rolls back")
+      ->envname("EEP_SCALE_TIMEOUT_MS")->check(CLI::Range(int64_t{100}, int64_t{86400000}))
+      ->capture_default_str();
   app.add_option("--heartbeat-timeout-ms", hb_ms, "an engine silent this long is dead")
       ->envname("EEP_HEARTBEAT_TIMEOUT_MS")->check(CLI::Range(int64_t{100}, int64_t{3600000}))
       ->capture_default_str();
@@ -49,5 +54,6 @@ int main(int argc, char** argv) {
   o.heartbeat_timeout = std::chrono::milliseconds(hb_ms);
   o.queue_timeout = std::chrono::milliseconds(queue_ms);
   o.start_timeout = std::chrono::milliseconds(start_ms);
+  o.scale_timeout = std::chrono::milliseconds(scale_ms);
   return eep::run_coord(o);
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,6 +57,22 @@ class Backend {
   // this rank are non-zero).
   virtual const std::vector<std::vector<int64_t>>& expert_load() const = 0;
   virtual void reset_expert_load() = 0;
+
+  // Elastic transitions: weights to and from peers by name, and expert slots staged off to the
+  // side while the current ones keep serving.
+  virtual std::vector<std::string> dense_tensor_names() const = 0;
+  virtual void get_dense(const std::string& name, std::vector<float>& out) const = 0;
+  virtual void set_dense(const std::string& name, std::vector<float> data) = 0;
+  // gate, up and down of (layer, expert) concatenated, from a local slot holding it; false if
+  // no local slot does.
+  virtual bool get_expert(int layer, int expert, std::vector<float>& out) const = 0;
+  // Builds the slots `placement` gives `rank` from local slots and `received` ((layer, expert)
+  // -> gate|up|down), leaving the serving slots untouched. Throws Error(kInternal) if an expert
+  // is neither local nor received.
+  virtual void stage_experts(const Placement& placement, int rank,
+                             const std::map<std::pair<int, int>, std::vector<float>>& received) = 0;
+  virtual void commit_staged() = 0;   // staged slots become the serving ones
+  virtual void discard_staged() = 0;  // rollback
   virtual size_t kv_bytes() const = 0;
   virtual const char* name() const = 0;
 };

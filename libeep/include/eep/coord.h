@@ -22,6 +22,8 @@ struct CoordOptions {
   std::chrono::milliseconds heartbeat_timeout{3000};  // engine silent this long: dead
   std::chrono::milliseconds queue_timeout{60000};     // request waits this long for an engine
   std::chrono::milliseconds start_timeout{120000};    // engines must all register/ready in this
+  std::chrono::milliseconds scale_timeout{120000};    // a scale operation must finish in this
+  int max_engines = 64;       // largest size a scale-up may ask for
   std::string argv0;          // to find eep-engine next to eep-coord
 };
 

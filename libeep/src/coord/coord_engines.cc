@@ -18,7 +18,7 @@ void Coordinator::on_register(const std::string& identity, const Body& msg) {
   e.num_kv_blocks = static_cast<int>(proto::get_int(msg, "num_kv_blocks"));
   e.block_size = static_cast<int>(proto::get_int(msg, "block_size"));
   e.limits.kv_tokens = e.num_kv_blocks * e.block_size;
-  e.kv_bytes = proto::get_int(msg, "kv_bytes");
+  e.kv_bytes = msg.value("kv_bytes", int64_t{0});
   e.last_seen = Clock::now();
   std::string model = proto::get_string(msg, "model");
   std::string seed = std::to_string(proto::get_int(msg, "seed"));
@@ -33,16 +33,32 @@ void Coordinator::on_register(const std::string& identity, const Body& msg) {
                                                  ", the deployment serves " + model_ + " seed " +
                                                  model_seed_);
   }
-  if (group_.generation > 0 || engines_.size() >= static_cast<size_t>(expected_engines_)) {
-    // Folding a late engine into a running group is a scaling operation (eep-scale).
-    throw Error(ErrorCode::kConflict, "the cluster already has its " +
-                                          std::to_string(expected_engines_) +
-                                          " engines; scale up to add more");
+  const bool joining = op_ && op_->phase == "launching" && op_->expected_new > 0;
+  if (!joining && (group_.generation > 0 || engines_.size() >= static_cast<size_t>(expected_engines_))) {
+    // Folding a late engine into a running group is a scaling operation (eep-scale up).
+    throw Error(ErrorCode::kConflict, "the cluster already has its engines and no scale-up is "
+                                      "waiting for one; run 'eep-scale up' first");
   }
-  log_->info("engine {} registered (pid {}, {} backend, {} KV blocks)", e.id, e.pid, e.backend,
-             e.num_kv_blocks);
+  Body reply = {{"engine_id", e.id}};
+  if (joining) {
+    // Weights come from peers; the KV cache is the smallest the serving engines have, so a
+    // request fits wherever it is routed (no profiling on the joining engine).
+    int min_blocks = e.num_kv_blocks;
+    for (const auto& m : group_.members) min_blocks = std::min(min_blocks, engines_.at(m).num_kv_blocks);
+    e.num_kv_blocks = min_blocks;
+    e.limits.kv_tokens = min_blocks * e.block_size;
+    reply["load_weights"] = false;
+    reply["num_kv_blocks"] = min_blocks;
+  }
+  log_->info("engine {} registered (pid {}, {} backend, {} KV blocks){}", e.id, e.pid, e.backend,
+             e.num_kv_blocks, joining ? ", joining" : "");
   engines_[identity] = e;
-  send_to(identity, proto::ok_reply(msg, {{"engine_id", e.id}}));
+  send_to(identity, proto::ok_reply(msg, reply));
+  if (joining) {
+    op_->new_engines.push_back(identity);
+    if (--op_->expected_new == 0) begin_prepare();
+    return;
+  }
   if (engines_.size() == static_cast<size_t>(expected_engines_)) {
     std::vector<std::string> members;
     for (auto& [id, info] : engines_) members.push_back(id);
@@ -99,7 +115,7 @@ void Coordinator::on_heartbeat(const std::string& identity, const Body& msg) {
   int64_t engine_id = proto::get_int(msg, "engine_id");
   auto it = std::find_if(engines_.begin(), engines_.end(),
                          [&](const auto& kv) { return kv.second.id == engine_id; });
-  if (it == engines_.end() || it->second.state == EngineState::kDead) {
+  if (it == engines_.end() || is_gone(it->second.state)) {
     send_to(identity, proto::error_reply(msg, ErrorCode::kNotFound, "unknown engine"));
     return;
   }
@@ -119,25 +135,37 @@ void Coordinator::check_liveness() {
   auto now = Clock::now();
   std::vector<std::string> dead;
   for (auto& [identity, e] : engines_)
-    if (e.state != EngineState::kDead && now - e.last_seen > opts_.heartbeat_timeout)
+    if (!is_gone(e.state) && now - e.last_seen > opts_.heartbeat_timeout)
       dead.push_back(identity);
   if (launcher_) {
-    for (int pid : launcher_->reap_exited())
+    for (int pid : launcher_->reap_exited()) {
       for (auto& [identity, e] : engines_)
-        if (e.pid == pid && e.state != EngineState::kDead) dead.push_back(identity);
+        if (e.pid == pid && !is_gone(e.state)) dead.push_back(identity);
+      // A new engine that dies before it even registers fails its scale-up.
+      if (op_ && op_->phase == "launching" &&
+          std::find(op_->spawned_pids.begin(), op_->spawned_pids.end(), pid) !=
+              op_->spawned_pids.end())
+        fail_scale("new engine pid " + std::to_string(pid) + " exited before it registered");
+    }
   }
   for (const auto& identity : dead) on_engine_gone(identity, "no heartbeat or process exited");
 }
 
 void Coordinator::on_engine_gone(const std::string& identity, const std::string& why) {
   auto it = engines_.find(identity);
-  if (it == engines_.end() || it->second.state == EngineState::kDead) return;
+  if (it == engines_.end() || is_gone(it->second.state)) return;
   EngineInfo& e = it->second;
   log_->warn("engine {} (rank {}, pid {}) is gone: {}", e.id, e.rank, e.pid, why);
-  bool was_member =
+  const bool was_member =
       std::find(group_.members.begin(), group_.members.end(), identity) != group_.members.end();
   e.state = EngineState::kDead;
   e.rank = -1;
+  const int64_t generation = group_.generation;
+  if (op_) {
+    const auto& ne = op_->new_engines;
+    if (was_member || std::find(ne.begin(), ne.end(), identity) != ne.end())
+      fail_scale("engine " + std::to_string(e.id) + " died: " + why);
+  }
   // Its requests continue elsewhere with the tokens generated so far (the client sees one
   // stream); they wait in the queue until the re-formed group serves.
   for (auto& [rid, r] : requests_) {
@@ -146,10 +174,11 @@ void Coordinator::on_engine_gone(const std::string& identity, const std::string&
     r.num_retries += 1;
     pending_.push_front(rid);
   }
-  if (!was_member) return;
+  // A failed commit re-forms the group itself (fail_scale).
+  if (!was_member || group_.generation != generation) return;
   std::vector<std::string> survivors;
   for (const auto& m : group_.members)
-    if (engines_.at(m).state != EngineState::kDead) survivors.push_back(m);
+    if (!is_gone(engines_.at(m).state)) survivors.push_back(m);
   if (survivors.empty()) {
     group_.members.clear();
     group_.serving = false;

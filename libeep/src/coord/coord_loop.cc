@@ -24,6 +24,7 @@ const char* engine_state_name(EngineState s) {
     case EngineState::kConfiguring: return "configuring";
     case EngineState::kReady: return "ready";
     case EngineState::kDead: return "dead";
+    case EngineState::kLeft: return "left";
   }
   return "?";
 }
@@ -110,6 +111,7 @@ int Coordinator::run() {
     }
     poll_store();
     check_liveness();
+    check_scale_deadline();
     route_pending();
     while (!gone_clients_.empty()) {
       std::string client = *gone_clients_.begin();
@@ -161,6 +163,7 @@ void Coordinator::dispatch(const std::string& identity, const Body& msg) {
   }
   if (type == "wave_idle") {
     int64_t wave = proto::get_int(msg, "wave");
+    if (msg.value("generation", int64_t{-1}) != group_.generation) return;  // an old group's
     if (wave > group_.wave) {
       group_.wave = wave;
       group_.wave_running = false;
@@ -172,7 +175,16 @@ void Coordinator::dispatch(const std::string& identity, const Body& msg) {
                msg.value("error", ""));
     return;  // the dead peer is found by heartbeat or process exit; then the group re-forms
   }
-  if (type == "goodbye") return on_engine_gone(identity, "engine said goodbye");
+  if (type == "goodbye") {
+    // From the main socket; find the engine by id in case it never registered this socket.
+    return on_engine_gone(identity, "engine said goodbye");
+  }
+  if (type == "prepared") return on_prepared(identity, msg);
+  if (type == "prepare_failed") return on_prepare_failed(identity, msg);
+  if (type == "committed") return on_committed(identity, msg);
+  if (type == "left") return on_left(identity, msg);
+  if (type == "scale") return on_scale(identity, msg);
+  if (type == "scale_status") return on_scale_status(identity, msg);
   // Rendezvous store.
   if (type == "store") return on_store(identity, msg);
   // Clients and tools.
@@ -191,7 +203,7 @@ void Coordinator::dispatch(const std::string& identity, const Body& msg) {
 
 void Coordinator::shutdown_engines() {
   for (auto& [identity, e] : engines_)
-    if (e.state != EngineState::kDead) send_to(identity, {{"type", "shutdown"}});
+    if (!is_gone(e.state)) send_to(identity, {{"type", "shutdown"}});
   // Requests still open fail clearly rather than wait forever.
   std::vector<std::string> open;
   for (auto& [rid, r] : requests_) open.push_back(rid);

@@ -80,6 +80,7 @@ void Coordinator::route(RequestInfo& req) {
   int best_load = std::numeric_limits<int>::max();
   for (const auto& m : group_.members) {
     const EngineInfo& e = engines_.at(m);
+    if (!routable(m)) continue;
     if (e.num_assigned < best_load) {
       best_load = e.num_assigned;
       best = m;
@@ -208,6 +209,7 @@ void Coordinator::on_status(const std::string& identity, const Body& msg) {
                  {"requests_queued", pending_.size()},
                  {"engines", engines}};
   if (group_.generation > 0) fields["placement"] = group_.placement.to_json();
+  if (op_) fields["scale"] = scale_view(*op_);
   send_to(identity, proto::ok_reply(msg, fields));
 }
 

@@ -10,14 +10,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eep/elastic.h"
 #include "eep/placement.h"
 #include "eep/request.h"
 #include "eep/store.h"
 
 namespace eep {
 
-enum class EngineState { kRegistered, kConfiguring, kReady, kDead };
+// kLeft: removed by a scale-down, exited on its own.
+enum class EngineState { kRegistered, kConfiguring, kReady, kDead, kLeft };
 const char* engine_state_name(EngineState s);
+inline bool is_gone(EngineState s) { return s == EngineState::kDead || s == EngineState::kLeft; }
 
 struct EngineInfo {
   std::string identity;  // ZMQ routing id of its main socket
@@ -58,6 +61,27 @@ struct GroupInfo {
   int64_t wave = 0;
   bool wave_running = false;
   bool serving = false;  // every member is ready in this generation
+};
+
+}  // namespace eep
+
+namespace eep {
+
+// One scaling (or rebalancing) operation, from the request to the new size serving.
+struct ScaleOp {
+  std::string id;                    // the client's --id, or generated
+  int from = 0, to = 0;
+  std::string phase;                 // launching, preparing, committing, done, failed
+  std::string error;
+  std::vector<std::pair<std::string, double>> phase_ms;  // finished phases and their duration
+  Clock::time_point started, phase_started, deadline;
+  int expected_new = 0;              // engines still to register for a scale-up
+  std::vector<std::string> new_engines;   // identities of engines joining
+  std::vector<std::string> removing;      // identities of engines leaving
+  std::vector<int> spawned_pids;
+  Transition t;
+  std::set<int64_t> prepared, committed, left;
+  bool finished() const { return phase == "done" || phase == "failed"; }
 };
 
 }  // namespace eep

@@ -58,6 +58,22 @@ class Coordinator {
                       const std::string& error);
   void client_gone(const std::string& client);
   void wake_group();
+  // Scaling (coord_scale.cc).
+  void on_scale(const std::string& identity, const Body& msg);
+  void on_scale_status(const std::string& identity, const Body& msg);
+  void start_scale(ScaleOp op, const Body& msg);
+  void begin_prepare();
+  void on_prepared(const std::string& identity, const Body& msg);
+  void on_prepare_failed(const std::string& identity, const Body& msg);
+  void on_committed(const std::string& identity, const Body& msg);
+  void on_left(const std::string& identity, const Body& msg);
+  void maybe_finish_commit();
+  void enter_phase(const std::string& phase);
+  void fail_scale(const std::string& why);
+  void check_scale_deadline();
+  Body scale_view(const ScaleOp& op) const;
+  std::vector<std::string> spawn_engines(int n);
+  bool routable(const std::string& identity) const;
   std::optional<RequestLimits> limits() const;
   void shutdown_engines();
 
@@ -80,6 +96,9 @@ class Coordinator {
   std::string model_, model_seed_;
   int model_layers_ = 0, model_experts_ = 0;
   bool stopping_ = false;
+  std::optional<ScaleOp> op_;                 // the operation in progress, if any
+  std::map<std::string, ScaleOp> past_ops_;   // finished operations by id (idempotent retries)
+  int64_t next_op_ = 0;
   Clock::time_point started_ = Clock::now();
 };
 

@@ -19,6 +19,14 @@ class CpuBackend : public Backend {
   void forward(const StepBatch& batch, Group& group, std::vector<float>& logits) override;
   const std::vector<std::vector<int64_t>>& expert_load() const override { return load_; }
   void reset_expert_load() override;
+  std::vector<std::string> dense_tensor_names() const override;
+  void get_dense(const std::string& name, std::vector<float>& out) const override;
+  void set_dense(const std::string& name, std::vector<float> data) override;
+  bool get_expert(int layer, int expert, std::vector<float>& out) const override;
+  void stage_experts(const Placement& placement, int rank,
+                     const std::map<std::pair<int, int>, std::vector<float>>& received) override;
+  void commit_staged() override;
+  void discard_staged() override;
   size_t kv_bytes() const override { return (k_cache_.size() + v_cache_.size()) * sizeof(float); }
   const char* name() const override { return "cpu"; }
 
@@ -37,6 +45,10 @@ class CpuBackend : public Backend {
   // experts, return results, combine in a fixed order.
   void moe(int layer, const std::vector<float>& h, int rows, Group& group, std::vector<float>& out);
   ops::KvLayerView kv_view(int layer);
+  std::vector<float>* dense_ptr(const std::string& name);
+  const std::vector<float>* dense_ptr(const std::string& name) const {
+    return const_cast<CpuBackend*>(this)->dense_ptr(name);
+  }
 
   ModelConfig cfg_;
   BackendOptions opts_;
@@ -45,6 +57,10 @@ class CpuBackend : public Backend {
   std::vector<std::vector<ExpertSlot>> slots_;  // [layer][local slot]
   Placement placement_;
   int rank_ = 0;
+  // Staged by stage_experts, made live by commit_staged.
+  std::vector<std::vector<ExpertSlot>> staged_slots_;
+  Placement staged_placement_;
+  int staged_rank_ = -1;
   std::vector<float> k_cache_, v_cache_;         // [layers][blocks][block_size][kv_heads][hd]
   std::vector<std::vector<int64_t>> load_;       // [layers][num_slots]
 };

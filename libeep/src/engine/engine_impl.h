@@ -1,0 +1,105 @@
+// The engine object: event loop and steps (engine.cc), heartbeats (engine_heartbeat.cc) and
+// elastic transitions (engine_elastic.cc).
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "eep/backend.h"
+#include "eep/comm.h"
+#include "eep/common.h"
+#include "eep/elastic.h"
+#include "eep/engine.h"
+#include "eep/model.h"
+#include "eep/placement.h"
+#include "eep/proto.h"
+#include "eep/scheduler.h"
+#include "eep/store.h"
+
+namespace eep {
+
+using Ms = std::chrono::milliseconds;
+
+// Engine-side state of one elastic transition (design.md §4): prepared in the background while
+// the old group serves, committed at one step all old members agree on.
+struct PendingTransition {
+  Transition t;
+  int64_t wave = 0;
+  int new_rank = -1;            // -1: this engine is removed by the transition
+  bool is_new = false;          // not a member of the old group
+  std::thread worker;           // builds groups and moves weights
+  std::atomic<bool> done{false};
+  std::atomic<bool> cancelled{false};  // rolled back: the worker stops early and discards
+  std::string error;            // set by the worker before done, empty on success
+  std::unique_ptr<Group> standby;  // the new group, built by the worker
+  bool reported = false;        // "prepared" sent
+  bool commit_requested = false;
+  Clock::time_point started = Clock::now();
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& opts) : opts_(opts), log_(logger("engine")) {}
+  ~Engine();
+  int run();
+
+ private:
+  void send(proto::Body body) { proto::send(sock_, body); }
+  void handle(const proto::Body& msg);
+  void on_register_reply(const proto::Body& msg);
+  void configure(const proto::Body& msg);
+  void add_request(const proto::Body& msg);
+  void step();
+  void fail_group(const std::string& why);
+  // Heartbeats.
+  void publish_snapshot();
+  void heartbeat_loop();
+  // Elastic transitions.
+  void on_prepare(const proto::Body& msg);
+  void prepare_worker(PendingTransition* pt);
+  void poll_transition();
+  void on_commit(const proto::Body& msg);
+  void switch_to_new_group();
+  void abort_transition(const std::string& why);
+
+  EngineOptions opts_;
+  std::shared_ptr<spdlog::logger> log_;
+  zmq::context_t ctx_{1};
+  zmq::socket_t sock_{ctx_, zmq::socket_type::dealer};
+  std::unique_ptr<WeightSource> weights_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Scheduler> sched_;
+  std::unique_ptr<StoreClient> store_;
+  std::unique_ptr<Group> group_;
+  std::unique_ptr<PendingTransition> transition_;
+  std::vector<std::unique_ptr<PendingTransition>> abandoned_;  // rolled back, worker still running
+  Placement placement_;
+  int rank_ = -1;
+  int64_t generation_ = -1;
+  int64_t wave_ = 0;
+  bool paused_ = true;      // between waves: no steps until work or a wake
+  bool configured_ = false;
+  bool dense_loaded_ = false;
+  bool shutdown_ = false;
+  bool left_ = false;       // removed by a transition: exit 0
+  int64_t steps_ = 0;
+  int64_t engine_id_ = -1;
+
+  // Heartbeats come from their own thread and socket, so a long step or a blocking group
+  // formation never looks like a dead engine. The main thread publishes what they carry.
+  std::mutex snap_mu_;
+  proto::Body snapshot_;
+  std::atomic<bool> coord_lost_{false};
+  std::atomic<bool> hb_stop_{false};
+  std::thread hb_thread_;
+};
+
+}  // namespace eep
