@@ -286,6 +286,39 @@ TEST(GlooGroup, PeerDiesMidCollective) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
 }
 
+TEST(GlooGroup, HungPeerGivesTimeout) {
+  StoreTestServer server;
+  const int n = 2;
+  std::vector<std::thread> threads;
+  std::atomic<bool> done{false};
+  eep::ErrorCode code = eep::ErrorCode::kInternal;
+  bool threw = false;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      StoreClient store(server.address(), 10s);
+      GlooGroupOptions o{.name = "hung", .rank = r, .size = n, .timeout = 500ms};
+      auto g = eep::make_gloo_group(store, o);
+      if (r == 1) {
+        // Alive (connections open) but never joins the collective.
+        while (!done) std::this_thread::sleep_for(10ms);
+        return;
+      }
+      try {
+        g->barrier();
+      } catch (const eep::Error& e) {
+        threw = true;
+        code = e.code();
+      }
+      done = true;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_TRUE(threw);
+  EXPECT_EQ(code, eep::ErrorCode::kTimeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
 TEST(GlooGroup, InvalidOptions) {
   StoreTestServer server;
   StoreClient store(server.address(), 1s);

@@ -103,6 +103,37 @@ TEST(ProtoCodec, NonStringKeyAndExt) {
       1));
 }
 
+TEST(ProtoCodec, StringsMustBeUtf8) {
+  auto with_str = [](const std::string& v) {
+    return pack_map(
+        [&](auto& pk) {
+          pk.pack(std::string("v"));
+          pk.pack(1);
+          pk.pack(std::string("type"));
+          pk.pack(v);
+        },
+        2);
+  };
+  EXPECT_EQ(eep::proto::decode(with_str("h\xc3\xa9llo \xf0\x9f\x98\x80").data(),
+                               with_str("h\xc3\xa9llo \xf0\x9f\x98\x80").size())["type"],
+            "h\xc3\xa9llo \xf0\x9f\x98\x80");
+  for (std::string bad : {"\xff", "\xc3", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\x80" "b"})
+    expect_protocol_error(with_str(bad), "UTF-8");
+  // Every decoded body can be dumped as JSON (dump throws on invalid UTF-8).
+  std::mt19937 rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    std::string s;
+    for (int k = 0; k < 8; ++k) s += static_cast<char>(rng());
+    std::string wire = with_str(s);
+    try {
+      auto b = eep::proto::decode(wire.data(), wire.size());
+      EXPECT_NO_THROW(b.dump());
+    } catch (const eep::Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kProtocol);
+    }
+  }
+}
+
 TEST(ProtoCodec, TrailingBytes) {
   std::string wire = eep::proto::encode({{"type", "x"}});
   expect_protocol_error(wire + "\x01", "trailing");

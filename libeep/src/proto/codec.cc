@@ -22,6 +22,46 @@ constexpr size_t kMaxDepth = 32;  // nesting of arrays/maps; real bodies use 3 o
 
 Error protocol_error(const std::string& message) { return Error(ErrorCode::kProtocol, message); }
 
+// msgpack str must be UTF-8; we check because nlohmann::json::dump() throws on invalid UTF-8,
+// and a body that is logged or re-encoded as JSON later must not blow up far from the socket.
+// Arbitrary bytes belong in msgpack bin.
+bool valid_utf8(const char* s, size_t n) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s);
+  size_t i = 0;
+  while (i < n) {
+    unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xe0) == 0xc0) {
+      len = 2;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3f);
+    }
+    // Overlong encodings, surrogates and values past U+10FFFF are invalid.
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
 // ---- encoding ----
 
 void pack_value(msgpack::packer<msgpack::sbuffer>& pk, const json& v, size_t depth) {
@@ -88,7 +128,10 @@ class JsonBuilder : public msgpack::null_visitor {
   bool visit_negative_integer(int64_t v) { return emit(json(v)); }
   bool visit_float32(float v) { return emit(json(static_cast<double>(v))); }
   bool visit_float64(double v) { return emit(json(v)); }
-  bool visit_str(const char* v, uint32_t size) { return emit(json(std::string(v, size))); }
+  bool visit_str(const char* v, uint32_t size) {
+    if (!valid_utf8(v, size)) return fail("string is not valid UTF-8 (use bin for raw bytes)");
+    return emit(json(std::string(v, size)));
+  }
   bool visit_bin(const char* v, uint32_t size) {
     const auto* p = reinterpret_cast<const uint8_t*>(v);
     return emit(json::binary(std::vector<uint8_t>(p, p + size)));
