@@ -153,7 +153,7 @@ start_coord() {
 @test "replay with nothing listening reports code timeout for the request" {
   echo '{"id":"a","prompt":[1,2],"max_tokens":2}' >"$REQS"
   run --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" --timeout-ms 300 "$REQS"
-  [ "$(jq -c '[.id, .finish_reason, .code, .ttft_ms]' <<<"$output")" = '["a","error","timeout",-1]' ]
+  [ "$(jq -c '[.id, .finish_reason, .code, .ttft_ms == -1]' <<<"$output")" = '["a","error","timeout",true]' ]
 }
 
 @test "replay turns a numeric id into a string" {
@@ -166,6 +166,14 @@ start_coord() {
   printf '%s\n' '' '{"prompt":[1,2],"max_tokens":2}' >"$REQS"
   run --separate-stderr timeout 10 "$BENCH" replay --coord "$ADDR" --timeout-ms 300 "$REQS"
   [ "$(jq -r .id <<<"$output")" = 2 ]
+}
+
+@test "replay reports a submit the coordinator refuses, with its code" {
+  skip "known bug: error submit_replies carry no id, so replay waits for --timeout-ms and reports timeout"
+  start_coord
+  echo '{"id":"e","prompt":[],"max_tokens":2}' >"$REQS"
+  run -1 --separate-stderr timeout 20 "$BENCH" replay --coord "$ADDR" --timeout-ms 10000 "$REQS"
+  [ "$(jq -r .code <<<"$output")" = invalid_argument ]
 }
 
 @test "replay: a request with no engine to serve it fails after --queue-timeout-ms" {

@@ -20,6 +20,12 @@ teardown() {
   fi
 }
 
+# not_implemented_yet VERB: skips the test once this build implements VERB (the scaling work).
+not_implemented_yet() {
+  "$SCALE" "$1" --help 2>/dev/null | grep -q "not implemented yet" ||
+    skip "'$1' is implemented in this build"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
     echo $((20000 + RANDOM % 20000))
@@ -118,21 +124,25 @@ start_coord() {
 }
 
 @test "to exits 1: not implemented yet" {
+  not_implemented_yet to
   run -1 --separate-stderr "$SCALE" --coord "$ADDR" to 4
   [[ "$stderr" == *"'to' is not implemented yet"* ]]
 }
 
 @test "up exits 1: not implemented yet" {
+  not_implemented_yet up
   run -1 --separate-stderr "$SCALE" --coord "$ADDR" up 1
   [[ "$stderr" == *"'up' is not implemented yet"* ]]
 }
 
 @test "down exits 1: not implemented yet" {
+  not_implemented_yet down
   run -1 --separate-stderr "$SCALE" --coord "$ADDR" down 1
   [[ "$stderr" == *"'down' is not implemented yet"* ]]
 }
 
 @test "apply exits 1: not implemented yet" {
+  not_implemented_yet apply
   run -1 --separate-stderr "$SCALE" --coord "$ADDR" apply plan.json
   [[ "$stderr" == *"'apply' is not implemented yet"* ]]
 }
