@@ -1,0 +1,156 @@
+// eplb: movement-aware mode on drifting loads, plan JSON round trip, load parsing, movement.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "eep/common.h"
+#include "eep/eplb.h"
+
+using eep::eplb::Algo;
+using eep::eplb::Options;
+using eep::eplb::Plan;
+using Matrix = std::vector<std::vector<double>>;
+
+namespace {
+
+Matrix skewed(std::mt19937& rng, int layers, int experts) {
+  std::lognormal_distribution<double> logn(0.0, 1.0);
+  Matrix m(layers, std::vector<double>(experts));
+  for (auto& row : m)
+    for (auto& v : row) v = logn(rng) * 100.0;
+  return m;
+}
+
+// Each load multiplied by a factor in [1 - drift, 1 + drift].
+Matrix drift(std::mt19937& rng, const Matrix& m, double amount) {
+  std::uniform_real_distribution<double> u(1 - amount, 1 + amount);
+  Matrix out = m;
+  for (auto& row : out)
+    for (auto& v : row) v *= u(rng);
+  return out;
+}
+
+Options opts(int slots, int groups, int nodes, int gpus, Algo algo) {
+  Options o;
+  o.num_slots = slots;
+  o.num_groups = groups;
+  o.num_nodes = nodes;
+  o.num_gpus = gpus;
+  o.algo = algo;
+  return o;
+}
+
+}  // namespace
+
+TEST(EplbMovement, SameLoadMovesNothing) {
+  std::mt19937 rng(3);
+  auto w = skewed(rng, 4, 64);
+  auto o = opts(80, 8, 2, 16, Algo::kDefault);
+  auto plan = eep::eplb::rebalance(w, o);
+  o.current = &plan;
+  auto again = eep::eplb::rebalance(w, o);
+  EXPECT_EQ(eep::eplb::movement(plan, again, 1).moved_slots, 0);
+}
+
+TEST(EplbMovement, DriftingLoadsMoveLittleWithinTolerance) {
+  std::mt19937 rng(11);
+  const int layers = 8, experts = 256, slots = 288, gpus = 32, nodes = 4, groups = 8;
+  auto w = skewed(rng, layers, experts);
+  auto o = opts(slots, groups, nodes, gpus, Algo::kDefault);
+  Plan current = eep::eplb::rebalance(w, o);
+  Plan current_ds = eep::eplb::rebalance(w, opts(slots, groups, nodes, gpus, Algo::kDeepseek));
+  int64_t aware_moves = 0, replan_moves = 0, ds_moves = 0, total = 0;
+  for (int step = 0; step < 4; ++step) {
+    w = drift(rng, w, 0.1);
+    auto best = eep::eplb::rebalance(w, o);
+    Options aware = o;
+    aware.current = &current;
+    auto next = eep::eplb::rebalance(w, aware);
+    next.validate();
+    EXPECT_EQ(eep::eplb::duplicate_replicas(next), 0);
+    double b_best = eep::eplb::balancedness(w, best);
+    double b_next = eep::eplb::balancedness(w, next);
+    EXPECT_GE(b_next, b_best * (1 - o.tolerance) - 1e-9) << "step " << step;
+    aware_moves += eep::eplb::movement(current, next, 1).moved_slots;
+    replan_moves += eep::eplb::movement(current, best, 1).moved_slots;
+    auto ds_next = eep::eplb::rebalance(w, opts(slots, groups, nodes, gpus, Algo::kDeepseek));
+    ds_moves += eep::eplb::movement(current_ds, ds_next, 1).moved_slots;
+    total += static_cast<int64_t>(layers) * slots;
+    current = next;
+    current_ds = ds_next;
+  }
+  EXPECT_LT(aware_moves * 4, replan_moves) << aware_moves << " vs " << replan_moves;
+  EXPECT_LT(aware_moves * 4, ds_moves) << aware_moves << " vs " << ds_moves;
+  EXPECT_LE(aware_moves * 10, total) << aware_moves << " of " << total;
+}
+
+TEST(EplbMovement, ToleranceZeroStillMatchesBest) {
+  std::mt19937 rng(5);
+  auto w = skewed(rng, 3, 32);
+  auto o = opts(48, 4, 2, 8, Algo::kDefault);
+  auto current = eep::eplb::uniform_plan(3, 32, 48, 8);
+  o.tolerance = 0.0;
+  auto best = eep::eplb::rebalance(w, o);
+  o.current = &current;
+  auto next = eep::eplb::rebalance(w, o);
+  EXPECT_GE(eep::eplb::balancedness(w, next), eep::eplb::balancedness(w, best) - 1e-9);
+  EXPECT_LE(eep::eplb::movement(current, next, 1).moved_slots,
+            eep::eplb::movement(current, best, 1).moved_slots);
+}
+
+TEST(EplbMovement, AlignKeepsBalanceAndCountsMoves) {
+  std::mt19937 rng(9);
+  auto w = skewed(rng, 2, 16);
+  auto a = eep::eplb::rebalance(w, opts(24, 1, 1, 8, Algo::kDefault));
+  // Same placement with GPUs relabelled: aligning recovers it with no moves.
+  Plan shuffled = a;
+  for (auto& row : shuffled.phy2log) std::rotate(row.begin(), row.begin() + 3, row.end());
+  shuffled.finalize();
+  auto aligned = eep::eplb::align_to(a, shuffled);
+  EXPECT_EQ(eep::eplb::movement(a, aligned, 7).moved_slots, 0);
+  auto m = eep::eplb::movement(a, shuffled, 7);
+  EXPECT_GT(m.moved_slots, 0);
+  EXPECT_EQ(m.moved_bytes, m.moved_slots * 7);
+}
+
+TEST(EplbPlan, JsonRoundTripAndValidation) {
+  auto p = eep::eplb::uniform_plan(2, 6, 8, 4);
+  auto q = Plan::from_json(p.to_json());
+  EXPECT_EQ(q.phy2log, p.phy2log);
+  EXPECT_EQ(q.logcnt, p.logcnt);
+  EXPECT_EQ(q.log2phy, p.log2phy);
+  auto j = p.to_json();
+  j["phy2log"][0][0] = 99;
+  EXPECT_THROW(Plan::from_json(j), eep::Error);
+  j = p.to_json();
+  j["phy2log"][1] = {0, 1, 2, 3, 4, 5, 0};  // ragged
+  EXPECT_THROW(Plan::from_json(j), eep::Error);
+  j = p.to_json();
+  j["num_gpus"] = 3;  // 8 slots on 3 GPUs
+  EXPECT_THROW(Plan::from_json(j), eep::Error);
+  j = p.to_json();
+  j["logcnt"][0][0] = 5;
+  EXPECT_THROW(Plan::from_json(j), eep::Error);
+}
+
+TEST(EplbIo, ParsesJsonCsvAndRejectsBadInput) {
+  auto a = eep::eplb::parse_load("{\"load\": [[1, 2], [3, 4.5]], \"num_slots\": 4}");
+  EXPECT_EQ(a, (Matrix{{1, 2}, {3, 4.5}}));
+  auto b = eep::eplb::parse_load("# stats\n1, 2\n\n3,4.5\n");
+  EXPECT_EQ(b, (Matrix{{1, 2}, {3, 4.5}}));
+  EXPECT_EQ(eep::eplb::parse_load("[[1,2]]"), (Matrix{{1, 2}}));
+  EXPECT_THROW(eep::eplb::parse_load(""), eep::Error);
+  EXPECT_THROW(eep::eplb::parse_load("{\"nope\": 1}"), eep::Error);
+  EXPECT_THROW(eep::eplb::parse_load("1,a"), eep::Error);
+  EXPECT_THROW(eep::eplb::parse_load("{\"load\": [[1, null]]}"), eep::Error);
+  auto nan = eep::eplb::parse_load("1,nan");
+  Options o;
+  o.num_gpus = 1;
+  o.num_slots = 2;
+  EXPECT_THROW(eep::eplb::check_inputs(nan, o), eep::Error);
+  EXPECT_THROW(eep::eplb::check_inputs(Matrix{{1, 2}, {1}}, o), eep::Error);
+  EXPECT_THROW(eep::eplb::check_inputs(Matrix{{1, -2}}, o), eep::Error);
+  EXPECT_THROW(eep::eplb::check_inputs(Matrix{}, o), eep::Error);
+  EXPECT_NO_THROW(eep::eplb::check_inputs(Matrix{{1, 2}}, o));
+}
