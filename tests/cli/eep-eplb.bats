@@ -1,6 +1,8 @@
 #!/usr/bin/env bats
 # eep-eplb: flags, input formats, errors (exit 2, one line naming the problem) and the plan.
 
+bats_require_minimum_version 1.5.0
+
 setup() {
   EPLB="$EEP_BIN/eep-eplb/eep-eplb"
   T="$BATS_TEST_TMPDIR"

@@ -273,8 +273,13 @@ std::vector<int> default_layer(const std::vector<double>& weight, const Options&
     consider(pack_layer(weight, o, true), gpn);
     consider(deepseek_layer(weight, o.num_slots, o.num_groups, o.num_nodes, o.num_gpus), gpn);
   }
-  consider(pack_layer(weight, o, false), o.num_gpus);
-  consider(deepseek_layer(weight, o.num_slots, 1, 1, o.num_gpus), o.num_gpus);
+  // Global candidates only when the node-local layout is heavier than DeepSeek's global one:
+  // then locality would cost balance, which the default does not accept.
+  auto global_ds = deepseek_layer(weight, o.num_slots, 1, 1, o.num_gpus);
+  if (best.empty() || best_max > max_gpu_load(weight, global_ds, o.num_gpus)) {
+    consider(pack_layer(weight, o, false), o.num_gpus);
+    consider(std::move(global_ds), o.num_gpus);
+  }
   // With one node DeepSeek's own choice is "hierarchical" over that node: the same packing up to
   // the order of groups, which can break ties differently.
   if (o.num_nodes == 1 && o.num_groups > 1)
