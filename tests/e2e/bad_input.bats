@@ -71,7 +71,7 @@ JSON
   port=${ADDR##*:}
   # Not even ZMTP: the connection is dropped, nothing crashes.
   head -c 4096 /dev/urandom >/dev/tcp/127.0.0.1/"$port" || true
-  run python3 "$EEP_SRC/tests/e2e/garbage.py" "$ADDR"
+  run /usr/bin/python3 "$EEP_SRC/tests/e2e/garbage.py" "$ADDR"
   echo "$output"
   [ "$status" -eq 0 ]
   kill -0 "$COORD_PID"

@@ -28,8 +28,8 @@ struct CoordOptions {
 };
 
 // Runs until SIGINT/SIGTERM or a "shutdown" request; spawned engines are stopped before it
-// returns. Returns 0, or 1 when it cannot start (address in use, engine binary missing, engines
-// never became ready).
+// returns. Returns 0; 1 when it cannot start (address in use, engines never became ready); 2 for
+// bad options (no eep-engine binary to spawn).
 int run_coord(const CoordOptions& opts);
 
 }  // namespace eep

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "eep/bench.h"
@@ -87,8 +88,16 @@ int run_replay(int argc, char** argv) {
     return kExitUsage;
   }
 
-  Client client(coord);
+  std::unique_ptr<Client> client_ptr;
+  try {
+    client_ptr = std::make_unique<Client>(coord);
+  } catch (const Error& e) {
+    std::cerr << "eep-bench replay: " << e.what() << "\n";
+    return kExitUsage;
+  }
+  Client& client = *client_ptr;
   std::map<std::string, Pending> open;
+  std::map<int64_t, std::string> id_of_seq;  // submit replies are matched by seq
   size_t next = 0, num_failed = 0;
   const size_t limit = concurrency > 0 ? static_cast<size_t>(concurrency) : reqs.size();
   auto emit = [&](Pending& p, const std::string& finish, const nlohmann::json& err) {
@@ -113,7 +122,7 @@ int run_replay(int argc, char** argv) {
       Pending p;
       p.id = body["id"].get<std::string>();
       p.sent = Clock::now();
-      client.send(body);
+      id_of_seq[client.send(body)] = p.id;
       open[p.id] = std::move(p);
     }
     auto msg = client.recv(std::chrono::milliseconds(200));
@@ -121,7 +130,14 @@ int run_replay(int argc, char** argv) {
     if (msg) {
       last_progress = now;
       const std::string type = msg->value("type", "");
-      const std::string id = msg->value("id", "");
+      std::string id = msg->value("id", "");
+      if (type == "submit_reply") {
+        auto s = id_of_seq.find(msg->value("seq", int64_t{-1}));
+        if (s != id_of_seq.end()) {
+          id = s->second;
+          id_of_seq.erase(s);
+        }
+      }
       auto it = open.find(id);
       if (type == "submit_reply" && it != open.end() && msg->value("status", "") == "error") {
         emit(it->second, "error", {{"code", msg->value("code", "")}, {"error", msg->value("message", "")}});

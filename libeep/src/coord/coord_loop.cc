@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <csignal>
 #include <optional>
@@ -43,14 +44,14 @@ Coordinator::Coordinator(const CoordOptions& opts) : opts_(opts), log_(logger("c
 void Coordinator::send_to(const std::string& identity, const Body& body) {
   try {
     proto::send_to(sock_, identity, body);
-  } catch (const zmq::error_t& e) {
-    // ROUTER_MANDATORY: the peer is gone. A client that vanished loses its requests; an engine
-    // that vanished is noticed by its missing heartbeats.
-    if (e.num() == EHOSTUNREACH) {
-      // Handled from the loop, not here: send_to runs inside request bookkeeping.
+  } catch (const Error& e) {
+    // ROUTER_MANDATORY: the peer is gone. A client that vanished loses its requests (handled
+    // from the loop: send_to runs inside request bookkeeping); an engine that vanished is
+    // noticed by its missing heartbeats.
+    if (e.code() == ErrorCode::kNotFound) {
       if (client_requests_.count(identity)) gone_clients_.insert(identity);
     } else {
-      log_->warn("send failed: {}", e.what());
+      log_->warn("send to {} failed: {}", peer_name(identity), e.what());
     }
   }
 }
@@ -70,19 +71,17 @@ int Coordinator::run() {
 
   if (opts_.spawn > 0) {
     launcher_ = std::make_unique<Launcher>(opts_.engine_bin, opts_.argv0);
-    for (int i = 0; i < opts_.spawn; ++i) {
-      std::vector<std::string> args = {"--coord", opts_.bind, "--model", opts_.model,
-                                       "--backend", opts_.backend, "--seed",
-                                       std::to_string(opts_.seed), "--device", std::to_string(i)};
-      args.insert(args.end(), opts_.engine_args.begin(), opts_.engine_args.end());
-      int pid = launcher_->spawn(args);
-      log_->info("spawned engine pid {}", pid);
-    }
+    spawn_engines(0, opts_.spawn);
   }
 
   while (!g_stop && !stopping_) {
     zmq::pollitem_t items[] = {{sock_.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, Ms(20));
+    try {
+      zmq::poll(items, 1, Ms(20));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      continue;  // a signal: the loop condition sees it
+    }
     if (items[0].revents & ZMQ_POLLIN) {
       // Drain what is there, bounded so timers still run under load.
       for (int i = 0; i < 1000; ++i) {
@@ -199,6 +198,24 @@ void Coordinator::dispatch(const std::string& identity, const Body& msg) {
   }
   if (type == "ping") return send_to(identity, proto::ok_reply(msg, {{"version", kVersion}}));
   throw Error(ErrorCode::kProtocol, "unknown message type '" + type + "'");
+}
+
+std::vector<int> Coordinator::spawn_engines(int first_device, int n) {
+  // Engines connect where we listen; a wildcard bind is reached on loopback.
+  std::string coord = opts_.bind;
+  for (const char* wildcard : {"tcp://*:", "tcp://0.0.0.0:"})
+    if (coord.rfind(wildcard, 0) == 0) coord = "tcp://127.0.0.1:" + coord.substr(std::strlen(wildcard));
+  std::vector<int> pids;
+  for (int i = 0; i < n; ++i) {
+    std::vector<std::string> args = {"--coord",   coord,         "--model",
+                                     opts_.model, "--backend",   opts_.backend,
+                                     "--seed",    std::to_string(opts_.seed),
+                                     "--device",  std::to_string(first_device + i)};
+    args.insert(args.end(), opts_.engine_args.begin(), opts_.engine_args.end());
+    pids.push_back(launcher_->spawn(args));
+    log_->info("spawned engine pid {}", pids.back());
+  }
+  return pids;
 }
 
 void Coordinator::shutdown_engines() {

@@ -146,16 +146,7 @@ void Coordinator::start_scale(ScaleOp op, const Body& msg) {
   if (op_->to > op_->from) {
     op_->expected_new = op_->to - op_->from;
     enter_phase("launching");
-    if (launcher_) {
-      for (int i = 0; i < op_->expected_new; ++i) {
-        std::vector<std::string> args = {"--coord", opts_.bind, "--model", opts_.model,
-                                         "--backend", opts_.backend, "--seed",
-                                         std::to_string(opts_.seed), "--device",
-                                         std::to_string(op_->from + i)};
-        args.insert(args.end(), opts_.engine_args.begin(), opts_.engine_args.end());
-        op_->spawned_pids.push_back(launcher_->spawn(args));
-      }
-    }
+    if (launcher_) op_->spawned_pids = spawn_engines(op_->from, op_->expected_new);
     // Without a launcher, engines started by the operator (eep-engine) join on their own.
     return;
   }

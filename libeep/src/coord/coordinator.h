@@ -72,7 +72,8 @@ class Coordinator {
   void fail_scale(const std::string& why);
   void check_scale_deadline();
   Body scale_view(const ScaleOp& op) const;
-  std::vector<std::string> spawn_engines(int n);
+  // Starts n local engines with devices first_device.. (Boost.Process); returns their pids.
+  std::vector<int> spawn_engines(int first_device, int n);
   bool routable(const std::string& identity) const;
   std::optional<RequestLimits> limits() const;
   void shutdown_engines();

@@ -15,6 +15,8 @@ void send_frame(zmq::socket_t& sock, const void* data, size_t size, zmq::send_fl
     auto sent = sock.send(zmq::const_buffer(data, size), flags);
     if (!sent) throw Error(ErrorCode::kUnavailable, "zmq send would block");
   } catch (const zmq::error_t& e) {
+    // ROUTER_MANDATORY: the addressed peer is not connected (any more).
+    if (e.num() == EHOSTUNREACH) throw Error(ErrorCode::kNotFound, "peer is not connected");
     throw Error(ErrorCode::kUnavailable, std::string("zmq send: ") + e.what());
   }
 }
@@ -53,6 +55,7 @@ std::optional<Body> recv(zmq::socket_t& sock, std::chrono::milliseconds timeout)
     }
     return decode(last);
   } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return std::nullopt;  // a signal: the caller checks its stop flag
     throw Error(ErrorCode::kUnavailable, std::string("zmq recv: ") + e.what());
   }
 }
