@@ -208,6 +208,10 @@ TEST(GlooGroup, SecondGroupAfterFirstDestroyed) {
       EXPECT_EQ(v, 3);
     });
   }
+  // Nested names ("x" and "x/xfer") forming at the same time must not disturb each other.
+  std::thread nested([&] { run_group(server, "gen/xfer", 3, [](Group& g) { g.barrier(); }); });
+  run_group(server, "gen", 3, [](Group& g) { g.barrier(); });
+  nested.join();
   // Membership changes: a 2-group and a 4-group with new names.
   run_group(server, "gen-small", 2, [](Group& g) { g.barrier(); });
   run_group(server, "gen-big", 4, [](Group& g) {
@@ -244,6 +248,8 @@ TEST(GlooGroup, MemberThatNeverJoinsTimesOut) {
     EXPECT_EQ(codes[r], eep::ErrorCode::kTimeout) << "rank " << r;
   }
   EXPECT_LT(took, 5s);
+  server.stop();
+  EXPECT_EQ(server.keys_after_stop(), 0u) << "a failed join left its rendezvous keys behind";
 }
 
 TEST(GlooGroup, PeerDiesMidCollective) {

@@ -47,31 +47,47 @@ class GlooGroup final : public Group {
  public:
   GlooGroup(StoreClient& store, const GlooGroupOptions& opts) : opts_(opts) {
     if (opts_.size == 1) return;  // size-1 groups never touch Gloo or the store
+    comm::GlooStoreAdapter adapter(store, opts_.timeout);
+    try {
+      join(adapter);
+    } catch (...) {
+      // A failed join leaves no stale address behind for a retry under the same name to read.
+      erase_keys(store, adapter);
+      throw;
+    }
+    erase_keys(store, adapter);
+    logger("comm")->debug("group {}: rank {} of {} connected", opts_.name, opts_.rank, opts_.size);
+  }
+
+  void join(comm::GlooStoreAdapter& adapter) {
     guard("join", [&] {
       gloo::transport::tcp::attr attr;
       attr.hostname = opts_.host;
       device_ = gloo::transport::tcp::CreateDevice(attr);
-      comm::GlooStoreAdapter adapter(store, opts_.timeout);
       gloo::rendezvous::PrefixStore prefixed(opts_.name, adapter);
       auto ctx = std::make_shared<gloo::rendezvous::Context>(opts_.rank, opts_.size);
       ctx->setTimeout(opts_.timeout);
       ctx->connectFullMesh(prefixed, device_);
       ctx_ = ctx;
       // Every member has read every address once the barrier passes, so the rendezvous keys
-      // can go: the store must not grow with each membership change.
+      // can go (below): the store must not grow with each membership change.
       gloo::BarrierOptions b(ctx_);
       b.setTag(next_tag());
       b.setTimeout(opts_.timeout);
       gloo::barrier(b);
     });
-    if (opts_.rank == 0) {
+  }
+
+  // Each rank deletes exactly the keys it wrote. Not a prefix: group names nest ("eep/g3" and
+  // "eep/g3/xfer" may form at the same time) and a prefix delete would take the other's keys.
+  void erase_keys(StoreClient& store, const comm::GlooStoreAdapter& adapter) {
+    for (const auto& key : adapter.keys_set()) {
       try {
-        store.erase_prefix(opts_.name + "/");
+        store.erase(key);
       } catch (const Error& e) {
-        logger("comm")->warn("group {}: could not clean up rendezvous keys: {}", opts_.name, e.what());
+        logger("comm")->warn("group {}: could not delete rendezvous key {}: {}", opts_.name, key, e.what());
       }
     }
-    logger("comm")->debug("group {}: rank {} of {} connected", opts_.name, opts_.rank, opts_.size);
   }
 
   ~GlooGroup() override {

@@ -6,6 +6,7 @@ namespace eep::comm {
 
 void GlooStoreAdapter::set(const std::string& key, const std::vector<char>& data) {
   client_.set(key, Bytes(data.begin(), data.end()));
+  keys_set_.push_back(key);
 }
 
 std::vector<char> GlooStoreAdapter::get(const std::string& key) {

@@ -22,9 +22,15 @@ class GlooStoreAdapter : public gloo::rendezvous::Store {
   void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
   void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override;
 
+  // Every key this member wrote (full keys, prefix included), so it can delete exactly its own
+  // keys once the group is connected. Gloo versions differ in which keys they write
+  // ("<rank>", "rank_<rank>", ...), so we record rather than guess.
+  const std::vector<std::string>& keys_set() const { return keys_set_; }
+
  private:
   StoreClient& client_;
   std::chrono::milliseconds timeout_;
+  std::vector<std::string> keys_set_;
 };
 
 }  // namespace eep::comm
