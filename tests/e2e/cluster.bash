@@ -59,7 +59,7 @@ stop_cluster() {
 assert_no_engines_left() {
   [ -n "${ADDR:-}" ] || return 0  # this test started no cluster
   local left
-  left=$(pgrep -f -- "--coord $ADDR" || true)
+  left=$(pgrep -f -- "eep-engine --coord $ADDR" || true)
   if [ -n "$left" ]; then
     echo "engines still running: $left" >&2
     return 1

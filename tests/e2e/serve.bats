@@ -91,7 +91,7 @@ run_size() {
 
 @test "SIGTERM stops the coordinator and every spawned engine" {
   start_cluster 3
-  pids=$(pgrep -f -- "--coord $ADDR")
+  pids=$(pgrep -f -- "eep-engine --coord $ADDR")
   [ "$(wc -w <<<"$pids")" -eq 3 ]
   kill -TERM "$COORD_PID"
   for i in $(seq 1 100); do kill -0 "$COORD_PID" 2>/dev/null || break; sleep 0.1; done

@@ -39,7 +39,17 @@ int main(int argc, char** argv) {
       ->envname("EEP_WRITE_CHECKPOINT");
   app.add_option("--dtype", dtype, "dtype of --write-checkpoint")
       ->envname("EEP_DTYPE")->check(CLI::IsMember({"f32", "bf16", "f16"}))->capture_default_str();
+  int64_t collective_ms = o.collective_timeout.count(), prepare_delay_ms = 0;
+  app.add_option("--collective-timeout-ms", collective_ms,
+                 "a collective or group formation not done by then fails")
+      ->envname("EEP_COLLECTIVE_TIMEOUT_MS")->check(CLI::Range(int64_t{100}, int64_t{3600000}))
+      ->capture_default_str();
+  app.add_option("--test-prepare-delay-ms", prepare_delay_ms,
+                 "fault injection for tests: delay the prepare phase of transitions")
+      ->envname("EEP_TEST_PREPARE_DELAY_MS")->check(CLI::Range(int64_t{0}, int64_t{600000}));
   if (auto code = eep::cli::parse(app, argc, argv)) return *code;
+  o.collective_timeout = std::chrono::milliseconds(collective_ms);
+  o.test_prepare_delay = std::chrono::milliseconds(prepare_delay_ms);
 
   if (!write_dir.empty()) {
     try {

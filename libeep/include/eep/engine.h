@@ -24,6 +24,9 @@ struct EngineOptions {
   std::chrono::milliseconds heartbeat{500};
   std::chrono::milliseconds coord_timeout{10000};      // coordinator silent this long: exit 1
   std::chrono::milliseconds collective_timeout{30000};
+  // Fault injection for tests: the prepare phase of a transition waits this long first, so a
+  // test can kill or stop an engine mid-prepare deterministically.
+  std::chrono::milliseconds test_prepare_delay{0};
 };
 
 // Runs the engine until the coordinator says shutdown (returns 0), a signal arrives (0), or a

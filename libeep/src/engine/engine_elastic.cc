@@ -50,6 +50,7 @@ void Engine::on_prepare(const proto::Body& msg) {
 
 void Engine::prepare_worker(PendingTransition* pt) {
   try {
+    if (opts_.test_prepare_delay.count() > 0) std::this_thread::sleep_for(opts_.test_prepare_delay);
     const Transition& t = pt->t;
     const ModelConfig& cfg = weights_->config();
     const auto all = t.union_members();

@@ -1,0 +1,203 @@
+#!/usr/bin/env bats
+# Elastic scaling with real processes on CPU (design.md §4): sizes up and down with requests in
+# flight, outputs bitwise identical to a run without scaling, rollback of failed transitions,
+# refused bad requests, and no leaks across repeated cycles.
+
+load cluster
+
+setup_file() {
+  export REQS="$BATS_FILE_TMPDIR/requests.jsonl"
+  make_requests 24 48 >"$REQS"
+  # The reference: one engine, no scaling.
+  start_cluster 1
+  "$BENCH" replay --coord "$ADDR" "$REQS" >"$BATS_FILE_TMPDIR/ref.jsonl"
+  stop_cluster
+}
+
+teardown() {
+  stop_cluster
+  assert_no_engines_left
+}
+
+# scale ARGS...: eep-scale with --wait against the cluster; fails the test if it fails.
+scale() {
+  "$SCALE" --coord "$ADDR" --timeout-ms 60000 "$@" --wait 2>>"$BATS_TEST_TMPDIR/scale.log" >/dev/null
+}
+
+size_is() {
+  [ "$("$SCALE" --coord "$ADDR" status --json | jq .size)" -eq "$1" ]
+}
+
+# with_traffic CMD...: replays the requests while CMD runs (started once tokens flow), then
+# checks every request finished with the reference tokens.
+with_traffic() {
+  "$BENCH" replay --coord "$ADDR" --timeout-ms 120000 "$REQS" >"$BATS_TEST_TMPDIR/got.jsonl" &
+  local client=$!
+  sleep 0.3
+  "$@"
+  wait "$client"
+  [ "$(wc -l <"$BATS_TEST_TMPDIR/got.jsonl")" -eq 24 ]
+  diff <(by_id "$BATS_FILE_TMPDIR/ref.jsonl") <(by_id "$BATS_TEST_TMPDIR/got.jsonl")
+}
+
+@test "1 -> 2 -> 1 with requests in flight: no request fails, tokens identical" {
+  start_cluster 1
+  with_traffic scale to 2
+  size_is 2
+  with_traffic scale to 1
+  size_is 1
+}
+
+@test "2 -> 4 -> 2 with requests in flight" {
+  start_cluster 2
+  with_traffic scale up 2
+  size_is 4
+  with_traffic scale down 2
+  size_is 2
+}
+
+@test "2 -> 3 -> 2 (uneven sizes) with requests in flight" {
+  start_cluster 2
+  with_traffic scale to 3
+  size_is 3
+  with_traffic scale to 2
+  size_is 2
+}
+
+@test "3 -> 1, then scale-up after scale-down" {
+  start_cluster 3
+  with_traffic scale to 1
+  size_is 1
+  with_traffic scale to 3
+  size_is 3
+}
+
+@test "scale-down of chosen ranks: rank 0 can leave" {
+  start_cluster 3
+  with_traffic scale down 1 --ranks 0
+  size_is 2
+}
+
+@test "apply: rebalance to an eep-eplb plan at the same size" {
+  start_cluster 2 --redundant 2
+  "$BENCH" replay --coord "$ADDR" "$REQS" >/dev/null
+  sleep 0.7
+  "$SCALE" --coord "$ADDR" stats >"$BATS_TEST_TMPDIR/stats.json"
+  "$SCALE" --coord "$ADDR" status --plan >"$BATS_TEST_TMPDIR/current.json"
+  "$EEP_BIN/eep-eplb/eep-eplb" --gpus 2 --slots 10 "$BATS_TEST_TMPDIR/stats.json" >"$BATS_TEST_TMPDIR/plan.json"
+  with_traffic scale apply "$BATS_TEST_TMPDIR/plan.json"
+  "$SCALE" --coord "$ADDR" status --plan >"$BATS_TEST_TMPDIR/now.json"
+  [ "$(jq -c .phy2log "$BATS_TEST_TMPDIR/now.json")" = "$(jq -c .phy2log "$BATS_TEST_TMPDIR/plan.json")" ]
+}
+
+@test "a plan that does not fit the cluster is refused before anything changes" {
+  start_cluster 2
+  "$SCALE" --coord "$ADDR" status --plan >"$BATS_TEST_TMPDIR/before.json"
+  echo '{"phy2log": [[0,1,2,3,4,5,6,7]], "num_gpus": 2}' >"$BATS_TEST_TMPDIR/bad.json"
+  run "$SCALE" --coord "$ADDR" apply "$BATS_TEST_TMPDIR/bad.json" --wait
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"layers"* ]]
+  "$SCALE" --coord "$ADDR" status --plan >"$BATS_TEST_TMPDIR/after.json"
+  diff "$BATS_TEST_TMPDIR/before.json" "$BATS_TEST_TMPDIR/after.json"
+}
+
+@test "bad reconfigure requests are refused with a clear error and change nothing" {
+  start_cluster 2 --max-engines 4
+  run "$SCALE" --coord "$ADDR" to 0 --wait
+  [ "$status" -eq 2 ]; [[ "$output" == *"at least 1"* ]]
+  run "$SCALE" --coord "$ADDR" to -1 --wait
+  [ "$status" -eq 2 ]
+  run "$SCALE" --coord "$ADDR" to 9 --wait
+  [ "$status" -eq 2 ]; [[ "$output" == *"larger than the launcher can provide"* ]]
+  run "$SCALE" --coord "$ADDR" down 1 --ranks 5 --wait
+  [ "$status" -eq 2 ]; [[ "$output" == *"rank 5 does not exist"* ]]
+  run "$SCALE" --coord "$ADDR" down 2 --wait
+  [ "$status" -eq 2 ]; [[ "$output" == *"at least 1"* ]]
+  run "$SCALE" --coord "$ADDR" down 1 --ranks x --wait
+  [ "$status" -eq 2 ]
+  size_is 2
+  [ "$("$SCALE" --coord "$ADDR" status --json | jq .generation)" -eq 1 ]
+}
+
+@test "an operation id makes a retry idempotent; a concurrent scale is refused" {
+  start_cluster 1 --engine-arg=--test-prepare-delay-ms=1500
+  "$SCALE" --coord "$ADDR" up 1 --id grow-1 --no-wait >/dev/null
+  run "$SCALE" --coord "$ADDR" up 1 --id other --no-wait
+  [ "$status" -eq 1 ]; [[ "$output" == *"grow-1"*"in progress"* ]]
+  run "$SCALE" --coord "$ADDR" up 1 --id grow-1 --wait
+  [ "$status" -eq 0 ]
+  size_is 2
+  run "$SCALE" --coord "$ADDR" up 1 --id grow-1 --wait   # the same id again: no second scale
+  [ "$status" -eq 0 ]
+  size_is 2
+}
+
+@test "a new engine killed during prepare: rollback, the old size keeps serving" {
+  start_cluster 2 --engine-arg=--test-prepare-delay-ms=3000
+  before=$(pgrep -f -- "eep-engine --coord $ADDR" | sort)
+  "$BENCH" replay --coord "$ADDR" --timeout-ms 120000 "$REQS" >"$BATS_TEST_TMPDIR/got.jsonl" &
+  client=$!
+  "$SCALE" --coord "$ADDR" up 1 --id doomed --no-wait >/dev/null
+  for i in $(seq 1 100); do
+    phase=$("$SCALE" --coord "$ADDR" status --json | jq -r '.scale.phase // "none"')
+    [ "$phase" = preparing ] && break
+    sleep 0.05
+  done
+  [ "$phase" = preparing ]
+  newpid=$(comm -13 <(echo "$before") <(pgrep -f -- "eep-engine --coord $ADDR" | sort))
+  kill -KILL $newpid
+  run "$SCALE" --coord "$ADDR" up 1 --id doomed --wait   # reports the outcome of that id
+  [ "$status" -eq 1 ]; [[ "$output" == *"failed"*"died"* ]]
+  wait "$client"
+  diff <(by_id "$BATS_FILE_TMPDIR/ref.jsonl") <(by_id "$BATS_TEST_TMPDIR/got.jsonl")
+  size_is 2
+  with_traffic true
+}
+
+@test "a peer that never answers (stopped) during prepare: rollback after the timeout" {
+  start_cluster 2 --heartbeat-timeout-ms 1500 --engine-arg=--test-prepare-delay-ms=2000
+  before=$(pgrep -f -- "eep-engine --coord $ADDR" | sort)
+  "$SCALE" --coord "$ADDR" up 1 --id stuck --no-wait >/dev/null
+  for i in $(seq 1 100); do
+    phase=$("$SCALE" --coord "$ADDR" status --json | jq -r '.scale.phase // "none"')
+    [ "$phase" = preparing ] && break
+    sleep 0.05
+  done
+  newpid=$(comm -13 <(echo "$before") <(pgrep -f -- "eep-engine --coord $ADDR" | sort))
+  kill -STOP $newpid
+  run "$SCALE" --coord "$ADDR" up 1 --id stuck --wait
+  kill -KILL $newpid || true
+  [ "$status" -eq 1 ]
+  size_is 2
+  with_traffic true
+}
+
+@test "10 cycles of 2 -> 4 -> 2: nothing leaks (fds, threads, memory, groups)" {
+  start_cluster 2
+  engine0=$("$SCALE" --coord "$ADDR" status --json | jq '.engines[] | select(.rank == 0) | .pid')
+  probe() {  # fds threads rss_kb of a pid
+    echo "$(ls /proc/$1/fd | wc -l) $(ls /proc/$1/task | wc -l) $(awk '/VmRSS/ {print $2}' /proc/$1/status)"
+  }
+  for cycle in $(seq 1 10); do
+    scale to 4
+    scale to 2
+    "$BENCH" replay --coord "$ADDR" "$REQS" >/dev/null
+    if [ "$cycle" -eq 2 ]; then
+      read -r c_fd c_thr c_rss <<<"$(probe "$COORD_PID")"
+      read -r e_fd e_thr e_rss <<<"$(probe "$engine0")"
+    fi
+  done
+  read -r c_fd2 c_thr2 c_rss2 <<<"$(probe "$COORD_PID")"
+  read -r e_fd2 e_thr2 e_rss2 <<<"$(probe "$engine0")"
+  echo "coordinator fds $c_fd -> $c_fd2, threads $c_thr -> $c_thr2, rss $c_rss -> $c_rss2 kB" >&3
+  echo "engine 0    fds $e_fd -> $e_fd2, threads $e_thr -> $e_thr2, rss $e_rss -> $e_rss2 kB" >&3
+  [ "$c_fd2" -le $((c_fd + 2)) ]
+  [ "$c_thr2" -le "$c_thr" ]
+  [ "$e_fd2" -le $((e_fd + 2)) ]
+  [ "$e_thr2" -le "$e_thr" ]
+  [ "$c_rss2" -le $((c_rss + 4096)) ]
+  [ "$e_rss2" -le $((e_rss + 8192)) ]
+  # Old groups' rendezvous keys are cleaned up: the store does not grow with generations.
+  size_is 2
+  with_traffic true
+}
