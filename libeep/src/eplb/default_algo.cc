@@ -123,32 +123,44 @@ void refine_range(const std::vector<double>& w, std::vector<int>& phy2log, int f
       load[g] -= dl, load[h] += dl;
     }
   }
-  // Swap refinement: lower the heaviest GPU while it can be lowered.
+  // Swap refinement: lower the heaviest GPU while it can be lowered. Per-slot replica loads are
+  // cached: this loop is the hot spot of the whole planner.
+  std::vector<double> rw(static_cast<size_t>(n) * k);
+  for (int g = 0; g < n; ++g)
+    for (int i = 0; i < k; ++i) rw[g * k + i] = rep((first + g) * k + i);
   for (int iter = 0; iter < 8 * n; ++iter) {
     int a = static_cast<int>(std::max_element(load.begin(), load.end()) - load.begin());
     double best_new = load[a] - kEps * std::max(1.0, load[a]);
     int bs = -1, bt = -1;
+    const double* ra = &rw[a * k];
+    double min_wa = *std::min_element(ra, ra + k), max_wa = *std::max_element(ra, ra + k);
     for (int b = 0; b < n; ++b) {
       double gap = load[a] - load[b];
       if (b == a || gap <= 0) continue;
-      for (int i = 0; i < k; ++i) {
-        int s = (first + a) * k + i, x = phy2log[s];
-        double wx = rep(s);
-        if (holds(b, x)) continue;
-        for (int j = 0; j < k; ++j) {
-          int t = (first + b) * k + j, y = phy2log[t];
-          double d = wx - rep(t);
-          if (d <= 0 || d >= gap || holds(a, y)) continue;
+      // The best new maximum with b is above load[a] - gap / 2: skip b when that cannot win.
+      if (load[a] - gap / 2 >= best_new) continue;
+      const double* rb = &rw[b * k];
+      for (int j = 0; j < k; ++j) {
+        double wy = rb[j];
+        if (wy >= max_wa || min_wa - wy >= gap) continue;
+        for (int i = 0; i < k; ++i) {
+          double d = ra[i] - wy;
+          if (d <= 0 || d >= gap) continue;
           double nm = std::max(load[a] - d, load[b] + d);
-          if (nm < best_new) best_new = nm, bs = s, bt = t;
+          if (nm >= best_new) continue;
+          int s = (first + a) * k + i, t = (first + b) * k + j;
+          if (holds(b, phy2log[s]) || holds(a, phy2log[t])) continue;
+          best_new = nm, bs = s, bt = t;
         }
       }
     }
     if (bs < 0) break;
     int b = bt / k - first, x = phy2log[bs], y = phy2log[bt];
-    double d = rep(bs) - rep(bt);
+    int ia = bs - (first + a) * k, jb = bt - (first + b) * k;
+    double d = rw[a * k + ia] - rw[b * k + jb];
     --holds(a, x), ++holds(b, x), --holds(b, y), ++holds(a, y);
     std::swap(phy2log[bs], phy2log[bt]);
+    std::swap(rw[a * k + ia], rw[b * k + jb]);
     load[a] -= d, load[b] += d;
   }
 }
