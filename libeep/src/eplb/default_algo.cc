@@ -24,6 +24,8 @@ namespace eep::eplb {
 namespace {
 
 constexpr double kEps = 1e-12;
+// Relative distance to the lower bound at which refinement stops (balancedness >= ~0.9999).
+constexpr double kGoodEnough = 1e-4;
 
 // Replica counts for a domain: each expert >= 1, sum = num_slots, <= cap where possible.
 std::vector<int> replica_counts(const double* w, int n, int num_slots, int cap) {
@@ -128,8 +130,16 @@ void refine_range(const std::vector<double>& w, std::vector<int>& phy2log, int f
   std::vector<double> rw(static_cast<size_t>(n) * k);
   for (int g = 0; g < n; ++g)
     for (int i = 0; i < k; ++i) rw[g * k + i] = rep((first + g) * k + i);
+  // Lower bound of the heaviest GPU: the mean, and the GPU holding the heaviest replica must
+  // carry it. Within kGoodEnough of it no swap is worth its time.
+  double bound = 0, heaviest = 0;
+  for (double l : load) bound += l;
+  bound /= n;
+  for (double r : rw) heaviest = std::max(heaviest, r);
+  bound = std::max(bound, heaviest);
   for (int iter = 0; iter < 8 * n; ++iter) {
     int a = static_cast<int>(std::max_element(load.begin(), load.end()) - load.begin());
+    if (load[a] <= bound * (1 + kGoodEnough)) break;
     double best_new = load[a] - kEps * std::max(1.0, load[a]);
     int bs = -1, bt = -1;
     const double* ra = &rw[a * k];
