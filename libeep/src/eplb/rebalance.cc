@@ -71,13 +71,31 @@ Plan rebalance(const std::vector<std::vector<double>>& load, const Options& o) {
     for (int l = 0; l < num_layers; ++l) rows[l] = default_layer(load[l], o);
   }
   if (o.current) {
-    // Movement-aware: per layer, the heaviest GPU may exceed the best plan's by a factor
-    // 1 / (1 - tolerance), which bounds the whole plan's balancedness loss by the tolerance.
+    // Movement-aware. The plan's balancedness may lose `tolerance` against the best plan, i.e.
+    // the sum over layers of the heaviest GPU may grow to sum(best) / (1 - tolerance). Layers
+    // whose current layout already fits their share move nothing; the share they leave unused
+    // goes to the layers that must move, in proportion to their load, so those move less.
     int nodes = 1;
+    std::vector<double> best(num_layers), target(num_layers), cur(num_layers);
+    double slack = 0, needy = 0;
     for (int l = 0; l < num_layers; ++l) {
-      double target = max_gpu_load(load[l], rows[l], o.num_gpus) / (1.0 - o.tolerance);
+      best[l] = max_gpu_load(load[l], rows[l], o.num_gpus);
+      target[l] = best[l] / (1.0 - o.tolerance);
+      cur[l] = max_gpu_load(load[l], o.current->phy2log[l], o.num_gpus);
+      if (cur[l] <= target[l]) {
+        slack += target[l] - cur[l];
+      } else {
+        needy += best[l];
+      }
+    }
+    for (int l = 0; l < num_layers; ++l) {
+      if (cur[l] <= target[l]) {
+        target[l] = cur[l];  // kept as is: its unused share went to the others
+      } else if (needy > 0) {
+        target[l] += slack * best[l] / needy;
+      }
       rows[l] = o.algo == Algo::kDefault
-                    ? movement_layer(load[l], o.current->phy2log[l], rows[l], target, o)
+                    ? movement_layer(load[l], o.current->phy2log[l], rows[l], target[l], o)
                     : align_layer(o.current->phy2log[l], rows[l], o.num_gpus, nodes);
     }
   }
