@@ -201,3 +201,33 @@ with_traffic() {
   size_is 2
   with_traffic true
 }
+
+@test "an engine started with --join is folded in; SIGTERM scales it out with its requests handed over" {
+  start_cluster 2
+  "$ENGINE" --coord "$ADDR" --model preset:tiny --join 2>>"$BATS_TEST_TMPDIR/joiner.log" &
+  joiner=$!
+  for i in $(seq 1 100); do
+    [ "$("$SCALE" --coord "$ADDR" status --json | jq .size)" -eq 3 ] && break
+    sleep 0.1
+  done
+  size_is 3
+  leave() {
+    kill -TERM "$joiner"
+    for i in $(seq 1 100); do kill -0 "$joiner" 2>/dev/null || break; sleep 0.1; done
+  }
+  with_traffic leave
+  wait "$joiner"   # exit status 0: it left cleanly
+  size_is 2
+}
+
+@test "a launch-command template starts the engines (srun/systemd-run style)" {
+  ADDR="tcp://127.0.0.1:$(free_port)"
+  "$COORD" --bind "$ADDR" --spawn 2 --model preset:tiny \
+    --launch-cmd "exec $ENGINE --coord {coord} --model {model} --seed {seed} --device \$EEP_DEVICE" \
+    2>>"$BATS_TEST_TMPDIR/coord.log" &
+  COORD_PID=$!
+  wait_serving 2
+  with_traffic scale up 1
+  size_is 3
+  grep -q "launched engine through the template" "$BATS_TEST_TMPDIR/coord.log"
+}

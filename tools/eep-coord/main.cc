@@ -28,6 +28,10 @@ int main(int argc, char** argv) {
       ->envname("EEP_ENGINE_BIN");
   app.add_option("--engine-arg", o.engine_args, "extra flag for spawned engines (repeatable)")
       ->envname("EEP_ENGINE_ARGS")->allow_extra_args(false);
+  app.add_option("--launch-cmd", o.launch_cmd,
+                 "start engines with this shell command template instead of eep-engine "
+                 "({coord} {model} {seed} {backend} {device} {index})")
+      ->envname("EEP_LAUNCH_CMD");
   app.add_option("--redundant", o.redundant, "redundant expert slots beyond the expert count")
       ->envname("EEP_REDUNDANT")->check(CLI::Range(0, 1 << 20))->capture_default_str();
   app.add_option("--max-engines", o.max_engines, "largest size a scale-up may ask for")
@@ -47,7 +51,7 @@ int main(int argc, char** argv) {
       ->envname("EEP_START_TIMEOUT_MS")->check(CLI::Range(int64_t{1}, int64_t{86400000}))
       ->capture_default_str();
   if (auto code = eep::cli::parse(app, argc, argv)) return *code;
-  if (o.spawn > 0 && o.model.empty()) {
+  if (o.spawn > 0 && o.model.empty() && o.launch_cmd.empty()) {
     std::fprintf(stderr, "eep-coord: --spawn needs --model\n");
     return eep::kExitUsage;
   }

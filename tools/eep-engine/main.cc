@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
       ->envname("EEP_MAX_MODEL_LEN")->check(CLI::Range(0, 1 << 24))->capture_default_str();
   app.add_option("--comm-host", o.comm_host, "address peers reach this engine's collectives on")
       ->envname("EEP_COMM_HOST")->capture_default_str();
+  app.add_flag("--join", o.join,
+               "join a serving cluster: the coordinator scales up to fold this engine in")
+      ->envname("EEP_JOIN");
   app.add_option("--write-checkpoint", write_dir,
                  "write the model as a Hugging Face checkpoint to DIR and exit")
       ->envname("EEP_WRITE_CHECKPOINT");

@@ -78,6 +78,9 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const BackendOptions& opts);
+// Throws Error(kUnavailable, ...) naming why when `backend` ("cpu" or "cuda") cannot run here,
+// so an engine fails before it registers rather than after.
+void check_backend_available(const std::string& backend);
 // Throws Error(kUnavailable, "eep was built without CUDA") in a CPU-only build.
 std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& cfg, const BackendOptions& opts);
 

@@ -18,6 +18,10 @@ struct CoordOptions {
   uint64_t seed = 0;
   std::string engine_bin;     // eep-engine to spawn; default: next to eep-coord, then PATH
   std::vector<std::string> engine_args;  // extra flags for spawned engines
+  // Launch template for new engines instead of local eep-engine processes, run by /bin/sh -c.
+  // Placeholders {coord} {model} {seed} {backend} {device} {index} are substituted; the same
+  // values are in the environment as EEP_COORD, EEP_MODEL, EEP_SEED, EEP_BACKEND, EEP_DEVICE.
+  std::string launch_cmd;
   int redundant = 0;          // redundant expert slots beyond num_experts
   std::chrono::milliseconds heartbeat_timeout{3000};  // engine silent this long: dead
   std::chrono::milliseconds queue_timeout{60000};     // request waits this long for an engine

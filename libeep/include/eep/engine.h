@@ -20,6 +20,8 @@ struct EngineOptions {
   int max_num_seqs = 64;
   int max_tokens_per_step = 512;
   int max_model_len = 0;          // 0: the model's max_position_embeddings
+  bool join = false;               // join a serving cluster: the coordinator folds this engine in
+  std::chrono::milliseconds leave_timeout{30000};  // SIGTERM: hand requests over within this
   std::string comm_host = "127.0.0.1";  // address peers reach this engine's collectives on
   std::chrono::milliseconds heartbeat{500};
   std::chrono::milliseconds coord_timeout{10000};      // coordinator silent this long: exit 1

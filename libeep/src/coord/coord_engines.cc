@@ -33,11 +33,22 @@ void Coordinator::on_register(const std::string& identity, const Body& msg) {
                                                  ", the deployment serves " + model_ + " seed " +
                                                  model_seed_);
   }
+  if (group_.generation > 0 && group_.serving && !op_ && msg.value("join", false)) {
+    // An engine started by the operator (eep-engine --join): fold it in with a scale-up by one.
+    ScaleOp op;
+    op.id = "join-" + std::to_string(e.id);
+    op.from = static_cast<int>(group_.members.size());
+    op.to = op.from + 1;
+    op.spawn = false;
+    start_scale(std::move(op), Body::object());
+  }
   const bool joining = op_ && op_->phase == "launching" && op_->expected_new > 0;
   if (!joining && (group_.generation > 0 || engines_.size() >= static_cast<size_t>(expected_engines_))) {
     // Folding a late engine into a running group is a scaling operation (eep-scale up).
-    throw Error(ErrorCode::kConflict, "the cluster already has its engines and no scale-up is "
-                                      "waiting for one; run 'eep-scale up' first");
+    throw Error(ErrorCode::kConflict,
+                op_ ? "scale operation '" + op_->id + "' is in progress; retry when it is done"
+                    : "the cluster already has its engines; start this engine with --join or "
+                      "run 'eep-scale up' first");
   }
   Body reply = {{"engine_id", e.id}};
   if (joining) {

@@ -69,10 +69,12 @@ int Coordinator::run() {
   }
   log_->info("listening on {}; waiting for {} engine(s)", opts_.bind, expected_engines_);
 
-  if (opts_.spawn > 0) {
+  if (!opts_.launch_cmd.empty()) {
+    launcher_ = std::make_unique<Launcher>();
+  } else if (opts_.spawn > 0) {
     launcher_ = std::make_unique<Launcher>(opts_.engine_bin, opts_.argv0);
-    spawn_engines(0, opts_.spawn);
   }
+  if (opts_.spawn > 0) spawn_engines(0, opts_.spawn);
 
   while (!g_stop && !stopping_) {
     zmq::pollitem_t items[] = {{sock_.handle(), 0, ZMQ_POLLIN, 0}};
@@ -183,6 +185,7 @@ void Coordinator::dispatch(const std::string& identity, const Body& msg) {
   if (type == "committed") return on_committed(identity, msg);
   if (type == "left") return on_left(identity, msg);
   if (type == "scale") return on_scale(identity, msg);
+  if (type == "leave") return on_leave(identity, msg);
   if (type == "scale_status") return on_scale_status(identity, msg);
   // Rendezvous store.
   if (type == "store") return on_store(identity, msg);
@@ -206,7 +209,24 @@ std::vector<int> Coordinator::spawn_engines(int first_device, int n) {
   for (const char* wildcard : {"tcp://*:", "tcp://0.0.0.0:"})
     if (coord.rfind(wildcard, 0) == 0) coord = "tcp://127.0.0.1:" + coord.substr(std::strlen(wildcard));
   std::vector<int> pids;
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < n && !opts_.launch_cmd.empty(); ++i) {
+    const std::string device = std::to_string(first_device + i);
+    const std::vector<std::pair<std::string, std::string>> vars = {
+        {"coord", coord}, {"model", opts_.model}, {"seed", std::to_string(opts_.seed)},
+        {"backend", opts_.backend}, {"device", device}, {"index", device}};
+    std::string cmd = opts_.launch_cmd;
+    for (const auto& [k, v] : vars) {
+      const std::string ph = "{" + k + "}";
+      for (size_t at = cmd.find(ph); at != std::string::npos; at = cmd.find(ph, at + v.size()))
+        cmd.replace(at, ph.size(), v);
+    }
+    pids.push_back(launcher_->spawn_shell(
+        cmd, {{"EEP_COORD", coord}, {"EEP_MODEL", opts_.model},
+              {"EEP_SEED", std::to_string(opts_.seed)}, {"EEP_BACKEND", opts_.backend},
+              {"EEP_DEVICE", device}}));
+    log_->info("launched engine through the template (pid {}): {}", pids.back(), cmd);
+  }
+  for (int i = 0; i < n && opts_.launch_cmd.empty(); ++i) {
     std::vector<std::string> args = {"--coord",   coord,         "--model",
                                      opts_.model, "--backend",   opts_.backend,
                                      "--seed",    std::to_string(opts_.seed),

@@ -109,6 +109,21 @@ void Coordinator::on_scale(const std::string& identity, const Body& msg) {
   send_to(identity, proto::ok_reply(msg, scale_view(op_ ? *op_ : past_ops_.at(op_id))));
 }
 
+void Coordinator::on_leave(const std::string& identity, const Body& msg) {
+  // An engine stopped with SIGTERM asks to be scaled out: a scale-down of its rank.
+  int64_t engine_id = proto::get_int(msg, "engine_id");
+  auto it = std::find_if(engines_.begin(), engines_.end(),
+                         [&](const auto& kv) { return kv.second.id == engine_id; });
+  if (it == engines_.end() || it->second.rank < 0)
+    throw Error(ErrorCode::kNotFound, "engine " + std::to_string(engine_id) + " is not a member");
+  Body req = {{"type", "leave"},
+              {"id", "leave-" + std::to_string(engine_id)},
+              {"down", 1},
+              {"ranks", {it->second.rank}}};
+  if (msg.contains("seq")) req["seq"] = msg["seq"];
+  on_scale(identity, req);
+}
+
 void Coordinator::on_scale_status(const std::string& identity, const Body& msg) {
   std::string id = proto::get_string(msg, "id");
   if (op_ && op_->id == id) return send_to(identity, proto::ok_reply(msg, scale_view(*op_)));
@@ -146,7 +161,7 @@ void Coordinator::start_scale(ScaleOp op, const Body& msg) {
   if (op_->to > op_->from) {
     op_->expected_new = op_->to - op_->from;
     enter_phase("launching");
-    if (launcher_) op_->spawned_pids = spawn_engines(op_->from, op_->expected_new);
+    if (launcher_ && op_->spawn) op_->spawned_pids = spawn_engines(op_->from, op_->expected_new);
     // Without a launcher, engines started by the operator (eep-engine) join on their own.
     return;
   }

@@ -79,6 +79,7 @@ struct ScaleOp {
   std::vector<std::string> new_engines;   // identities of engines joining
   std::vector<std::string> removing;      // identities of engines leaving
   std::vector<int> spawned_pids;
+  bool spawn = true;                 // false: the new engines join on their own (--join)
   Transition t;
   std::set<int64_t> prepared, committed, left;
   bool finished() const { return phase == "done" || phase == "failed"; }

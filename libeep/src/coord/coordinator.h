@@ -61,6 +61,7 @@ class Coordinator {
   // Scaling (coord_scale.cc).
   void on_scale(const std::string& identity, const Body& msg);
   void on_scale_status(const std::string& identity, const Body& msg);
+  void on_leave(const std::string& identity, const Body& msg);
   void start_scale(ScaleOp op, const Body& msg);
   void begin_prepare();
   void on_prepared(const std::string& identity, const Body& msg);

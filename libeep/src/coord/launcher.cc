@@ -41,6 +41,16 @@ std::string find_engine(const std::string& explicit_bin, const std::string& argv
 Launcher::Launcher(const std::string& engine_bin, const std::string& argv0)
     : impl_(std::make_unique<Impl>()), bin_(find_engine(engine_bin, argv0)) {}
 
+Launcher::Launcher() : impl_(std::make_unique<Impl>()) {}
+
+int Launcher::spawn_shell(const std::string& command,
+                          const std::vector<std::pair<std::string, std::string>>& env) {
+  bp::environment e = boost::this_process::environment();
+  for (const auto& [k, v] : env) e[k] = v;
+  impl_->children.emplace_back("/bin/sh", bp::args({"-c", command}), e);
+  return impl_->children.back().id();
+}
+
 Launcher::~Launcher() { stop_all(std::chrono::milliseconds(2000)); }
 
 int Launcher::spawn(const std::vector<std::string>& args) {

@@ -154,6 +154,15 @@ void CpuBackend::forward(const StepBatch& batch, Group& group, std::vector<float
                  cfg_.vocab_size);
 }
 
+void check_backend_available(const std::string& backend) {
+  if (backend == "cpu") return;
+  if (backend == "cuda") {
+    make_cuda_backend(ModelConfig{}, BackendOptions{});  // throws the reason
+    return;
+  }
+  throw Error(ErrorCode::kInvalidArgument, "unknown backend '" + backend + "'");
+}
+
 // The CUDA engine backend (issue: CUDA backend) is not written yet; kernels/ holds its parts.
 std::unique_ptr<Backend> make_cuda_backend(const ModelConfig&, const BackendOptions&) {
 #ifdef EEP_HAVE_CUDA

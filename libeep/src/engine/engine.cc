@@ -23,7 +23,8 @@ Engine::~Engine() {
 }
 
 int Engine::run() {
-  // The model first: a bad --model fails before anything is registered.
+  // Backend and model first: a bad --backend or --model fails before anything is registered.
+  check_backend_available(opts_.backend);
   weights_ = open_weights(opts_.model, opts_.seed);
   const ModelConfig& cfg = weights_->config();
   const int max_model_len =
@@ -32,27 +33,18 @@ int Engine::run() {
   sock_.set(zmq::sockopt::linger, 0);
   sock_.connect(opts_.coord);
   store_ = std::make_unique<StoreClient>(opts_.coord, opts_.collective_timeout);
-  send({{"type", "register"},
-        {"pid", static_cast<int64_t>(getpid())},
-        {"backend", opts_.backend},
-        {"device", opts_.device},
-        {"model", opts_.model},
-        {"seed", opts_.seed},
-        {"vocab_size", cfg.vocab_size},
-        {"num_layers", cfg.num_layers},
-        {"num_experts", cfg.num_experts},
-        {"max_model_len", max_model_len},
-        {"num_kv_blocks", opts_.num_kv_blocks},
-        {"block_size", opts_.block_size},
-        // fp32 K and V for every layer of every block (the CPU backend's cache).
-        {"kv_bytes", int64_t{2} * cfg.num_layers * opts_.num_kv_blocks * opts_.block_size *
-                         cfg.num_kv_heads * cfg.head_dim * int64_t{sizeof(float)}}});
+  send_register();
   log_->info("registering with {} (model {})", opts_.coord, opts_.model);
 
-  // The coordinator answers with our engine id and KV-cache size, or refuses us.
-  auto deadline = Clock::now() + opts_.coord_timeout;
+  // The coordinator answers with our engine id and KV-cache size, or refuses us. A joining
+  // engine is told to retry while another scale operation runs.
+  auto deadline = Clock::now() + (opts_.join ? opts_.coord_timeout * 6 : opts_.coord_timeout);
   while (engine_id_ < 0) {
     if (g_stop) return kExitOk;
+    if (register_retry_at_ != Clock::time_point{} && Clock::now() >= register_retry_at_) {
+      register_retry_at_ = {};
+      send_register();
+    }
     if (Clock::now() > deadline)
       throw Error(ErrorCode::kUnavailable, "no answer from coordinator " + opts_.coord +
                                                " within " +
@@ -62,7 +54,7 @@ int Engine::run() {
   publish_snapshot();
   hb_thread_ = std::thread([this] { heartbeat_loop(); });
 
-  while (!shutdown_ && !g_stop && !left_) {
+  while (!shutdown_ && !left_ && (!g_stop || graceful_leave())) {
     // Between steps: take every pending message; block briefly only while paused.
     Ms wait = (configured_ && !paused_) ? Ms(0) : Ms(20);
     while (auto msg = proto::recv(sock_, wait)) {
@@ -70,7 +62,7 @@ int Engine::run() {
       wait = Ms(0);
       if (shutdown_ || left_) break;
     }
-    if (shutdown_ || g_stop || left_) break;
+    if (shutdown_ || left_ || (g_stop && !graceful_leave())) break;
     if (coord_lost_) {
       log_->error("lost the coordinator {} (silent for {} ms or it dropped this engine); exiting",
                   opts_.coord, opts_.coord_timeout.count());
@@ -89,6 +81,48 @@ int Engine::run() {
   if (g_stop) log_->info("signal received; leaving");
   if (!left_) send({{"type", "goodbye"}, {"engine_id", engine_id_}, {"rank", rank_}});
   return kExitOk;
+}
+
+void Engine::send_register() {
+  const ModelConfig& cfg = weights_->config();
+  const int max_model_len =
+      opts_.max_model_len > 0 ? opts_.max_model_len : cfg.max_position_embeddings;
+  send({{"type", "register"},
+        {"pid", static_cast<int64_t>(getpid())},
+        {"backend", opts_.backend},
+        {"device", opts_.device},
+        {"model", opts_.model},
+        {"seed", opts_.seed},
+        {"join", opts_.join},
+        {"vocab_size", cfg.vocab_size},
+        {"num_layers", cfg.num_layers},
+        {"num_experts", cfg.num_experts},
+        {"max_model_len", max_model_len},
+        {"num_kv_blocks", opts_.num_kv_blocks},
+        {"block_size", opts_.block_size},
+        // fp32 K and V for every layer of every block (the CPU backend's cache).
+        {"kv_bytes", int64_t{2} * cfg.num_layers * opts_.num_kv_blocks * opts_.block_size *
+                         cfg.num_kv_heads * cfg.head_dim * int64_t{sizeof(float)}}});
+}
+
+bool Engine::graceful_leave() {
+  if (!configured_ || placement_.num_ranks < 2) return false;
+  auto now = Clock::now();
+  if (!leave_sent_) {
+    leave_sent_ = true;
+    leave_deadline_ = now + opts_.leave_timeout;
+    leave_retry_at_ = now;
+    log_->info("signal received: asking the coordinator to scale this engine out");
+  }
+  if (now > leave_deadline_) {
+    log_->warn("not scaled out within {} ms; leaving anyway", opts_.leave_timeout.count());
+    return false;
+  }
+  if (leave_retry_at_ != Clock::time_point{} && now >= leave_retry_at_) {
+    leave_retry_at_ = {};
+    send({{"type", "leave"}, {"engine_id", engine_id_}});
+  }
+  return true;
 }
 
 void Engine::handle(const proto::Body& msg) {
@@ -111,7 +145,17 @@ void Engine::handle(const proto::Body& msg) {
     } else if (type == "shutdown") {
       shutdown_ = true;
     } else if (type == "register_reply") {
+      if (opts_.join && msg.value("status", "") == "error" && msg.value("code", "") == "conflict") {
+        log_->info("coordinator busy ({}); retrying", msg.value("message", ""));
+        register_retry_at_ = Clock::now() + Ms(500);
+        return;
+      }
       on_register_reply(msg);
+    } else if (type == "leave_reply") {
+      if (msg.value("status", "") == "error") {
+        log_->info("scale-out refused for now ({}); retrying", msg.value("message", ""));
+        leave_retry_at_ = Clock::now() + Ms(500);
+      }
     } else {
       log_->warn("ignoring message of unknown type '{}'", type);
     }

@@ -59,6 +59,9 @@ class Engine {
   void add_request(const proto::Body& msg);
   void step();
   void fail_group(const std::string& why);
+  void send_register();
+  // True when a SIGTERM should leave gracefully (a member of a group of two or more).
+  bool graceful_leave();
   // Heartbeats.
   void publish_snapshot();
   void heartbeat_loop();
@@ -90,6 +93,11 @@ class Engine {
   bool dense_loaded_ = false;
   bool shutdown_ = false;
   bool left_ = false;       // removed by a transition: exit 0
+  // SIGTERM while serving in a group: ask the coordinator to scale this engine out (requests are
+  // handed over), retrying while another operation runs, until leave_timeout.
+  bool leave_sent_ = false;
+  Clock::time_point leave_deadline_{}, leave_retry_at_{};
+  Clock::time_point register_retry_at_{};
   int64_t steps_ = 0;
   int64_t engine_id_ = -1;
 
