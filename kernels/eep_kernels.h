@@ -1,0 +1,108 @@
+// Host launchers of eep's CUDA kernels. Every launcher takes raw device pointers, sizes and a
+// stream, enqueues its work on that stream and returns without synchronizing. Storage is bf16;
+// every reduction and product accumulates in fp32. Each op matches the CPU reference of the same
+// name in libeep/include/eep/ops.h (tests/gpu/kernels_test.cu checks them against it).
+//
+// Errors: a failed CUDA or cuBLAS call, a failed launch or an invalid argument throws
+// eep::kernels::CudaError, whose what() names the call, the file:line and the error string.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+namespace eep::kernels {
+
+using bf16 = __nv_bfloat16;
+
+class CudaError : public std::runtime_error {
+ public:
+  explicit CudaError(const std::string& what) : std::runtime_error(what) {}
+};
+
+// ---- normalisation -------------------------------------------------------------------------
+// out[r] = w * (x[r] * rsqrt(mean(x[r]^2) + eps)) for `rows` rows of `dim`. For the per-head
+// q/k norm pass rows = tokens * heads and dim = head_dim (w has head_dim entries). out may
+// alias x.
+void rmsnorm(const bf16* x, const bf16* w, bf16* out, int rows, int dim, float eps,
+             cudaStream_t stream);
+
+// ---- rotary embedding ----------------------------------------------------------------------
+// In place on x [rows][num_heads][head_dim], rotate_half (NeoX) layout; positions[r] (device)
+// is the position of row r; angle = pos * theta^(-2i/head_dim). head_dim even.
+void rope(bf16* x, const int32_t* positions, int rows, int num_heads, int head_dim, float theta,
+          cudaStream_t stream);
+
+// ---- router --------------------------------------------------------------------------------
+// Softmax over num_experts fp32 logits per row, then top-k in descending weight, ties to the
+// lower expert id; weights renormalised to sum 1 when renorm. ids/weights are [rows][k].
+// num_experts <= 1024, k <= 32 and k <= num_experts.
+void router_topk(const float* logits, int rows, int num_experts, int k, bool renorm,
+                 int32_t* ids, float* weights, cudaStream_t stream);
+
+// ---- activation ----------------------------------------------------------------------------
+// y = silu(g) * u element-wise over n values.
+void silu_mul(const bf16* g, const bf16* u, bf16* y, int64_t n, cudaStream_t stream);
+// Fused layout: gu is [rows][2*inter] with the gate in the first half of each row and up in
+// the second (what one grouped GEMM over concatenated gate/up weights gives); y is [rows][inter].
+void silu_mul_fused(const bf16* gu, bf16* y, int rows, int inter, cudaStream_t stream);
+
+// ---- expert grouped GEMM -------------------------------------------------------------------
+// Rows of x [total_rows][k] are grouped by expert: expert e owns rows
+// offsets[e] .. offsets[e+1]-1 (offsets is a HOST array of num_experts+1 entries). For each
+// expert: y[rows of e] = x[rows of e] * w[e]^T, with w [num_experts][n][k] (Linear layout) and
+// y [total_rows][n]. Experts with no rows are skipped.
+enum class GroupedGemmImpl {
+  kCublasLoop,     // one cublasGemmEx per non-empty expert, on the handle's stream
+  kCublasGrouped,  // one cublasGemmGroupedBatchedEx call
+};
+// Per-call state: the cuBLAS handle (bound to `stream` by the launcher) and a device buffer for
+// the grouped call's pointer arrays. Create once, reuse; not thread-safe.
+class GroupedGemm {
+ public:
+  explicit GroupedGemm(int max_experts);
+  ~GroupedGemm();
+  GroupedGemm(const GroupedGemm&) = delete;
+  GroupedGemm& operator=(const GroupedGemm&) = delete;
+
+  void run(GroupedGemmImpl impl, const bf16* x, const bf16* w, bf16* y, const int* offsets,
+           int num_experts, int n, int k, cudaStream_t stream);
+
+ private:
+  cublasHandle_t handle_ = nullptr;
+  int max_experts_ = 0;
+  void** d_ptrs_ = nullptr;  // [3][max_experts]: A, B, C pointer arrays
+  void** h_ptrs_ = nullptr;  // pinned staging for d_ptrs_
+  cudaEvent_t staged_ = nullptr;  // last copy out of h_ptrs_ done
+};
+
+// ---- paged decode attention ----------------------------------------------------------------
+// One query per sequence: q [num_seqs][num_heads][head_dim]; the KV cache of one layer is
+// k_cache/v_cache [num_blocks][block_size][num_kv_heads][head_dim]; block_tables
+// [num_seqs][max_blocks_per_seq] maps position / block_size to a block; the query of sequence s
+// attends to positions 0 .. seq_lens[s]-1 (seq_lens[s] >= 1; the current token's KV already
+// written). GQA: head h reads kv head h / (num_heads / num_kv_heads). Scale 1/sqrt(head_dim).
+// head_dim in {64, 128, 256}. out is [num_seqs][num_heads][head_dim].
+void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache,
+                            const int32_t* block_tables, const int32_t* seq_lens, bf16* out,
+                            int num_seqs, int num_heads, int num_kv_heads, int head_dim,
+                            int block_size, int max_blocks_per_seq, cudaStream_t stream);
+
+// ---- token permutation (MoE dispatch / combine on one GPU) ---------------------------------
+// Dispatch: the num_tokens * k (token, slot) pairs of topk_ids [num_tokens][k] are grouped by
+// expert, stable (within an expert, in (token, slot) order, so the result does not depend on
+// thread timing). Writes expert_offsets [num_experts+1] (device), slot_rows [num_tokens*k]
+// (the permuted row of each pair) and permuted [num_tokens*k][hidden] = x[token].
+// num_experts <= 1024. Ids must lie in [0, num_experts).
+void permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int k, int hidden,
+                    int num_experts, int32_t* expert_offsets, int32_t* slot_rows, bf16* permuted,
+                    cudaStream_t stream);
+// Combine: out[t] = sum_j weights[t][j] * y[slot_rows[t*k+j]], j in order, fp32 accumulation.
+void unpermute_tokens(const bf16* y, const int32_t* slot_rows, const float* weights,
+                      int num_tokens, int k, int hidden, bf16* out, cudaStream_t stream);
+
+}  // namespace eep::kernels

@@ -1,0 +1,94 @@
+#include <vector>
+
+#include "check.cuh"
+#include "grouped_gemm.cuh"
+
+namespace eep::kernels {
+
+GroupedGemm::GroupedGemm(int max_experts) : max_experts_(max_experts) {
+  EEP_REQUIRE(max_experts > 0, "GroupedGemm: max_experts > 0");
+  EEP_CUBLAS_CHECK(cublasCreate(&handle_));
+  EEP_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_ptrs_), sizeof(void*) * 3 * max_experts));
+  EEP_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_ptrs_), sizeof(void*) * 3 * max_experts));
+  EEP_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
+  EEP_CUDA_CHECK(cudaEventRecord(staged_, 0));
+}
+
+GroupedGemm::~GroupedGemm() {
+  // Reverse order of creation; errors here cannot be thrown out of a destructor.
+  if (staged_) {
+    cudaEventSynchronize(staged_);
+    cudaEventDestroy(staged_);
+  }
+  if (h_ptrs_) cudaFreeHost(h_ptrs_);
+  if (d_ptrs_) cudaFree(d_ptrs_);
+  if (handle_) cublasDestroy(handle_);
+}
+
+void GroupedGemm::run(GroupedGemmImpl impl, const bf16* x, const bf16* w, bf16* y,
+                      const int* offsets, int num_experts, int n, int k, cudaStream_t stream) {
+  EEP_REQUIRE(num_experts > 0 && num_experts <= max_experts_,
+              "GroupedGemm::run: 0 < num_experts <= max_experts");
+  EEP_REQUIRE(n > 0 && k > 0, "GroupedGemm::run: n > 0 and k > 0");
+  EEP_REQUIRE(offsets[0] == 0, "GroupedGemm::run: offsets[0] == 0");
+  for (int e = 0; e < num_experts; ++e)
+    EEP_REQUIRE(offsets[e + 1] >= offsets[e], "GroupedGemm::run: offsets non-decreasing");
+  EEP_CUBLAS_CHECK(cublasSetStream(handle_, stream));
+  const float alpha = 1.0f, beta = 0.0f;
+  const size_t w_stride = size_t(n) * k;
+
+  if (impl == GroupedGemmImpl::kCublasLoop) {
+    for (int e = 0; e < num_experts; ++e) {
+      const int m_e = offsets[e + 1] - offsets[e];
+      if (m_e == 0) continue;
+      EEP_CUBLAS_CHECK(cublasGemmEx(handle_, detail::kGroupedTransA, detail::kGroupedTransB, n, m_e,
+                                    k, &alpha, w + e * w_stride, CUDA_R_16BF, k,
+                                    x + size_t(offsets[e]) * k, CUDA_R_16BF, k, &beta,
+                                    y + size_t(offsets[e]) * n, CUDA_R_16BF, n,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    return;
+  }
+
+  // One group per non-empty expert (group_size 1): the shapes differ between experts.
+  std::vector<cublasOperation_t> ta, tb;
+  std::vector<int> m_arr, n_arr, k_arr, lda, ldb, ldc, group_size;
+  std::vector<float> alphas, betas;
+  // The previous call's copy out of the pinned staging buffer must be done before we refill it.
+  EEP_CUDA_CHECK(cudaEventSynchronize(staged_));
+  const void** a_ptrs = const_cast<const void**>(h_ptrs_);
+  const void** b_ptrs = a_ptrs + max_experts_;
+  void** c_ptrs = h_ptrs_ + 2 * max_experts_;
+  int groups = 0;
+  for (int e = 0; e < num_experts; ++e) {
+    const int m_e = offsets[e + 1] - offsets[e];
+    if (m_e == 0) continue;
+    ta.push_back(detail::kGroupedTransA);
+    tb.push_back(detail::kGroupedTransB);
+    m_arr.push_back(n);
+    n_arr.push_back(m_e);
+    k_arr.push_back(k);
+    lda.push_back(k);
+    ldb.push_back(k);
+    ldc.push_back(n);
+    group_size.push_back(1);
+    alphas.push_back(alpha);
+    betas.push_back(beta);
+    a_ptrs[groups] = w + e * w_stride;
+    b_ptrs[groups] = x + size_t(offsets[e]) * k;
+    c_ptrs[groups] = y + size_t(offsets[e]) * n;
+    ++groups;
+  }
+  if (groups == 0) return;
+  EEP_CUDA_CHECK(cudaMemcpyAsync(d_ptrs_, h_ptrs_, sizeof(void*) * 3 * max_experts_,
+                                 cudaMemcpyHostToDevice, stream));
+  EEP_CUDA_CHECK(cudaEventRecord(staged_, stream));
+  EEP_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
+      handle_, ta.data(), tb.data(), m_arr.data(), n_arr.data(), k_arr.data(), alphas.data(),
+      const_cast<const void* const*>(d_ptrs_), CUDA_R_16BF, lda.data(),
+      const_cast<const void* const*>(d_ptrs_ + max_experts_), CUDA_R_16BF, ldb.data(),
+      betas.data(), d_ptrs_ + 2 * max_experts_, CUDA_R_16BF, ldc.data(), groups,
+      group_size.data(), CUBLAS_COMPUTE_32F));
+}
+
+}  // namespace eep::kernels

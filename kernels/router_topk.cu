@@ -1,0 +1,19 @@
+#include "check.cuh"
+#include "router_topk.cuh"
+
+namespace eep::kernels {
+
+void router_topk(const float* logits, int rows, int num_experts, int k, bool renorm,
+                 int32_t* ids, float* weights, cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && num_experts > 0 && num_experts <= 1024,
+              "router_topk: 0 < num_experts <= 1024");
+  EEP_REQUIRE(k > 0 && k <= 32 && k <= num_experts, "router_topk: 0 < k <= min(32, num_experts)");
+  if (rows == 0) return;
+  const size_t smem = sizeof(float) * detail::kRouterWarps * num_experts;  // <= 16 KiB
+  detail::router_topk_kernel<<<detail::ceil_div(rows, detail::kRouterWarps),
+                               32 * detail::kRouterWarps, smem, stream>>>(
+      logits, rows, num_experts, k, renorm, ids, weights);
+  EEP_LAUNCH_CHECK();
+}
+
+}  // namespace eep::kernels
