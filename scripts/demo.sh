@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo: installs what is missing, builds, starts a coordinator with local CPU
-# engines on a small preset, replays a batch of requests and prints a short summary.
+# engines on a small preset, replays a batch of requests while the cluster scales up and back
+# down, and prints a short summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -34,10 +35,19 @@ import json, random, sys
 rng = random.Random(1)
 for i in range(int(sys.argv[1])):
     prompt = [rng.randrange(2000) for _ in range(rng.randrange(8, 64))]
-    print(json.dumps({"id": f"demo{i}", "prompt": prompt, "max_tokens": rng.randrange(16, 48)}))
+    print(json.dumps({"id": f"demo{i}", "prompt": prompt, "max_tokens": rng.randrange(32, 96)}))
 PY
 start=$(date +%s.%N)
-"$bin/eep-bench/eep-bench" replay --coord "$addr" "$work/requests.jsonl" >"$work/results.jsonl"
+"$bin/eep-bench/eep-bench" replay --coord "$addr" "$work/requests.jsonl" >"$work/results.jsonl" &
+replay=$!
+# Mid-run, under load: grow by two engines, then give them back. No request is dropped.
+sleep 1
+echo "== scaling up by 2 while serving"
+"$bin/eep-scale/eep-scale" --coord "$addr" up 2 --wait 2>&1 >/dev/null | sed 's/^/   /'
+sleep 1
+echo "== scaling back down by 2 while serving"
+"$bin/eep-scale/eep-scale" --coord "$addr" down 2 --wait 2>&1 >/dev/null | sed 's/^/   /'
+wait "$replay"
 end=$(date +%s.%N)
 sleep 0.6  # one heartbeat carries the final expert load
 "$bin/eep-scale/eep-scale" --coord "$addr" status --json >"$work/status.json"
@@ -58,11 +68,14 @@ print(f"requests   {len(ok)} finished, {len(results) - len(ok)} failed")
 print(f"tokens     {tokens} generated in {wall:.2f} s = {tokens / wall:.0f} tokens/s")
 print(f"TTFT       p50 {ttft[len(ttft) // 2]:.0f} ms, max {ttft[-1]:.0f} ms")
 spr = stats["num_slots"] // stats["num_gpus"]
-print(f"{'rank':>4} {'steps':>6} {'expert load (tokens routed to its slots)':>42}")
-for e in sorted(status["engines"], key=lambda e: e["rank"]):
+left = [e for e in status["engines"] if e["state"] == "left"]
+print(f"engines    {len(status['engines']) - len(left)} serving now, {len(left)} left after the scale-down")
+print(f"expert load since the last transition, per rank:")
+print(f"{'rank':>4} {'steps':>6} {'tokens routed to its slots':>28}")
+for e in sorted((e for e in status["engines"] if e["rank"] >= 0), key=lambda e: e["rank"]):
     r = e["rank"]
     load = sum(sum(layer[r * spr:(r + 1) * spr]) for layer in stats["slot_load"])
-    print(f"{r:>4} {e['steps']:>6} {load:>42}")
+    print(f"{r:>4} {e['steps']:>6} {load:>28}")
 PY
 "$bin/eep-scale/eep-scale" --coord "$addr" shutdown
 wait "$coord"
