@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs eep's GPU checks on a machine with an NVIDIA GPU, from a build made elsewhere:
+#   scripts/gpu-check.sh [BUILD_DIR] [RESULTS_DIR]
+# BUILD_DIR (default build-cuda) holds tests/gpu/{kernels_test,grouped_gemm_bench}; RESULTS_DIR
+# (default $OUT, else ./gpu-check-results) receives the logs. Runs the kernel tests, the grouped
+# GEMM benchmark and torch._grouped_mm on the same shapes (if python3 has torch), then prints a
+# results table. Exit: 0 all tests passed, 1 a test failed or a step broke, 2 usage.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build-cuda}
+results=${2:-${OUT:-gpu-check-results}}
+bin=$build/tests/gpu
+if [[ ! -x $bin/kernels_test || ! -x $bin/grouped_gemm_bench ]]; then
+  echo "gpu-check: no $bin/kernels_test or $bin/grouped_gemm_bench (build with EEP_BUILD_DIR=$build ./scripts/build.sh)" >&2
+  exit 2
+fi
+mkdir -p "$results"
+
+# cuBLAS: the toolkit's, else the one PyTorch's wheels bring.
+for d in /usr/local/cuda/lib64 \
+         $(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null); do
+  [[ -d $d ]] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+done
+if ldd "$bin/kernels_test" | grep -q "not found"; then
+  echo "gpu-check: missing libraries:" >&2
+  ldd "$bin/kernels_test" | grep "not found" >&2
+  exit 1
+fi
+
+status=0
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader \
+  | tee "$results/device.txt"
+
+echo "== kernels_test"
+"$bin/kernels_test" 2>&1 | tee "$results/kernels_test.txt"
+rc=${PIPESTATUS[0]}
+[[ $rc -eq 0 ]] || status=1
+
+echo "== grouped_gemm_bench"
+"$bin/grouped_gemm_bench" "$results" 2>&1 | tee "$results/grouped_gemm_bench.txt"
+[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+
+echo "== torch._grouped_mm"
+if python3 -c 'import torch' 2>/dev/null; then
+  PYTHONUNBUFFERED=1 python3 tests/gpu/grouped_mm_torch.py "$results" 2>&1 | tee "$results/grouped_mm_torch.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+else
+  echo "skipped: python3 has no torch" | tee "$results/grouped_mm_torch.txt"
+fi
+
+# Results table.
+{
+  echo
+  echo "== results"
+  pass=$(grep -c '^PASS' "$results/kernels_test.txt")
+  fail=$(grep -c '^FAIL' "$results/kernels_test.txt")
+  echo "kernels_test: $pass passed, $fail failed (exit $rc)"
+  echo
+  cat "$results"/grouped_gemm_bench.txt "$results"/grouped_mm_torch.txt 2>/dev/null | grep '^RESULT' | awk '
+    {
+      for (i = 2; i <= NF; ++i) { split($i, kv, "="); f[kv[1]] = kv[2] }
+      key = f["tokens"] " " f["gemm"]
+      if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
+      tf[key, f["impl"]] = f["tflops"]; ms[key, f["impl"]] = f["ms"]
+      if (f["impl"] != "torch_grouped_mm" && f["tflops"] + 0 > best[key] + 0) { best[key] = f["tflops"]; bi[key] = f["impl"] }
+    }
+    END {
+      printf "%-7s %-8s %13s %16s %17s %10s\n", "tokens", "gemm", "cublas_loop", "cublas_grouped", "torch_grouped_mm", "best/torch"
+      printf "%-7s %-8s %13s %16s %17s %10s\n", "", "", "TFLOP/s", "TFLOP/s", "TFLOP/s", ""
+      for (i = 1; i <= nk; ++i) {
+        k = order[i]; split(k, p, " ")
+        t = tf[k, "torch_grouped_mm"]
+        printf "%-7s %-8s %13s %16s %17s %10s\n", p[1], p[2], tf[k, "cublas_loop"], tf[k, "cublas_grouped"],
+          (t == "" ? "-" : t), (t + 0 > 0 ? sprintf("%.2fx", best[k] / t) : "-")
+      }
+    }'
+} | tee "$results/summary.txt"
+exit $status

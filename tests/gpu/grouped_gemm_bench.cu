@@ -1,0 +1,130 @@
+// Expert grouped GEMM micro-benchmark on Qwen3-30B-A3B shapes: hidden 2048, moe_intermediate
+// 768, 128 experts, top-8. For 256, 2048 and 8192 tokens routed uniformly at random (distinct
+// experts per token, fixed seed) it times gate_up (n = 2*768, k = 2048, gate and up weights
+// concatenated) and down (n = 2048, k = 768) with each GroupedGemmImpl: cudaEvent timing per
+// call, 5 warm-ups, median of 30. Weights (805 + 403 MB) are far larger than L2, so every call
+// reads them from HBM. Writes the per-expert row counts to DIR/counts_<tokens>.txt (argv[1],
+// default ".") so that grouped_mm_torch.py times torch._grouped_mm on the same groups.
+#include <algorithm>
+#include <fstream>
+#include <numeric>
+#include <string>
+
+#include "gpu_util.cuh"
+
+using namespace gpu_test;
+namespace K = eep::kernels;
+
+namespace {
+
+constexpr int kHidden = 2048, kInter = 768, kExperts = 128, kTopK = 8;
+constexpr int kWarmup = 5, kRepeats = 30;
+
+__global__ void fill_random_bf16(bf16* p, size_t n, unsigned seed, float scale) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    unsigned h = unsigned(i) * 2654435761u ^ seed;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    h ^= h >> 15;
+    p[i] = __float2bfloat16((float(h & 0xffffff) / float(0x1000000) - 0.5f) * scale);
+  }
+}
+
+void fill(DeviceBuffer<bf16>& b, unsigned seed, float scale) {
+  fill_random_bf16<<<1024, 256>>>(b.get(), b.size(), seed, scale);
+  TEST_CUDA(cudaGetLastError());
+}
+
+std::vector<int> route(int tokens, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<int> counts(kExperts, 0), all(kExperts);
+  std::iota(all.begin(), all.end(), 0);
+  for (int t = 0; t < tokens; ++t) {
+    std::shuffle(all.begin(), all.end(), rng);
+    for (int j = 0; j < kTopK; ++j) counts[all[j]]++;
+  }
+  return counts;
+}
+
+const char* impl_name(K::GroupedGemmImpl impl) {
+  return impl == K::GroupedGemmImpl::kCublasLoop ? "cublas_loop" : "cublas_grouped";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  skip_without_device();
+  const std::string dir = argc > 1 ? argv[1] : ".";
+  cudaDeviceProp prop{};
+  TEST_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+
+  const int max_rows = 8192 * kTopK;
+  DeviceBuffer<bf16> w_gu(size_t(kExperts) * 2 * kInter * kHidden),
+      w_down(size_t(kExperts) * kHidden * kInter), x(size_t(max_rows) * kHidden),
+      gu(size_t(max_rows) * 2 * kInter), act(size_t(max_rows) * kInter),
+      y(size_t(max_rows) * kHidden);
+  fill(w_gu, 1, 0.1f);
+  fill(w_down, 2, 0.1f);
+  fill(x, 3, 2.0f);
+  fill(act, 4, 2.0f);
+  TEST_CUDA(cudaDeviceSynchronize());
+
+  cudaStream_t stream;
+  TEST_CUDA(cudaStreamCreate(&stream));
+  cudaEvent_t start, stop;
+  TEST_CUDA(cudaEventCreate(&start));
+  TEST_CUDA(cudaEventCreate(&stop));
+  K::GroupedGemm gg(kExperts);
+
+  std::printf("%-15s %6s %-8s %6s %9s %8s %9s\n", "impl", "tokens", "gemm", "rows", "ms",
+              "TFLOP/s", "GB/s(min)");
+  for (int tokens : {256, 2048, 8192}) {
+    const auto counts = route(tokens, 1000u + tokens);
+    std::vector<int> off(kExperts + 1, 0);
+    for (int e = 0; e < kExperts; ++e) off[e + 1] = off[e] + counts[e];
+    {
+      std::ofstream f(dir + "/counts_" + std::to_string(tokens) + ".txt");
+      for (int c : counts) f << c << "\n";
+    }
+    const int rows = off[kExperts];
+    const int used = int(std::count_if(counts.begin(), counts.end(), [](int c) { return c > 0; }));
+    for (auto impl : {K::GroupedGemmImpl::kCublasLoop, K::GroupedGemmImpl::kCublasGrouped}) {
+      for (int which = 0; which < 2; ++which) {
+        const bool gate_up = which == 0;
+        const int n = gate_up ? 2 * kInter : kHidden, k = gate_up ? kHidden : kInter;
+        const bf16* in = gate_up ? x.get() : act.get();
+        const bf16* w = gate_up ? w_gu.get() : w_down.get();
+        bf16* out = gate_up ? gu.get() : y.get();
+        auto call = [&] { gg.run(impl, in, w, out, off.data(), kExperts, n, k, stream); };
+        for (int i = 0; i < kWarmup; ++i) call();
+        std::vector<float> ms(kRepeats);
+        for (int i = 0; i < kRepeats; ++i) {
+          TEST_CUDA(cudaEventRecord(start, stream));
+          call();
+          TEST_CUDA(cudaEventRecord(stop, stream));
+          TEST_CUDA(cudaEventSynchronize(stop));
+          TEST_CUDA(cudaEventElapsedTime(&ms[i], start, stop));
+        }
+        std::sort(ms.begin(), ms.end());
+        const double med = ms[kRepeats / 2];
+        const double flops = 2.0 * rows * n * k;
+        // Fewest bytes: the used experts' weights, the input and the output, once each.
+        const double bytes = 2.0 * (double(used) * n * k + double(rows) * k + double(rows) * n);
+        std::printf("%-15s %6d %-8s %6d %9.4f %8.1f %9.0f\n", impl_name(impl), tokens,
+                    gate_up ? "gate_up" : "down", rows, med, flops / (med * 1e-3) / 1e12,
+                    bytes / (med * 1e-3) / 1e9);
+        std::printf("RESULT impl=%s tokens=%d gemm=%s rows=%d n=%d k=%d ms=%.5f tflops=%.2f "
+                    "min_gbps=%.0f spread_ms=%.5f..%.5f\n",
+                    impl_name(impl), tokens, gate_up ? "gate_up" : "down", rows, n, k, med,
+                    flops / (med * 1e-3) / 1e12, bytes / (med * 1e-3) / 1e9, ms.front(),
+                    ms.back());
+      }
+    }
+  }
+  TEST_CUDA(cudaEventDestroy(stop));
+  TEST_CUDA(cudaEventDestroy(start));
+  TEST_CUDA(cudaStreamDestroy(stream));
+  return 0;
+}
