@@ -8,4 +8,7 @@ namespace eep::bench {
 // request out.
 int run_replay(int argc, char** argv);
 
+// eep-bench serve: load (Poisson or closed loop) with scaling/kill events; figures and plot.
+int run_serve(int argc, char** argv);
+
 }  // namespace eep::bench

@@ -75,17 +75,17 @@ LengthDist parse_length_dist(const std::string& flag, const std::string& text) {
   if (name == "fixed") {
     want(1);
     int64_t n = 0;
-    if (!to_int(parts[1], n) || n < 1 || n > kMaxLength)
+    if (!to_int(parts[1], n) || n < 1 || n > LengthDist::kMaxLength)
       bad(flag + ": fixed:N needs an integer N >= 1, got '" + parts[1] + "'");
-    d.kind = Kind::kFixed;
+    d.kind = LengthDist::Kind::kFixed;
     d.a = static_cast<double>(n);
   } else if (name == "uniform") {
     want(2);
     int64_t lo = 0, hi = 0;
-    if (!to_int(parts[1], lo) || !to_int(parts[2], hi) || lo < 1 || hi > kMaxLength)
+    if (!to_int(parts[1], lo) || !to_int(parts[2], hi) || lo < 1 || hi > LengthDist::kMaxLength)
       bad(flag + ": uniform:A:B needs integers 1 <= A <= B, got '" + text + "'");
     if (lo > hi) bad(flag + ": uniform:A:B needs A <= B, got '" + text + "'");
-    d.kind = Kind::kUniform;
+    d.kind = LengthDist::Kind::kUniform;
     d.a = static_cast<double>(lo);
     d.b = static_cast<double>(hi);
   } else if (name == "normal" || name == "lognormal") {
@@ -94,9 +94,9 @@ LengthDist parse_length_dist(const std::string& flag, const std::string& text) {
     if (!to_double(parts[1], m) || !to_double(parts[2], s))
       bad(flag + ": " + name + " needs two numbers, got '" + text + "'");
     if (s < 0) bad(flag + ": " + name + ": the spread must be >= 0, got '" + parts[2] + "'");
-    if (name == "lognormal" && m > std::log(static_cast<double>(kMaxLength)))
-      bad(flag + ": lognormal: MU " + parts[1] + " gives lengths past " + std::to_string(kMaxLength));
-    d.kind = name == "normal" ? Kind::kNormal : Kind::kLognormal;
+    if (name == "lognormal" && m > std::log(static_cast<double>(LengthDist::kMaxLength)))
+      bad(flag + ": lognormal: MU " + parts[1] + " gives lengths past " + std::to_string(LengthDist::kMaxLength));
+    d.kind = name == "normal" ? LengthDist::Kind::kNormal : LengthDist::Kind::kLognormal;
     d.a = m;
     d.b = s;
   } else {
