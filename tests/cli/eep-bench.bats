@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # eep-bench command line: help, version, subcommand errors (exit 2), subcommands not implemented
-# yet (exit 1), and replay's input checking (exit 2 naming the line) and failures (exit 1).
+# yet (exit 1), eplb's options, and replay's input checking (exit 2 naming the line) and failures
+# (exit 1).
 # Every process started here is stopped in teardown.
 
 bats_require_minimum_version 1.5.0
@@ -93,6 +94,15 @@ start_coord() {
   [[ "$stderr" == *"'moe' is not implemented yet"* ]]
 }
 
+@test "eplb --help exits 0 and lists its options" {
+  run -0 --separate-stderr "$BENCH" eplb --help
+  [[ "$output" == *"--runs"*"--steps"*"--seed"*"--drift"*"--json"* ]]
+}
+
+@test "eplb --runs 0 exits 2" {
+  run -2 --separate-stderr "$BENCH" eplb --runs 0
+}
+
 @test "replay --help exits 0 and lists --concurrency" {
   run -0 --separate-stderr "$BENCH" replay --help
   [[ "$output" == *"--concurrency"* ]]
@@ -169,7 +179,6 @@ start_coord() {
 }
 
 @test "replay reports a submit the coordinator refuses, with its code" {
-  skip "known bug: error submit_replies carry no id, so replay waits for --timeout-ms and reports timeout"
   start_coord
   echo '{"id":"e","prompt":[],"max_tokens":2}' >"$REQS"
   run -1 --separate-stderr timeout 20 "$BENCH" replay --coord "$ADDR" --timeout-ms 10000 "$REQS"
