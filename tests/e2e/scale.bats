@@ -78,16 +78,19 @@ with_traffic() {
   size_is 2
 }
 
-@test "apply: rebalance to an eep-eplb plan at the same size" {
-  start_cluster 2 --redundant 2
+@test "apply: stats | eep-eplb --current <(status --plan) | apply - rebalances in flight" {
+  start_cluster 4 --redundant 8
   "$BENCH" replay --coord "$ADDR" "$REQS" >/dev/null
-  sleep 0.7
-  "$SCALE" --coord "$ADDR" stats >"$BATS_TEST_TMPDIR/stats.json"
-  "$SCALE" --coord "$ADDR" status --plan >"$BATS_TEST_TMPDIR/current.json"
-  "$EEP_BIN/eep-eplb/eep-eplb" --gpus 2 --slots 10 "$BATS_TEST_TMPDIR/stats.json" >"$BATS_TEST_TMPDIR/plan.json"
-  with_traffic scale apply "$BATS_TEST_TMPDIR/plan.json"
+  sleep 0.7  # one heartbeat carries the load
+  eplb() {
+    "$SCALE" --coord "$ADDR" stats |
+      "$EEP_BIN/eep-eplb/eep-eplb" --gpus 4 --redundant 8 --current <("$SCALE" --coord "$ADDR" status --plan) |
+      tee "$BATS_TEST_TMPDIR/plan.json" | "$SCALE" --coord "$ADDR" apply - --wait
+  }
+  with_traffic eplb
   "$SCALE" --coord "$ADDR" status --plan >"$BATS_TEST_TMPDIR/now.json"
   [ "$(jq -c .phy2log "$BATS_TEST_TMPDIR/now.json")" = "$(jq -c .phy2log "$BATS_TEST_TMPDIR/plan.json")" ]
+  [ "$(jq .generation <("$SCALE" --coord "$ADDR" status --json))" -eq 2 ]
 }
 
 @test "a plan that does not fit the cluster is refused before anything changes" {

@@ -175,8 +175,7 @@ int main(int argc, char** argv) {
         nlohmann::json p = read_plan(plan_path);
         if (!p.is_object() || !p.contains("phy2log"))
           throw eep::Error(eep::ErrorCode::kInvalidArgument, "plan has no phy2log (is it eep-eplb output?)");
-        req["placement"] = {{"phy2log", p["phy2log"]},
-                            {"num_ranks", p.contains("num_gpus") ? p["num_gpus"] : p.value("num_ranks", nlohmann::json(0))}};
+        req["placement"] = p;  // the coordinator checks it fits before anything moves
       }
       auto accepted = client.call(req, Ms(10000));
       std::string id = accepted.value("id", "");

@@ -24,7 +24,8 @@ struct Placement {
   // has at least one replica, ids in range. Throws Error(kInvalidArgument) naming the problem.
   void finalize();
 
-  // {"phy2log": [[...]], "num_ranks": R} (num_experts given by the model).
+  // {"phy2log": [[...]], "num_gpus": R, ...}: the eep-eplb plan shape. from_json also takes
+  // "num_ranks" for R; num_experts comes from the model.
   nlohmann::json to_json() const;
   static Placement from_json(const nlohmann::json& j, int num_experts);
 

@@ -37,7 +37,10 @@ void Placement::finalize() {
 }
 
 nlohmann::json Placement::to_json() const {
-  return {{"phy2log", phy2log}, {"num_ranks", num_ranks}};
+  // The same shape as an eep-eplb plan, so `eep-scale status --plan` feeds `eep-eplb --current`.
+  return {{"num_layers", num_layers}, {"num_logical_experts", num_experts},
+          {"num_slots", num_slots},   {"num_gpus", num_ranks},
+          {"num_ranks", num_ranks},   {"phy2log", phy2log}};
 }
 
 Placement Placement::from_json(const nlohmann::json& j, int num_experts) {
