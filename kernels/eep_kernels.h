@@ -59,6 +59,9 @@ void silu_mul_fused(const bf16* gu, bf16* y, int rows, int inter, cudaStream_t s
 enum class GroupedGemmImpl {
   kCublasLoop,     // one cublasGemmEx per non-empty expert, on the handle's stream
   kCublasGrouped,  // one cublasGemmGroupedBatchedEx call
+  kCublasStreams,  // one cublasGemmEx per non-empty expert, spread over kSideStreams streams
+                   // (largest experts first, each to the least-loaded stream) forked from and
+                   // joined back into `stream` with events
 };
 // Per-call state: the cuBLAS handle (bound to `stream` by the launcher) and a device buffer for
 // the grouped call's pointer arrays. Create once, reuse; not thread-safe.
@@ -78,6 +81,18 @@ class GroupedGemm {
   void** d_ptrs_ = nullptr;  // [3][max_experts]: A, B, C pointer arrays
   void** h_ptrs_ = nullptr;  // pinned staging for d_ptrs_
   cudaEvent_t staged_ = nullptr;  // last copy out of h_ptrs_ done
+
+ public:
+  static constexpr int kSideStreams = 4;
+
+ private:
+  cudaStream_t side_[kSideStreams] = {};
+  cublasHandle_t side_handle_[kSideStreams] = {};  // one per stream: handles share a workspace
+  cudaEvent_t fork_ = nullptr;
+  cudaEvent_t join_[kSideStreams] = {};
+
+  void gemm(cublasHandle_t h, const bf16* x, const bf16* w, bf16* y, const int* offsets, int e,
+            int n, int k);
 };
 
 // ---- paged decode attention ----------------------------------------------------------------

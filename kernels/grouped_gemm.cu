@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <numeric>
 #include <vector>
 
 #include "check.cuh"
@@ -12,10 +14,26 @@ GroupedGemm::GroupedGemm(int max_experts) : max_experts_(max_experts) {
   EEP_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_ptrs_), sizeof(void*) * 3 * max_experts));
   EEP_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
   EEP_CUDA_CHECK(cudaEventRecord(staged_, 0));
+  EEP_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+  for (int i = 0; i < kSideStreams; ++i) {
+    EEP_CUDA_CHECK(cudaStreamCreateWithFlags(&side_[i], cudaStreamNonBlocking));
+    EEP_CUDA_CHECK(cudaEventCreateWithFlags(&join_[i], cudaEventDisableTiming));
+    EEP_CUBLAS_CHECK(cublasCreate(&side_handle_[i]));
+    EEP_CUBLAS_CHECK(cublasSetStream(side_handle_[i], side_[i]));
+  }
 }
 
 GroupedGemm::~GroupedGemm() {
   // Reverse order of creation; errors here cannot be thrown out of a destructor.
+  for (int i = kSideStreams - 1; i >= 0; --i) {
+    if (side_handle_[i]) cublasDestroy(side_handle_[i]);
+    if (join_[i]) cudaEventDestroy(join_[i]);
+    if (side_[i]) {
+      cudaStreamSynchronize(side_[i]);
+      cudaStreamDestroy(side_[i]);
+    }
+  }
+  if (fork_) cudaEventDestroy(fork_);
   if (staged_) {
     cudaEventSynchronize(staged_);
     cudaEventDestroy(staged_);
@@ -23,6 +41,17 @@ GroupedGemm::~GroupedGemm() {
   if (h_ptrs_) cudaFreeHost(h_ptrs_);
   if (d_ptrs_) cudaFree(d_ptrs_);
   if (handle_) cublasDestroy(handle_);
+}
+
+void GroupedGemm::gemm(cublasHandle_t h, const bf16* x, const bf16* w, bf16* y,
+                       const int* offsets, int e, int n, int k) {
+  const float alpha = 1.0f, beta = 0.0f;
+  const int m_e = offsets[e + 1] - offsets[e];
+  EEP_CUBLAS_CHECK(cublasGemmEx(h, detail::kGroupedTransA, detail::kGroupedTransB, n, m_e, k,
+                                &alpha, w + size_t(e) * n * k, CUDA_R_16BF, k,
+                                x + size_t(offsets[e]) * k, CUDA_R_16BF, k, &beta,
+                                y + size_t(offsets[e]) * n, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
 }
 
 void GroupedGemm::run(GroupedGemmImpl impl, const bf16* x, const bf16* w, bf16* y,
@@ -38,14 +67,31 @@ void GroupedGemm::run(GroupedGemmImpl impl, const bf16* x, const bf16* w, bf16* 
   const size_t w_stride = size_t(n) * k;
 
   if (impl == GroupedGemmImpl::kCublasLoop) {
-    for (int e = 0; e < num_experts; ++e) {
+    for (int e = 0; e < num_experts; ++e)
+      if (offsets[e + 1] > offsets[e]) gemm(handle_, x, w, y, offsets, e, n, k);
+    return;
+  }
+
+  if (impl == GroupedGemmImpl::kCublasStreams) {
+    // Largest experts first, each to the stream with the fewest rows so far (deterministic).
+    std::vector<int> order(num_experts);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      return offsets[a + 1] - offsets[a] > offsets[b + 1] - offsets[b];
+    });
+    long long load[kSideStreams] = {};
+    EEP_CUDA_CHECK(cudaEventRecord(fork_, stream));
+    for (int i = 0; i < kSideStreams; ++i) EEP_CUDA_CHECK(cudaStreamWaitEvent(side_[i], fork_, 0));
+    for (int e : order) {
       const int m_e = offsets[e + 1] - offsets[e];
-      if (m_e == 0) continue;
-      EEP_CUBLAS_CHECK(cublasGemmEx(handle_, detail::kGroupedTransA, detail::kGroupedTransB, n, m_e,
-                                    k, &alpha, w + e * w_stride, CUDA_R_16BF, k,
-                                    x + size_t(offsets[e]) * k, CUDA_R_16BF, k, &beta,
-                                    y + size_t(offsets[e]) * n, CUDA_R_16BF, n,
-                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      if (m_e == 0) break;
+      const int s = int(std::min_element(load, load + kSideStreams) - load);
+      load[s] += m_e;
+      gemm(side_handle_[s], x, w, y, offsets, e, n, k);
+    }
+    for (int i = 0; i < kSideStreams; ++i) {
+      EEP_CUDA_CHECK(cudaEventRecord(join_[i], side_[i]));
+      EEP_CUDA_CHECK(cudaStreamWaitEvent(stream, join_[i], 0));
     }
     return;
   }

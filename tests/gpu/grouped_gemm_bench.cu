@@ -48,7 +48,12 @@ std::vector<int> route(int tokens, unsigned seed) {
 }
 
 const char* impl_name(K::GroupedGemmImpl impl) {
-  return impl == K::GroupedGemmImpl::kCublasLoop ? "cublas_loop" : "cublas_grouped";
+  switch (impl) {
+    case K::GroupedGemmImpl::kCublasLoop: return "cublas_loop";
+    case K::GroupedGemmImpl::kCublasGrouped: return "cublas_grouped";
+    case K::GroupedGemmImpl::kCublasStreams: return "cublas_streams";
+  }
+  return "?";
 }
 
 }  // namespace
@@ -90,7 +95,8 @@ int main(int argc, char** argv) {
     }
     const int rows = off[kExperts];
     const int used = int(std::count_if(counts.begin(), counts.end(), [](int c) { return c > 0; }));
-    for (auto impl : {K::GroupedGemmImpl::kCublasLoop, K::GroupedGemmImpl::kCublasGrouped}) {
+    for (auto impl : {K::GroupedGemmImpl::kCublasLoop, K::GroupedGemmImpl::kCublasGrouped,
+                      K::GroupedGemmImpl::kCublasStreams}) {
       for (int which = 0; which < 2; ++which) {
         const bool gate_up = which == 0;
         const int n = gate_up ? 2 * kInter : kHidden, k = gate_up ? kHidden : kInter;
