@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
-# eep-bench command line: help, version, subcommand errors (exit 2), subcommands not implemented
-# yet (exit 1), eplb's options, and replay's input checking (exit 2 naming the line) and failures
-# (exit 1).
+# eep-bench command line: help, version, subcommand errors (exit 2), transfer and moe not
+# implemented yet (exit 1; serve is tested in eep-bench-serve.bats), eplb's options, and
+# replay's input checking (exit 2 naming the line) and failures (exit 1).
 # Every process started here is stopped in teardown.
 
 bats_require_minimum_version 1.5.0
@@ -77,11 +77,6 @@ start_coord() {
 @test "an unknown subcommand is named on stderr" {
   run --separate-stderr "$BENCH" frobnicate
   [[ "$stderr" == "eep-bench: unknown subcommand 'frobnicate'"* ]]
-}
-
-@test "serve exits 1: not implemented yet" {
-  run -1 --separate-stderr "$BENCH" serve
-  [ "$stderr" = "eep-bench: 'serve' is not implemented yet in this version" ]
 }
 
 @test "transfer exits 1: not implemented yet" {
