@@ -274,10 +274,13 @@ int run_serve(int argc, char** argv) {
                    [](const auto& a, const auto& b) { return a.at_s < b.at_s; });
 
   std::unique_ptr<Client> client;
+  nlohmann::json initial;
   try {
     client = std::make_unique<Client>(o.coord);
     // Reachable and answering, or no load at all.
     auto st = client->call({{"type", "status"}}, Ms(o.connect_timeout_ms));
+    initial = {{"size", st.value("size", 0)}, {"serving", st.value("serving", false)},
+               {"model", st.value("model", nlohmann::json(nullptr))}};
     if (!st.value("serving", false))
       std::cerr << kTool << ": warning: the cluster is not serving yet; requests will queue\n";
   } catch (const Error& e) {
@@ -290,6 +293,7 @@ int run_serve(int argc, char** argv) {
                            {"output_len", o.output_len}, {"seed", o.seed}, {"vocab", o.vocab},
                            {"temperature", o.temperature}, {"drain_timeout_s", o.drain_timeout},
                            {"scale_at", o.scale_at}, {"kill_at", o.kill_at}};
+  config["cluster_at_start"] = initial;
   if (has_rate) config["rate"] = o.rate;
   else config["concurrency"] = o.concurrency;
 

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -17,6 +18,9 @@ constexpr Ms kCallTimeout{5000};
 constexpr Ms kPollEvery{20};
 // An event still not done after this is given up (the run reports it as not done).
 constexpr double kEventTimeoutS = 300;
+
+// Millisecond resolution is all polling every 20 ms can tell.
+double ms_round(double t_s) { return std::round(t_s * 1000.0) / 1000.0; }
 
 std::string fmt_time(double t) {
   std::ostringstream s;
@@ -111,7 +115,7 @@ void EventRunner::loop() {
             recs_[i].from = rep.value("from", 0);
             recs_[i].label = "scale " + std::to_string(recs_[i].from) + "→" + std::to_string(r.ev.value);
             recs_[i].phase = rep.value("phase", "");
-            recs_[i].phases_seen.push_back({{"phase", recs_[i].phase}, {"at_s", now_s()}});
+            recs_[i].phases_seen.push_back({{"phase", recs_[i].phase}, {"at_s", ms_round(now_s())}});
           } else {
             // Which process serves that rank now; kill -9 works only for engines on this host.
             auto st = client.call({{"type", "status"}}, kCallTimeout);
@@ -154,7 +158,7 @@ void EventRunner::loop() {
           std::lock_guard lock(mu_);
           EventRecord& rec = recs_[i];
           std::string phase = st.value("phase", "");
-          if (phase != rec.phase) rec.phases_seen.push_back({{"phase", phase}, {"at_s", now_s()}});
+          if (phase != rec.phase) rec.phases_seen.push_back({{"phase", phase}, {"at_s", ms_round(now_s())}});
           rec.phase = phase;
           rec.phases = st.value("phases", nlohmann::json::array());
           if (st.value("done", false)) {
@@ -177,11 +181,11 @@ void EventRunner::loop() {
           bool gone = state == "dead" || state == "left" || state.empty();
           if (gone && rec.phase == "killed") {
             rec.phase = "declared " + (state.empty() ? std::string("gone") : state);
-            rec.phases_seen.push_back({{"phase", rec.phase}, {"at_s", now_s()}});
+            rec.phases_seen.push_back({{"phase", rec.phase}, {"at_s", ms_round(now_s())}});
           }
           if (gone && st.value("serving", false)) {
             rec.phase = "serving";
-            rec.phases_seen.push_back({{"phase", "serving"}, {"at_s", now_s()}});
+            rec.phases_seen.push_back({{"phase", "serving"}, {"at_s", ms_round(now_s())}});
             rec.done_s = now_s();
             finished_[i] = true;
           }
