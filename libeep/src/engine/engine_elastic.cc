@@ -12,8 +12,7 @@ std::vector<int64_t> id_list(const proto::Body& msg, const char* field) {
 }
 }  // namespace
 
-void Engine::on_prepare(const proto::Body& msg) {
-  const int64_t gen = proto::get_int(msg, "generation");
+void Engine::reap_abandoned() {
   for (auto it = abandoned_.begin(); it != abandoned_.end();) {
     if ((*it)->done) {
       (*it)->worker.join();
@@ -22,6 +21,11 @@ void Engine::on_prepare(const proto::Body& msg) {
       ++it;
     }
   }
+}
+
+void Engine::on_prepare(const proto::Body& msg) {
+  const int64_t gen = proto::get_int(msg, "generation");
+  reap_abandoned();
   if (transition_ || !abandoned_.empty()) {
     send({{"type", "prepare_failed"}, {"generation", gen}, {"engine_id", engine_id_},
           {"error", "engine is still busy with an earlier transition"}});
@@ -134,14 +138,7 @@ void Engine::prepare_worker(PendingTransition* pt) {
 }
 
 void Engine::poll_transition() {
-  for (auto it = abandoned_.begin(); it != abandoned_.end();) {
-    if ((*it)->done) {
-      (*it)->worker.join();
-      it = abandoned_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  reap_abandoned();
   if (!transition_ || !transition_->done || transition_->reported) return;
   PendingTransition& pt = *transition_;
   pt.reported = true;

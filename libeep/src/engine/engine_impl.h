@@ -72,6 +72,7 @@ class Engine {
   void on_commit(const proto::Body& msg);
   void switch_to_new_group();
   void abort_transition(const std::string& why);
+  void reap_abandoned();  // joins rolled-back workers that have finished
 
   EngineOptions opts_;
   std::shared_ptr<spdlog::logger> log_;
