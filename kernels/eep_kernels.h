@@ -62,6 +62,9 @@ enum class GroupedGemmImpl {
   kCublasStreams,  // one cublasGemmEx per non-empty expert, spread over kSideStreams streams
                    // (largest experts first, each to the least-loaded stream) forked from and
                    // joined back into `stream` with events
+  kCublasSplit,    // the rows every non-empty expert has (the smallest one's count, if at least
+                   // kSplitMinRows) as one cublasGemmBatchedEx of equal shapes, the remaining
+                   // rows through cublasGemmGroupedBatchedEx
 };
 // Per-call state: the cuBLAS handle (bound to `stream` by the launcher) and a device buffer for
 // the grouped call's pointer arrays. Create once, reuse; not thread-safe.
@@ -78,12 +81,14 @@ class GroupedGemm {
  private:
   cublasHandle_t handle_ = nullptr;
   int max_experts_ = 0;
-  void** d_ptrs_ = nullptr;  // [3][max_experts]: A, B, C pointer arrays
+  void** d_ptrs_ = nullptr;  // [kPtrSlots][max_experts] pointer arrays
   void** h_ptrs_ = nullptr;  // pinned staging for d_ptrs_
   cudaEvent_t staged_ = nullptr;  // last copy out of h_ptrs_ done
 
  public:
   static constexpr int kSideStreams = 4;
+  static constexpr int kSplitMinRows = 64;
+  static constexpr int kPtrSlots = 6;  // pointer arrays: grouped A, B, C; batched A, B, C
 
  private:
   cudaStream_t side_[kSideStreams] = {};

@@ -10,8 +10,8 @@ namespace eep::kernels {
 GroupedGemm::GroupedGemm(int max_experts) : max_experts_(max_experts) {
   EEP_REQUIRE(max_experts > 0, "GroupedGemm: max_experts > 0");
   EEP_CUBLAS_CHECK(cublasCreate(&handle_));
-  EEP_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_ptrs_), sizeof(void*) * 3 * max_experts));
-  EEP_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_ptrs_), sizeof(void*) * 3 * max_experts));
+  EEP_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d_ptrs_), sizeof(void*) * kPtrSlots * max_experts));
+  EEP_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&h_ptrs_), sizeof(void*) * kPtrSlots * max_experts));
   EEP_CUDA_CHECK(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
   EEP_CUDA_CHECK(cudaEventRecord(staged_, 0));
   EEP_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
@@ -96,23 +96,47 @@ void GroupedGemm::run(GroupedGemmImpl impl, const bf16* x, const bf16* w, bf16* 
     return;
   }
 
-  // One group per non-empty expert (group_size 1): the shapes differ between experts.
+  // kCublasSplit: the first m_common rows of every non-empty expert (m_common = the smallest
+  // non-empty expert's rows) as one cublasGemmBatchedEx of equal shapes, the rest through the
+  // grouped call. kCublasGrouped: everything through the grouped call, one group (group_size 1)
+  // per non-empty expert, since the shapes differ.
+  int m_common = 0;
+  if (impl == GroupedGemmImpl::kCublasSplit) {
+    m_common = -1;
+    for (int e = 0; e < num_experts; ++e) {
+      const int m_e = offsets[e + 1] - offsets[e];
+      if (m_e > 0 && (m_common < 0 || m_e < m_common)) m_common = m_e;
+    }
+    if (m_common < kSplitMinRows) m_common = 0;  // too small to be worth a second call
+  }
   std::vector<cublasOperation_t> ta, tb;
   std::vector<int> m_arr, n_arr, k_arr, lda, ldb, ldc, group_size;
   std::vector<float> alphas, betas;
   // The previous call's copy out of the pinned staging buffer must be done before we refill it.
   EEP_CUDA_CHECK(cudaEventSynchronize(staged_));
-  const void** a_ptrs = const_cast<const void**>(h_ptrs_);
-  const void** b_ptrs = a_ptrs + max_experts_;
-  void** c_ptrs = h_ptrs_ + 2 * max_experts_;
-  int groups = 0;
+  const int M = max_experts_;
+  const void** a_ptrs = const_cast<const void**>(h_ptrs_);  // grouped: [0, 3M)
+  const void** b_ptrs = a_ptrs + M;
+  void** c_ptrs = h_ptrs_ + 2 * M;
+  const void** ba_ptrs = a_ptrs + 3 * M;  // batched: [3M, 6M)
+  const void** bb_ptrs = a_ptrs + 4 * M;
+  void** bc_ptrs = h_ptrs_ + 5 * M;
+  int groups = 0, batch = 0;
   for (int e = 0; e < num_experts; ++e) {
     const int m_e = offsets[e + 1] - offsets[e];
     if (m_e == 0) continue;
+    if (m_common > 0) {
+      ba_ptrs[batch] = w + e * w_stride;
+      bb_ptrs[batch] = x + size_t(offsets[e]) * k;
+      bc_ptrs[batch] = y + size_t(offsets[e]) * n;
+      ++batch;
+    }
+    const int rest = m_e - m_common;
+    if (rest == 0) continue;
     ta.push_back(detail::kGroupedTransA);
     tb.push_back(detail::kGroupedTransB);
     m_arr.push_back(n);
-    n_arr.push_back(m_e);
+    n_arr.push_back(rest);
     k_arr.push_back(k);
     lda.push_back(k);
     ldb.push_back(k);
@@ -121,20 +145,27 @@ void GroupedGemm::run(GroupedGemmImpl impl, const bf16* x, const bf16* w, bf16* 
     alphas.push_back(alpha);
     betas.push_back(beta);
     a_ptrs[groups] = w + e * w_stride;
-    b_ptrs[groups] = x + size_t(offsets[e]) * k;
-    c_ptrs[groups] = y + size_t(offsets[e]) * n;
+    b_ptrs[groups] = x + size_t(offsets[e] + m_common) * k;
+    c_ptrs[groups] = y + size_t(offsets[e] + m_common) * n;
     ++groups;
   }
-  if (groups == 0) return;
-  EEP_CUDA_CHECK(cudaMemcpyAsync(d_ptrs_, h_ptrs_, sizeof(void*) * 3 * max_experts_,
+  if (groups == 0 && batch == 0) return;
+  EEP_CUDA_CHECK(cudaMemcpyAsync(d_ptrs_, h_ptrs_, sizeof(void*) * kPtrSlots * M,
                                  cudaMemcpyHostToDevice, stream));
   EEP_CUDA_CHECK(cudaEventRecord(staged_, stream));
-  EEP_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
-      handle_, ta.data(), tb.data(), m_arr.data(), n_arr.data(), k_arr.data(), alphas.data(),
-      const_cast<const void* const*>(d_ptrs_), CUDA_R_16BF, lda.data(),
-      const_cast<const void* const*>(d_ptrs_ + max_experts_), CUDA_R_16BF, ldb.data(),
-      betas.data(), d_ptrs_ + 2 * max_experts_, CUDA_R_16BF, ldc.data(), groups,
-      group_size.data(), CUBLAS_COMPUTE_32F));
+  if (batch > 0)
+    EEP_CUBLAS_CHECK(cublasGemmBatchedEx(
+        handle_, detail::kGroupedTransA, detail::kGroupedTransB, n, m_common, k, &alpha,
+        const_cast<const void* const*>(d_ptrs_ + 3 * M), CUDA_R_16BF, k,
+        const_cast<const void* const*>(d_ptrs_ + 4 * M), CUDA_R_16BF, k, &beta, d_ptrs_ + 5 * M,
+        CUDA_R_16BF, n, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (groups > 0)
+    EEP_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
+        handle_, ta.data(), tb.data(), m_arr.data(), n_arr.data(), k_arr.data(), alphas.data(),
+        const_cast<const void* const*>(d_ptrs_), CUDA_R_16BF, lda.data(),
+        const_cast<const void* const*>(d_ptrs_ + M), CUDA_R_16BF, ldb.data(), betas.data(),
+        d_ptrs_ + 2 * M, CUDA_R_16BF, ldc.data(), groups, group_size.data(),
+        CUBLAS_COMPUTE_32F));
 }
 
 }  // namespace eep::kernels

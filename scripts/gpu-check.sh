@@ -66,13 +66,13 @@ fi
       if (f["impl"] != "torch_grouped_mm" && f["tflops"] + 0 > best[key] + 0) { best[key] = f["tflops"]; bi[key] = f["impl"] }
     }
     END {
-      printf "%-7s %-8s %12s %15s %15s %17s %11s\n", "tokens", "gemm", "cublas_loop", "cublas_grouped", "cublas_streams", "torch_grouped_mm", "best/torch"
-      printf "%-7s %-8s %12s %15s %15s %17s %11s\n", "", "", "TFLOP/s", "TFLOP/s", "TFLOP/s", "TFLOP/s", ""
+      printf "%-7s %-8s %12s %15s %15s %13s %17s %11s\n", "tokens", "gemm", "cublas_loop", "cublas_grouped", "cublas_streams", "cublas_split", "torch_grouped_mm", "best/torch"
+      printf "%-7s %-8s %12s %15s %15s %13s %17s %11s\n", "", "", "TFLOP/s", "TFLOP/s", "TFLOP/s", "TFLOP/s", "TFLOP/s", ""
       for (i = 1; i <= nk; ++i) {
         k = order[i]; split(k, p, " ")
         t = tf[k, "torch_grouped_mm"]
-        printf "%-7s %-8s %12s %15s %15s %17s %11s\n", p[1], p[2], tf[k, "cublas_loop"], tf[k, "cublas_grouped"],
-          tf[k, "cublas_streams"], (t == "" ? "-" : t), (t + 0 > 0 ? sprintf("%.2fx", best[k] / t) : "-")
+        printf "%-7s %-8s %12s %15s %15s %13s %17s %11s\n", p[1], p[2], tf[k, "cublas_loop"], tf[k, "cublas_grouped"],
+          tf[k, "cublas_streams"], tf[k, "cublas_split"], (t == "" ? "-" : t), (t + 0 > 0 ? sprintf("%.2fx", best[k] / t) : "-")
       }
     }'
 } | tee "$results/summary.txt"

@@ -52,6 +52,7 @@ const char* impl_name(K::GroupedGemmImpl impl) {
     case K::GroupedGemmImpl::kCublasLoop: return "cublas_loop";
     case K::GroupedGemmImpl::kCublasGrouped: return "cublas_grouped";
     case K::GroupedGemmImpl::kCublasStreams: return "cublas_streams";
+    case K::GroupedGemmImpl::kCublasSplit: return "cublas_split";
   }
   return "?";
 }
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
     const int rows = off[kExperts];
     const int used = int(std::count_if(counts.begin(), counts.end(), [](int c) { return c > 0; }));
     for (auto impl : {K::GroupedGemmImpl::kCublasLoop, K::GroupedGemmImpl::kCublasGrouped,
-                      K::GroupedGemmImpl::kCublasStreams}) {
+                      K::GroupedGemmImpl::kCublasStreams, K::GroupedGemmImpl::kCublasSplit}) {
       for (int which = 0; which < 2; ++which) {
         const bool gate_up = which == 0;
         const int n = gate_up ? 2 * kInter : kHidden, k = gate_up ? kHidden : kInter;

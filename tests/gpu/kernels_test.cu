@@ -385,6 +385,9 @@ int main() {
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasLoop, "loop", 128, 2048, 2048, 768);
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasStreams, "streams", 8, 300, 192, 256);
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasStreams, "streams", 128, 4096, 1536, 2048);
+    test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split(fallback)", 8, 300, 192, 256);
+    test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split", 16, 4096, 384, 512);
+    test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split", 128, 32768, 256, 2048);
     test_paged_attention(6, 32, 4, 128, 16, 700);
     test_paged_attention(3, 8, 8, 64, 32, 100);
     test_paged_attention(2, 16, 2, 256, 16, 300);
