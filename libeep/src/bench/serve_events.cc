@@ -194,6 +194,9 @@ void EventRunner::loop() {
         // A refused scale (conflict, bad size) ends the event; a slow answer is retried.
         if (e.code() == ErrorCode::kTimeout && r.started_s >= 0) continue;
         fail(i, e.what());
+      } catch (const std::exception& e) {
+        // A malformed answer ends this event, not the run.
+        fail(i, std::string("unexpected answer from the coordinator: ") + e.what());
       }
     }
     std::this_thread::sleep_for(kPollEvery);
