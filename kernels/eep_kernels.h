@@ -117,7 +117,9 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
 // expert, stable (within an expert, in (token, slot) order, so the result does not depend on
 // thread timing). Writes expert_offsets [num_experts+1] (device), slot_rows [num_tokens*k]
 // (the permuted row of each pair) and permuted [num_tokens*k][hidden] = x[token].
-// num_experts <= 1024. Ids must lie in [0, num_experts).
+// num_experts <= 1024. A pair whose id is not in [0, num_experts) is dropped (slot_rows = -1).
+// When hidden % 8 == 0 rows are copied 16 bytes at a time: x and permuted must then be 16-byte
+// aligned (cudaMalloc'd buffers are).
 void permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int k, int hidden,
                     int num_experts, int32_t* expert_offsets, int32_t* slot_rows, bf16* permuted,
                     cudaStream_t stream);
