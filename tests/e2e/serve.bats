@@ -100,3 +100,51 @@ run_size() {
   COORD_PID=
   for p in $pids; do ! kill -0 "$p" 2>/dev/null; done
 }
+
+@test "a checkpoint written from the preset serves the same tokens (the real loader, fp32)" {
+  [ -f "$BATS_FILE_TMPDIR/out1.jsonl" ] || skip "needs the 1-engine run"
+  "$ENGINE" --model preset:tiny --write-checkpoint "$BATS_TEST_TMPDIR/ckpt" --dtype f32 >/dev/null
+  [ -f "$BATS_TEST_TMPDIR/ckpt/config.json" ]
+  ls "$BATS_TEST_TMPDIR"/ckpt/*.safetensors >/dev/null
+  EEP_TEST_MODEL="$BATS_TEST_TMPDIR/ckpt" start_cluster 2
+  "$BENCH" replay --coord "$ADDR" "$REQS" >"$BATS_TEST_TMPDIR/ckpt.jsonl"
+  diff <(by_id "$BATS_FILE_TMPDIR/out1.jsonl") <(by_id "$BATS_TEST_TMPDIR/ckpt.jsonl")
+}
+
+@test "a bf16 checkpoint serves (tokens may differ from fp32, none fail)" {
+  "$ENGINE" --model preset:tiny --write-checkpoint "$BATS_TEST_TMPDIR/ckpt16" --dtype bf16 >/dev/null
+  EEP_TEST_MODEL="$BATS_TEST_TMPDIR/ckpt16" start_cluster 1
+  run "$BENCH" replay --coord "$ADDR" "$REQS"
+  [ "$status" -eq 0 ]
+  [ "$(jq -r 'select(.finish_reason == "length") | .id' <<<"$output" | wc -l)" -eq 64 ]
+}
+
+@test "DP waves: an idle group pauses (no busy dummy steps) and one request wakes it" {
+  start_cluster 3
+  echo '{"id":"w1","prompt":[1,2,3],"max_tokens":4}' >"$BATS_TEST_TMPDIR/w.jsonl"
+  "$BENCH" replay --coord "$ADDR" "$BATS_TEST_TMPDIR/w.jsonl" >/dev/null
+  sleep 1
+  s1=$("$SCALE" --coord "$ADDR" status --json)
+  [ "$(jq '[.engines[].paused] | all' <<<"$s1")" = true ]
+  [ "$(jq .wave_running <<<"$s1")" = false ]
+  sleep 1.5
+  s2=$("$SCALE" --coord "$ADDR" status --json)
+  [ "$(jq -c '[.engines[].steps]' <<<"$s1")" = "$(jq -c '[.engines[].steps]' <<<"$s2")" ]
+  # One request to one engine: every engine steps again (lockstep), then all pause again.
+  run "$BENCH" replay --coord "$ADDR" "$BATS_TEST_TMPDIR/w.jsonl"
+  [ "$status" -eq 0 ]
+  sleep 1
+  s3=$("$SCALE" --coord "$ADDR" status --json)
+  for r in 0 1 2; do
+    [ "$(jq ".engines[$r].steps" <<<"$s3")" -gt "$(jq ".engines[$r].steps" <<<"$s2")" ]
+  done
+  [ "$(jq '[.engines[].paused] | all' <<<"$s3")" = true ]
+}
+
+@test "a client aborts a request mid-stream: it ends with finish reason abort" {
+  start_cluster 2
+  run /usr/bin/python3 "$EEP_SRC/tests/e2e/abort.py" "$ADDR"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [ "$("$SCALE" --coord "$ADDR" status --json | jq .requests_open)" -eq 0 ]
+}
