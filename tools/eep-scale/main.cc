@@ -2,6 +2,7 @@
 // (apply), show status and expert-load stats, shut it down.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -48,7 +49,9 @@ int wait_for(eep::Client& client, const std::string& id, Ms timeout, bool show) 
   auto deadline = eep::Clock::now() + timeout;
   size_t shown = 0;
   while (true) {
-    auto st = client.call({{"type", "scale_status"}, {"id", id}}, Ms(5000));
+    auto left = std::chrono::duration_cast<Ms>(deadline - eep::Clock::now());
+    auto st = client.call({{"type", "scale_status"}, {"id", id}},
+                          std::clamp(left, Ms(1), Ms(5000)));
     const auto& phases = st["phases"];
     for (; show && shown < phases.size(); ++shown)
       std::fprintf(stderr, "  %-12s %8.1f ms\n", phases[shown].value("phase", "").c_str(),
@@ -177,7 +180,7 @@ int main(int argc, char** argv) {
           throw eep::Error(eep::ErrorCode::kInvalidArgument, "plan has no phy2log (is it eep-eplb output?)");
         req["placement"] = p;  // the coordinator checks it fits before anything moves
       }
-      auto accepted = client.call(req, Ms(10000));
+      auto accepted = client.call(req, std::min(timeout, Ms(10000)));
       std::string id = accepted.value("id", "");
       if (!wait) {
         std::cout << strip(accepted).dump() << "\n";

@@ -9,7 +9,6 @@ namespace eep {
 void Coordinator::on_register(const std::string& identity, const Body& msg) {
   EngineInfo e;
   e.identity = identity;
-  e.id = next_engine_id_++;
   e.pid = static_cast<int>(proto::get_int(msg, "pid"));
   e.backend = proto::get_string(msg, "backend");
   e.device = static_cast<int>(proto::get_int(msg, "device"));
@@ -34,9 +33,12 @@ void Coordinator::on_register(const std::string& identity, const Body& msg) {
                                                  model_seed_);
   }
   if (group_.generation > 0 && group_.serving && !op_ && msg.value("join", false)) {
+    if (static_cast<int>(group_.members.size()) + 1 > opts_.max_engines)
+      throw Error(ErrorCode::kInvalidArgument,
+                  "the cluster is at --max-engines " + std::to_string(opts_.max_engines));
     // An engine started by the operator (eep-engine --join): fold it in with a scale-up by one.
     ScaleOp op;
-    op.id = "join-" + std::to_string(e.id);
+    op.id = "join-" + std::to_string(next_engine_id_);
     op.from = static_cast<int>(group_.members.size());
     op.to = op.from + 1;
     op.spawn = false;
@@ -50,6 +52,7 @@ void Coordinator::on_register(const std::string& identity, const Body& msg) {
                     : "the cluster already has its engines; start this engine with --join or "
                       "run 'eep-scale up' first");
   }
+  e.id = next_engine_id_++;  // only engines that are accepted get an id
   Body reply = {{"engine_id", e.id}};
   if (joining) {
     // Weights come from peers; the KV cache is the smallest the serving engines have, so a

@@ -57,8 +57,6 @@ void Coordinator::on_scale(const std::string& identity, const Body& msg) {
     throw Error(ErrorCode::kConflict, "scale operation '" + op_->id + "' (" +
                                           std::to_string(op_->from) + " -> " +
                                           std::to_string(op_->to) + ") is in progress");
-  if (!group_.serving || group_.generation == 0)
-    throw Error(ErrorCode::kUnavailable, "the cluster is not serving; cannot scale now");
   const int size = static_cast<int>(group_.members.size());
   int given = (msg.contains("to") ? 1 : 0) + (msg.contains("up") ? 1 : 0) +
               (msg.contains("down") ? 1 : 0) + (msg.contains("placement") ? 1 : 0);
@@ -85,6 +83,9 @@ void Coordinator::on_scale(const std::string& identity, const Body& msg) {
     throw Error(ErrorCode::kInvalidArgument, "the new size " + std::to_string(op.to) +
                                                  " is larger than the launcher can provide (--max-engines " +
                                                  std::to_string(opts_.max_engines) + ")");
+  // Bad values are refused first (exit 2 in eep-scale); then whether scaling can happen now.
+  if (!group_.serving || group_.generation == 0)
+    throw Error(ErrorCode::kUnavailable, "the cluster is not serving; cannot scale now");
   // Which ranks leave: --ranks, else the highest.
   std::vector<int> leaving;
   if (msg.contains("ranks")) {

@@ -26,9 +26,6 @@ int Engine::run() {
   // Backend and model first: a bad --backend or --model fails before anything is registered.
   check_backend_available(opts_.backend);
   weights_ = open_weights(opts_.model, opts_.seed);
-  const ModelConfig& cfg = weights_->config();
-  const int max_model_len =
-      opts_.max_model_len > 0 ? opts_.max_model_len : cfg.max_position_embeddings;
 
   sock_.set(zmq::sockopt::linger, 0);
   sock_.connect(opts_.coord);
