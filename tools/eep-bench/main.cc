@@ -1,5 +1,6 @@
-// eep-bench: load generator and benchmarks. Subcommands: replay (JSON-lines requests),
-// eplb (placement algorithms). serve, transfer and moe are not implemented yet.
+// eep-bench: load generator and benchmarks. Subcommands: replay (JSON-lines requests), serve
+// (load with scaling events), eplb (placement algorithms). transfer and moe are not implemented
+// yet.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -15,7 +16,7 @@ const char* kUsage =
     "Subcommands:\n"
     "  replay   send JSON-lines requests to a cluster, print one JSON line per result\n"
     "  eplb     expert placement benchmark (time per plan, balancedness, moves)\n"
-    "  serve    serving benchmark with scaling events (not implemented yet)\n"
+    "  serve    serving benchmark with scaling and kill events, JSON and SVG timelines\n"
     "  transfer weight-transfer bandwidth (not implemented yet)\n"
     "  moe      MoE layer throughput per backend (not implemented yet)\n"
     "\n"

@@ -29,10 +29,18 @@ struct Placement {
   nlohmann::json to_json() const;
   static Placement from_json(const nlohmann::json& j, int num_experts);
 
-  // Round-robin default: slot s holds expert s % num_experts, with replicas of the first
-  // (num_slots - num_experts) experts spread so no rank holds two replicas of one expert where
-  // avoidable.
+  // Default placement without load information: experts fill the ranks in order, and the extra
+  // (redundant) slots get replicas of the least replicated experts on ranks that do not hold
+  // them yet.
   static Placement round_robin(int num_layers, int num_experts, int num_slots, int num_ranks);
+
+  // Placement for a new group size that moves as few experts as it can (the built-in policy of
+  // scale operations): keep[r] is the old rank whose slots new rank r inherits (-1 for a new
+  // engine). Each kept rank keeps as many of its experts as fit its new slots; experts left
+  // without a replica go first to ranks with free slots that do not hold them (new engines
+  // first, since they receive weights anyway); remaining free slots get extra replicas, spread
+  // so no rank holds two of one expert where avoidable.
+  static Placement resize(const Placement& old, const std::vector<int>& keep, int num_slots);
 };
 
 }  // namespace eep

@@ -145,8 +145,14 @@ void Coordinator::start_scale(ScaleOp op, const Body& msg) {
                       std::to_string(target.num_layers) + " layers; the cluster has " +
                       std::to_string(size) + " engines and " + std::to_string(model_layers_) + " layers");
   } else {
+    // Remaining engines keep their ranks' experts where they fit; new engines take the rest.
     int num_slots = (model_experts_ + opts_.redundant + op.to - 1) / op.to * op.to;
-    target = Placement::round_robin(model_layers_, model_experts_, num_slots, op.to);
+    std::vector<int> keep;
+    for (int r = 0; r < size; ++r)
+      if (std::find(op.removing.begin(), op.removing.end(), group_.members[r]) == op.removing.end())
+        keep.push_back(r);
+    while (static_cast<int>(keep.size()) < op.to) keep.push_back(-1);
+    target = Placement::resize(group_.placement, keep, num_slots);
   }
   op.started = op.phase_started = Clock::now();
   op.deadline = op.started + opts_.scale_timeout;
