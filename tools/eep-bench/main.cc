@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   if (sub == "replay") return eep::bench::run_replay(argc - 1, argv + 1);
   if (sub == "eplb") return eep::eplb::run_bench(argc - 1, argv + 1);
   if (sub == "serve") return eep::bench::run_serve(argc - 1, argv + 1);
-  if (sub == "serve" || sub == "transfer" || sub == "moe") {
+  if (sub == "transfer" || sub == "moe") {
     std::fprintf(stderr, "eep-bench: '%s' is not implemented yet in this version\n", sub.c_str());
     return eep::kExitRuntime;
   }
