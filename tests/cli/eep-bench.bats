@@ -4,42 +4,7 @@
 # replay's input checking (exit 2 naming the line) and failures (exit 1).
 # Every process started here is stopped in teardown.
 
-bats_require_minimum_version 1.5.0
-
-BENCH="$EEP_BIN/eep-bench/eep-bench"
-COORD="$EEP_BIN/eep-coord/eep-coord"
-SCALE="$EEP_BIN/eep-scale/eep-scale"
-
-setup() {
-  ADDR="tcp://127.0.0.1:$(free_port)"
-  COORD_PID=
-  REQS="$BATS_TEST_TMPDIR/requests.jsonl"
-}
-
-teardown() {
-  if [ -n "$COORD_PID" ]; then
-    kill -KILL "$COORD_PID" 2>/dev/null || true
-    wait "$COORD_PID" 2>/dev/null || true
-  fi
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 20000))
-}
-
-# start_coord [flags...]: eep-coord on $ADDR (no engines), answering within 20 s.
-start_coord() {
-  "$COORD" --bind "$ADDR" --engines 1 "$@" 2>"$BATS_TEST_TMPDIR/coord.log" &
-  COORD_PID=$!
-  local i
-  for i in $(seq 1 100); do
-    "$SCALE" --coord "$ADDR" --timeout-ms 200 status >/dev/null 2>&1 && return 0
-    kill -0 "$COORD_PID" 2>/dev/null || { cat "$BATS_TEST_TMPDIR/coord.log" >&2; return 1; }
-  done
-  echo "eep-coord did not answer within 20 s" >&2
-  return 1
-}
+load common
 
 @test "--help exits 0" {
   run -0 "$BENCH" --help

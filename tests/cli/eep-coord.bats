@@ -3,56 +3,7 @@
 # simplest life cycle (no engine: not serving; shutdown and signals exit 0). Every process
 # started here is stopped in teardown.
 
-bats_require_minimum_version 1.5.0
-
-COORD="$EEP_BIN/eep-coord/eep-coord"
-SCALE="$EEP_BIN/eep-scale/eep-scale"
-
-setup() {
-  ADDR="tcp://127.0.0.1:$(free_port)"
-  COORD_PID=
-}
-
-teardown() {
-  if [ -n "$COORD_PID" ]; then
-    kill -KILL "$COORD_PID" 2>/dev/null || true
-    wait "$COORD_PID" 2>/dev/null || true
-  fi
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 20000))
-}
-
-# start_coord [flags...]: eep-coord on $ADDR in the background, answering within 10 s.
-start_coord() {
-  "$COORD" --bind "$ADDR" "$@" 2>"$BATS_TEST_TMPDIR/coord.log" &
-  COORD_PID=$!
-  local i
-  for i in $(seq 1 100); do
-    "$SCALE" --coord "$ADDR" --timeout-ms 200 status --json >/dev/null 2>&1 && return 0
-    kill -0 "$COORD_PID" 2>/dev/null || { cat "$BATS_TEST_TMPDIR/coord.log" >&2; return 1; }
-  done
-  echo "eep-coord did not answer within 20 s" >&2
-  return 1
-}
-
-# wait_exit PID SECONDS: waits for PID (a child of this shell) to exit; sets EXIT_STATUS.
-wait_exit() {
-  local pid=$1 limit=$2 i
-  for i in $(seq 1 $((limit * 10))); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "process $pid still running after $limit s" >&2
-    return 1
-  fi
-  EXIT_STATUS=0
-  wait "$pid" || EXIT_STATUS=$?
-  COORD_PID=
-}
+load common
 
 @test "--help exits 0" {
   run -0 "$COORD" --help

@@ -3,76 +3,7 @@
 # (exit 1), --write-checkpoint, and the simplest life cycle against a real coordinator. Every
 # process started here is stopped in teardown.
 
-bats_require_minimum_version 1.5.0
-
-ENGINE="$EEP_BIN/eep-engine/eep-engine"
-COORD="$EEP_BIN/eep-coord/eep-coord"
-SCALE="$EEP_BIN/eep-scale/eep-scale"
-
-setup() {
-  ADDR="tcp://127.0.0.1:$(free_port)"
-  PIDS=()
-}
-
-teardown() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null ||
-    echo $((20000 + RANDOM % 20000))
-}
-
-# start_coord [flags...]: eep-coord on $ADDR in the background; sets COORD_PID.
-start_coord() {
-  "$COORD" --bind "$ADDR" "$@" 2>"$BATS_TEST_TMPDIR/coord.log" &
-  COORD_PID=$!
-  PIDS+=("$COORD_PID")
-}
-
-# wait_serving N: until the coordinator serves with N engines (30 s at most).
-wait_serving() {
-  local i out
-  for i in $(seq 1 150); do
-    out=$("$SCALE" --coord "$ADDR" --timeout-ms 200 status --json 2>/dev/null) &&
-      [ "$(jq -c '[.serving, .size]' <<<"$out")" = "[true,$1]" ] && return 0
-    sleep 0.1
-  done
-  echo "not serving with $1 engine(s) after 30 s" >&2
-  cat "$BATS_TEST_TMPDIR/coord.log" >&2
-  return 1
-}
-
-# wait_registered N: until N engines have registered (30 s at most).
-wait_registered() {
-  local i out
-  for i in $(seq 1 150); do
-    out=$("$SCALE" --coord "$ADDR" --timeout-ms 200 status --json 2>/dev/null) &&
-      [ "$(jq '.engines | length' <<<"$out")" = "$1" ] && return 0
-    sleep 0.1
-  done
-  echo "$1 engine(s) not registered after 30 s" >&2
-  return 1
-}
-
-# wait_exit PID SECONDS: waits for PID (a child of this shell) to exit; sets EXIT_STATUS.
-wait_exit() {
-  local pid=$1 limit=$2 i
-  for i in $(seq 1 $((limit * 10))); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "process $pid still running after $limit s" >&2
-    return 1
-  fi
-  EXIT_STATUS=0
-  wait "$pid" || EXIT_STATUS=$?
-}
+load common
 
 @test "--help exits 0" {
   run -0 "$ENGINE" --help
