@@ -9,16 +9,11 @@
 #include <vector>
 
 #include "eep/ops.h"
+#include "random_inputs.h"
 
 namespace {
 
-std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using eep::testing::random_vec;
 
 TEST(OpsMoe, RouterMatchesReference) {
   const int rows = 7, experts = 16, k = 4;
