@@ -229,17 +229,6 @@ load common
 @test "shutdown makes the coordinator exit 0" {
   start_coord
   "$SCALE" --coord "$ADDR" --timeout-ms 2000 shutdown
-  local i
-  for i in $(seq 1 100); do
-    kill -0 "$COORD_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$COORD_PID" 2>/dev/null; then
-    echo "eep-coord still running 10 s after shutdown" >&2
-    return 1
-  fi
-  local rc=0
-  wait "$COORD_PID" || rc=$?
-  COORD_PID=
-  [ "$rc" -eq 0 ]
+  wait_exit "$COORD_PID" 10
+  [ "$EXIT_STATUS" -eq 0 ]
 }
