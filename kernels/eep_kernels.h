@@ -127,4 +127,31 @@ void permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int 
 void unpermute_tokens(const bf16* y, const int32_t* slot_rows, const float* weights,
                       int num_tokens, int k, int hidden, bf16* out, cudaStream_t stream);
 
+// ---- residual stream, embedding, conversion, KV write (kernels/residual.cu) ----------------
+// The residual stream is kept in fp32 between layers (so the GPU result stays close to the fp32
+// CPU reference); everything that feeds a GEMM is bf16.
+
+// out[r] = table[ids[r]] as fp32, rows of dim. ids are device; ids outside [0, vocab) give a
+// zero row (the engine validates tokens before they reach the backend).
+void embedding_gather(const bf16* table, const int32_t* ids, int rows, int dim, int vocab,
+                      float* out, cudaStream_t stream);
+// residual[r] += delta[r] (delta may be null: no add), then
+// out[r] = w * (residual[r] * rsqrt(mean(residual[r]^2) + eps)) in bf16.
+void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, int rows, int dim,
+                 float eps, cudaStream_t stream);
+// dst[i] = src[idx[i]] for `rows` rows of dim elements (idx device). Used to pack rows for
+// dispatch and to pick the rows that sample.
+void gather_rows(const bf16* src, const int32_t* idx, int rows, int dim, bf16* dst,
+                 cudaStream_t stream);
+void gather_rows_f32(const float* src, const int32_t* idx, int rows, int dim, float* dst,
+                     cudaStream_t stream);
+void f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t stream);
+void bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stream);
+// Writes row r of k/v ([rows][kv_dim]) to cache entry slots[r] (= block * block_size + offset)
+// of one layer's k_cache/v_cache ([num_blocks * block_size][kv_dim]). slots are device.
+void kv_write(const bf16* k, const bf16* v, const int32_t* slots, int rows, int kv_dim,
+              bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+// ids[r] = argmax of logits[r] ([rows][vocab] fp32), ties to the lower id.
+void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, cudaStream_t stream);
+
 }  // namespace eep::kernels

@@ -41,6 +41,13 @@ struct BackendOptions {
   int device = 0;
 };
 
+// KV blocks that fit on `device` once this engine holds the dense weights and the experts of
+// num_experts / min_ranks slots (the most it holds at the smallest size it may shrink to), using
+// at most `memory_fraction` of the device's memory. CUDA only; throws Error(kUnavailable) on a
+// CPU-only build or without a GPU, Error(kResourceExhausted) if not even one block fits.
+int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device,
+                              double memory_fraction, int min_ranks);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -75,6 +82,12 @@ class Backend {
   virtual void discard_staged() = 0;  // rollback
   virtual size_t kv_bytes() const = 0;
   virtual const char* name() const = 0;
+
+  // Micro-benchmark hook (eep-bench moe): runs the MoE FFN of `layer` (route, dispatch through
+  // `group`, local experts, combine) on `rows` seeded random hidden rows, `iters` times after one
+  // warm-up, in lockstep with the group's other members; returns seconds per call, measured
+  // after the device has finished.
+  virtual double benchmark_moe(int layer, int rows, int iters, Group& group) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const BackendOptions& opts);

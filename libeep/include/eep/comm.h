@@ -21,6 +21,9 @@ class Group {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual const std::string& name() const = 0;
+  // True when alltoallv/send/recv/broadcast take device (GPU) pointers (NCCL); false for host
+  // memory (Gloo). The reductions, allgather and alltoall_counts always take host pointers.
+  virtual bool device_buffers() const { return false; }
 
   // Element-wise sum / max / min of `count` int64 values across the group, in place.
   virtual void allreduce_sum(int64_t* data, size_t count) = 0;
@@ -55,5 +58,22 @@ struct GlooGroupOptions {
 // the same name and size and its own rank. Throws Error(kTimeout) if members do not all arrive
 // within opts.timeout.
 std::unique_ptr<Group> make_gloo_group(StoreClient& store, const GlooGroupOptions& opts);
+
+struct NcclGroupOptions {
+  std::string name;  // unique per membership; the store key the unique id is published under
+  int rank = 0;
+  int size = 1;
+  int device = 0;    // CUDA device of this member
+  std::chrono::milliseconds timeout = std::chrono::seconds(30);  // init and every collective
+};
+
+// An NCCL communicator over the members' GPUs (CUDA builds only): rank 0 creates the unique id
+// and publishes it through the store; all members initialise non-blocking and poll with the
+// timeout. Data calls (alltoallv, send, recv, broadcast) take device pointers and run on the
+// group's own stream, returning when the transfer is complete; the host-side control calls
+// (reductions, allgather, alltoall_counts, barrier) stage through device memory. Throws
+// Error(kUnavailable) in a CPU-only build or when NCCL fails, Error(kTimeout) on a timeout (the
+// communicator is then aborted, never left hanging).
+std::unique_ptr<Group> make_nccl_group(StoreClient& store, const NcclGroupOptions& opts);
 
 }  // namespace eep

@@ -154,26 +154,6 @@ void CpuBackend::forward(const StepBatch& batch, Group& group, std::vector<float
                  cfg_.vocab_size);
 }
 
-void check_backend_available(const std::string& backend) {
-  if (backend == "cpu") return;
-  if (backend == "cuda") {
-    make_cuda_backend(ModelConfig{}, BackendOptions{});  // throws the reason
-    return;
-  }
-  throw Error(ErrorCode::kInvalidArgument, "unknown backend '" + backend + "'");
-}
-
-// The CUDA engine backend (issue: CUDA backend) is not written yet; kernels/ holds its parts.
-std::unique_ptr<Backend> make_cuda_backend(const ModelConfig&, const BackendOptions&) {
-#ifdef EEP_HAVE_CUDA
-  throw Error(ErrorCode::kUnavailable,
-              "the CUDA engine backend is not implemented in this version; use --backend cpu");
-#else
-  throw Error(ErrorCode::kUnavailable,
-              "eep was built without CUDA: rebuild on a machine with nvcc, or use --backend cpu");
-#endif
-}
-
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const BackendOptions& opts) {
   return std::make_unique<CpuBackend>(cfg, opts);
 }

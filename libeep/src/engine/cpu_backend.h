@@ -29,6 +29,7 @@ class CpuBackend : public Backend {
   void discard_staged() override;
   size_t kv_bytes() const override { return (k_cache_.size() + v_cache_.size()) * sizeof(float); }
   const char* name() const override { return "cpu"; }
+  double benchmark_moe(int layer, int rows, int iters, Group& group) override;
 
  private:
   struct DenseLayer {

@@ -144,4 +144,9 @@ void CpuBackend::moe(int layer, const std::vector<float>& h, int rows, Group& gr
   }
 }
 
+// Placeholder until eep-bench moe lands (issue 5): refuses rather than reporting a number.
+double CpuBackend::benchmark_moe(int, int, int, Group&) {
+  throw Error(ErrorCode::kUnavailable, "benchmark_moe is not implemented for the CPU backend yet");
+}
+
 }  // namespace eep

@@ -1,0 +1,209 @@
+// Residual stream, embedding, conversions, KV-cache writes and greedy argmax: the small glue
+// kernels of one forward pass. All are memory-bound; each thread block handles whole rows so the
+// row reductions stay in one block (no atomics, so results do not depend on timing).
+#include <cfloat>
+
+#include "check.cuh"
+#include "common.cuh"
+
+namespace eep::kernels {
+
+namespace detail {
+
+constexpr int kRowThreads = 256;
+
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  v = warp_sum(v);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x / 32;
+  v = lane < warps ? shared[lane] : 0.0f;
+  v = warp_sum(v);
+  __syncthreads();  // shared is reused by the caller's next reduction
+  return v;
+}
+
+__global__ void embedding_gather_kernel(const bf16* table, const int32_t* ids, int dim, int vocab,
+                                        float* out) {
+  const int r = blockIdx.x;
+  const int id = ids[r];
+  float* o = out + size_t(r) * dim;
+  if (id < 0 || id >= vocab) {
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) o[c] = 0.0f;
+    return;
+  }
+  const bf16* t = table + size_t(id) * dim;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) o[c] = __bfloat162float(t[c]);
+}
+
+__global__ void add_rmsnorm_kernel(float* residual, const bf16* delta, const bf16* w, bf16* out,
+                                   int dim, float eps) {
+  __shared__ float shared[32];
+  const int r = blockIdx.x;
+  float* x = residual + size_t(r) * dim;
+  const bf16* d = delta ? delta + size_t(r) * dim : nullptr;
+  float ss = 0.0f;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    float v = x[c];
+    if (d) {
+      v += __bfloat162float(d[c]);
+      x[c] = v;
+    }
+    ss += v * v;
+  }
+  const float inv = rsqrtf(block_sum(ss, shared) / float(dim) + eps);
+  bf16* o = out + size_t(r) * dim;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x)
+    o[c] = __float2bfloat16(__bfloat162float(w[c]) * (x[c] * inv));
+}
+
+template <typename T>
+__global__ void gather_rows_kernel(const T* src, const int32_t* idx, int dim, T* dst) {
+  const int r = blockIdx.x;
+  const T* s = src + size_t(idx[r]) * dim;
+  T* d = dst + size_t(r) * dim;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) d[c] = s[c];
+}
+
+__global__ void f32_to_bf16_kernel(const float* in, bf16* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = __float2bfloat16(in[i]);
+}
+
+__global__ void bf16_to_f32_kernel(const bf16* in, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = __bfloat162float(in[i]);
+}
+
+__global__ void kv_write_kernel(const bf16* k, const bf16* v, const int32_t* slots, int kv_dim,
+                                bf16* k_cache, bf16* v_cache) {
+  const int r = blockIdx.x;
+  const size_t dst = size_t(slots[r]) * kv_dim;
+  const size_t src = size_t(r) * kv_dim;
+  for (int c = threadIdx.x; c < kv_dim; c += blockDim.x) {
+    k_cache[dst + c] = k[src + c];
+    v_cache[dst + c] = v[src + c];
+  }
+}
+
+__global__ void argmax_rows_kernel(const float* logits, int vocab, int32_t* ids) {
+  __shared__ float best_v[32];
+  __shared__ int best_i[32];
+  const int r = blockIdx.x;
+  const float* x = logits + size_t(r) * vocab;
+  float bv = -FLT_MAX;
+  int bi = vocab;  // larger than any id: loses every tie
+  for (int c = threadIdx.x; c < vocab; c += blockDim.x) {
+    const float v = x[c];
+    if (v > bv) {  // strides ascend, so the first maximum this thread sees is its lowest id
+      bv = v;
+      bi = c;
+    }
+  }
+  // Warp then block reduction of (value, id): larger value wins, equal values go to lower id.
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(kFullMask, bv, o);
+    const int oi = __shfl_xor_sync(kFullMask, bi, o);
+    if (ov > bv || (ov == bv && oi < bi)) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) {
+    best_v[warp] = bv;
+    best_i[warp] = bi;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int warps = blockDim.x / 32;
+    bv = lane < warps ? best_v[lane] : -FLT_MAX;
+    bi = lane < warps ? best_i[lane] : vocab;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(kFullMask, bv, o);
+      const int oi = __shfl_xor_sync(kFullMask, bi, o);
+      if (ov > bv || (ov == bv && oi < bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if (lane == 0) ids[r] = bi < vocab ? bi : 0;
+  }
+}
+
+int elementwise_blocks(int64_t n) {
+  const int64_t b = (n + kRowThreads - 1) / kRowThreads;
+  return int(b < 4096 ? (b > 0 ? b : 1) : 4096);
+}
+
+}  // namespace detail
+
+void embedding_gather(const bf16* table, const int32_t* ids, int rows, int dim, int vocab,
+                      float* out, cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && dim > 0 && vocab > 0, "embedding_gather: rows >= 0, dim, vocab > 0");
+  if (rows == 0) return;
+  detail::embedding_gather_kernel<<<rows, detail::kRowThreads, 0, stream>>>(table, ids, dim,
+                                                                              vocab, out);
+  EEP_LAUNCH_CHECK();
+}
+
+void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, int rows, int dim,
+                 float eps, cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && dim > 0, "add_rmsnorm: rows >= 0 and dim > 0");
+  if (rows == 0) return;
+  detail::add_rmsnorm_kernel<<<rows, detail::kRowThreads, 0, stream>>>(residual, delta, w, out,
+                                                                        dim, eps);
+  EEP_LAUNCH_CHECK();
+}
+
+void gather_rows(const bf16* src, const int32_t* idx, int rows, int dim, bf16* dst,
+                 cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && dim > 0, "gather_rows: rows >= 0 and dim > 0");
+  if (rows == 0) return;
+  detail::gather_rows_kernel<<<rows, detail::kRowThreads, 0, stream>>>(src, idx, dim, dst);
+  EEP_LAUNCH_CHECK();
+}
+
+void gather_rows_f32(const float* src, const int32_t* idx, int rows, int dim, float* dst,
+                     cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && dim > 0, "gather_rows_f32: rows >= 0 and dim > 0");
+  if (rows == 0) return;
+  detail::gather_rows_kernel<<<rows, detail::kRowThreads, 0, stream>>>(src, idx, dim, dst);
+  EEP_LAUNCH_CHECK();
+}
+
+void f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t stream) {
+  EEP_REQUIRE(n >= 0, "f32_to_bf16: n >= 0");
+  if (n == 0) return;
+  detail::f32_to_bf16_kernel<<<detail::elementwise_blocks(n), detail::kRowThreads, 0, stream>>>(
+      in, out, n);
+  EEP_LAUNCH_CHECK();
+}
+
+void bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stream) {
+  EEP_REQUIRE(n >= 0, "bf16_to_f32: n >= 0");
+  if (n == 0) return;
+  detail::bf16_to_f32_kernel<<<detail::elementwise_blocks(n), detail::kRowThreads, 0, stream>>>(
+      in, out, n);
+  EEP_LAUNCH_CHECK();
+}
+
+void kv_write(const bf16* k, const bf16* v, const int32_t* slots, int rows, int kv_dim,
+              bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && kv_dim > 0, "kv_write: rows >= 0 and kv_dim > 0");
+  if (rows == 0) return;
+  detail::kv_write_kernel<<<rows, 128, 0, stream>>>(k, v, slots, kv_dim, k_cache, v_cache);
+  EEP_LAUNCH_CHECK();
+}
+
+void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && vocab > 0, "argmax_rows: rows >= 0 and vocab > 0");
+  if (rows == 0) return;
+  detail::argmax_rows_kernel<<<rows, 1024, 0, stream>>>(logits, vocab, ids);
+  EEP_LAUNCH_CHECK();
+}
+
+}  // namespace eep::kernels
