@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Packs eep's programs from a build directory, with the shared libraries a bare GPU machine lacks
+# (ZeroMQ, Gloo, spdlog, fmt and their dependencies), into one relocatable directory:
+#   scripts/bundle.sh [BUILD_DIR] [DEST]          (defaults: build, .carry/bundle)
+# DEST/bin holds stripped eep-* tools and any GPU test binaries; DEST/lib the libraries; DEST/env
+# sets PATH and LD_LIBRARY_PATH (`. DEST/env`). The GPU machines have glibc, libstdc++, CUDA, cuBLAS
+# and NCCL, so those are left out (the machine's own are newer than this one's). Exit 2: usage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+dest=${2:-.carry/bundle}
+[[ -x $build/tools/eep-engine/eep-engine ]] || { echo "bundle: no $build/tools/eep-engine/eep-engine; build first" >&2; exit 2; }
+rm -rf "$dest"
+mkdir -p "$dest/bin" "$dest/lib"
+bins=("$build"/tools/eep-*/eep-*)
+for extra in "$build"/tests/gpu/*; do
+  [[ -f $extra && -x $extra ]] && bins+=("$extra")
+done
+for b in "${bins[@]}"; do
+  [[ -f $b && -x $b ]] || continue
+  strip -o "$dest/bin/$(basename "$b")" "$b"
+done
+# Libraries the machine provides: the C runtime, the compiler runtime, the CUDA stack.
+keep_out='^(libc|libm|libdl|librt|libpthread|libresolv|ld-linux-x86-64|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnccl|libnvidia-.*)\.so'
+for b in "$dest"/bin/*; do
+  ldd "$b" | awk '/=>/ && $3 ~ /^\// {print $3}'
+done | sort -u | while read -r lib; do
+  base=$(basename "$lib")
+  [[ $base =~ $keep_out ]] && continue
+  cp -L "$lib" "$dest/lib/$base"
+done
+cat > "$dest/env" <<'ENV'
+# Source me: puts the bundle's programs and libraries first.
+eep_bundle=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export PATH=$eep_bundle/bin:$PATH
+export LD_LIBRARY_PATH=$eep_bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# Elsewhere cuBLAS may be only in the toolkit's directory.
+[[ -d /usr/local/cuda/lib64 ]] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+ENV
+du -sh "$dest" | awk '{print "bundle: " $1 " in '"$dest"'"}'
+ls "$dest/lib" | tr '\n' ' '; echo
