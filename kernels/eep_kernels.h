@@ -112,6 +112,50 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
                             int num_seqs, int num_heads, int num_kv_heads, int head_dim,
                             int block_size, int max_blocks_per_seq, cudaStream_t stream);
 
+// ---- paged prefill attention (chunked prefill) ---------------------------------------------
+// A batch of num_seqs chunks: sequence s has num_rows[s] query rows q[q_starts[s] + j]
+// (j = 0 .. num_rows[s]-1) at positions starts[s] + j, and row j attends causally to positions
+// 0 .. starts[s] + j, read from the paged cache (the KV of the whole chunk already written, as
+// kv_write does before it). q/out are [total_rows][num_heads][head_dim]; rows of q that belong
+// to no sequence are not written in out. k_cache/v_cache are
+// [num_blocks][block_size][num_kv_heads][head_dim], block_tables [num_seqs][max_blocks_per_seq];
+// q_starts, num_rows, starts are device arrays of num_seqs. max_rows (host) >= every
+// num_rows[s]: it sizes the grid (a sequence with num_rows[s] = 0 is skipped). GQA: head h
+// reads kv head h / (num_heads / num_kv_heads). Scale 1/sqrt(head_dim); head_dim 64/128/256.
+// Same result as paged_decode_attention on each row (one-row chunks are allowed), up to bf16
+// rounding of the softmax weights that multiply V. Tensor cores (bf16, fp32 accumulate), online
+// softmax in fp32; one CTA reads each K/V row once for 64 (row, query head) pairs of one kv head.
+void paged_prefill_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache,
+                             const int32_t* block_tables, const int32_t* q_starts,
+                             const int32_t* num_rows, const int32_t* starts, bf16* out,
+                             int num_seqs, int max_rows, int num_heads, int num_kv_heads,
+                             int head_dim, int block_size, int max_blocks_per_seq,
+                             cudaStream_t stream);
+
+// ---- sampling (kernels/sampling.cu) --------------------------------------------------------
+// One row's sampling parameters, as eep::SamplingParams (plus the position that keys the draw).
+// Valid values only (the host validates requests): temperature >= 0, top_p in (0, 1],
+// top_k >= 0.
+struct SamplingRow {
+  double temperature = 0.0;  // 0 = greedy (arg-max, lowest id on ties)
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  int64_t position = 0;
+  int32_t top_k = 0;  // 0 = whole vocabulary
+  int32_t pad = 0;
+};
+// ids[r] = eep::sample_token(logits[r], vocab, params[r], params[r].position) for logits
+// [rows][vocab] fp32 and params [rows] (both device): temperature, top-k, top-p and the
+// counter-based (seed, position) draw, computed in double in the host sampler's order (stable
+// sort of the candidates, sequential sums), so the token is the host's unless CUDA's exp() and
+// the host libm's differ in the last bit right at a draw boundary (probability ~1e-16 per
+// draw). workspace: device memory of at least sample_tokens_workspace_bytes(rows, vocab)
+// (about 32 bytes per logit). rows <= 65535. Not tuned: a full sort of every row, and one thread
+// per row for the sums (151936 additions for top_k = 0).
+size_t sample_tokens_workspace_bytes(int rows, int vocab);
+void sample_tokens(const float* logits, const SamplingRow* params, int rows, int vocab,
+                   void* workspace, size_t workspace_bytes, int32_t* ids, cudaStream_t stream);
+
 // ---- token permutation (MoE dispatch / combine on one GPU) ---------------------------------
 // Dispatch: the num_tokens * k (token, slot) pairs of topk_ids [num_tokens][k] are grouped by
 // expert, stable (within an expert, in (token, slot) order, so the result does not depend on

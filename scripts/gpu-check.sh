@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs eep's GPU checks on a machine with an NVIDIA GPU, from a build made elsewhere:
 #   scripts/gpu-check.sh [BUILD_DIR] [RESULTS_DIR]
-# BUILD_DIR (default build-cuda) holds tests/gpu/{kernels_test,grouped_gemm_bench}; RESULTS_DIR
-# (default $OUT, else ./gpu-check-results) receives the logs. Runs the kernel tests, the grouped
-# GEMM benchmark and torch._grouped_mm on the same shapes (if python3 has torch), then prints a
-# results table. Exit: 0 all tests passed, 1 a test failed or a step broke, 2 usage.
+# BUILD_DIR (default build-cuda) holds tests/gpu/{kernels_test,grouped_gemm_bench} (and
+# attention_bench, run when present); RESULTS_DIR (default $OUT, else ./gpu-check-results)
+# receives the logs. Runs the kernel tests, the grouped GEMM benchmark and torch._grouped_mm on
+# the same shapes (if python3 has torch), the attention benchmark, then prints a results table.
+# Exit: 0 all tests passed, 1 a test failed or a step broke, 2 usage.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-cuda}
@@ -41,6 +42,14 @@ echo "== grouped_gemm_bench"
 "$bin/grouped_gemm_bench" "$results" 2>&1 | tee "$results/grouped_gemm_bench.txt"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 
+echo "== attention_bench"
+if [[ -x $bin/attention_bench ]]; then
+  "$bin/attention_bench" 2>&1 | tee "$results/attention_bench.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+else
+  echo "skipped: no $bin/attention_bench" | tee "$results/attention_bench.txt"
+fi
+
 echo "== torch._grouped_mm"
 if python3 -c 'import torch' 2>/dev/null; then
   PYTHONUNBUFFERED=1 python3 tests/gpu/grouped_mm_torch.py "$results" 2>&1 | tee "$results/grouped_mm_torch.txt"
@@ -75,5 +84,7 @@ fi
           tf[k, "cublas_streams"], tf[k, "cublas_split"], (t == "" ? "-" : t), (t + 0 > 0 ? sprintf("%.2fx", best[k] / t) : "-")
       }
     }'
+  echo
+  grep '^case' "$results/attention_bench.txt" 2>/dev/null
 } | tee "$results/summary.txt"
 exit $status

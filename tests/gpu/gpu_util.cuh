@@ -96,4 +96,21 @@ inline double rel_err(const std::vector<float>& out, const std::vector<float>& r
   return std::sqrt(num) / std::sqrt(den > 0 ? den : 1.0);
 }
 
+// Benchmarks: uniform values in [-scale/2, scale/2) from a hash of (index, seed), on the device.
+__global__ void fill_random_bf16(bf16* p, size_t n, unsigned seed, float scale) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    unsigned h = unsigned(i) * 2654435761u ^ seed;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    h ^= h >> 15;
+    p[i] = __float2bfloat16((float(h & 0xffffff) / float(0x1000000) - 0.5f) * scale);
+  }
+}
+
+inline void fill(DeviceBuffer<bf16>& b, unsigned seed, float scale) {
+  fill_random_bf16<<<1024, 256>>>(b.get(), b.size(), seed, scale);
+  TEST_CUDA(cudaGetLastError());
+}
+
 }  // namespace gpu_test

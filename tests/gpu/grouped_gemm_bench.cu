@@ -20,22 +20,6 @@ namespace {
 constexpr int kHidden = 2048, kInter = 768, kExperts = 128, kTopK = 8;
 constexpr int kWarmup = 5, kRepeats = 30;
 
-__global__ void fill_random_bf16(bf16* p, size_t n, unsigned seed, float scale) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
-       i += size_t(gridDim.x) * blockDim.x) {
-    unsigned h = unsigned(i) * 2654435761u ^ seed;
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    h ^= h >> 15;
-    p[i] = __float2bfloat16((float(h & 0xffffff) / float(0x1000000) - 0.5f) * scale);
-  }
-}
-
-void fill(DeviceBuffer<bf16>& b, unsigned seed, float scale) {
-  fill_random_bf16<<<1024, 256>>>(b.get(), b.size(), seed, scale);
-  TEST_CUDA(cudaGetLastError());
-}
-
 std::vector<int> route(int tokens, unsigned seed) {
   std::mt19937 rng(seed);
   std::vector<int> counts(kExperts, 0), all(kExperts);

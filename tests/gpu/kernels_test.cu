@@ -7,6 +7,7 @@
 #include <string>
 
 #include "eep/ops.h"
+#include "eep/scheduler.h"
 #include "gpu_util.cuh"
 
 using namespace gpu_test;
@@ -175,55 +176,418 @@ void test_grouped_gemm(K::GroupedGemm& gg, K::GroupedGemmImpl impl, const char* 
          rel_err(to_float(y.download()), ref), 1e-2);
 }
 
-// ---- paged decode attention -----------------------------------------------------------------
+// ---- paged attention ------------------------------------------------------------------------
+eep::ops::KvLayerView kv_view(float* k, float* v, int block_size, int kv_heads, int head_dim) {
+  eep::ops::KvLayerView view;
+  view.k = k;
+  view.v = v;
+  view.block_size = block_size;
+  view.num_kv_heads = kv_heads;
+  view.head_dim = head_dim;
+  return view;
+}
+
+// One layer's paged KV cache of random bf16 values for num_seqs sequences of up to max_len
+// positions: every sequence gets distinct blocks, in shuffled order (plus 3 spare blocks).
+struct PagedKv {
+  PagedKv(int num_seqs, int max_len, int block_size, int kv_heads, int head_dim)
+      : max_blocks((max_len + block_size - 1) / block_size),
+        num_blocks(num_seqs * max_blocks + 3),
+        elems(size_t(num_blocks) * block_size * kv_heads * head_dim),
+        tables(size_t(num_seqs) * max_blocks),
+        k(elems),
+        v(elems),
+        dt(tables.size()) {
+    std::vector<int32_t> perm(num_blocks);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), g_rng);
+    std::copy_n(perm.begin(), tables.size(), tables.begin());
+    k.upload(random_bf16(g_rng, elems, 1.0f, kf));
+    v.upload(random_bf16(g_rng, elems, 1.0f, vf));
+    dt.upload(tables);
+    view = kv_view(kf.data(), vf.data(), block_size, kv_heads, head_dim);
+  }
+  const int32_t* table(int seq) const { return tables.data() + size_t(seq) * max_blocks; }
+
+  int max_blocks, num_blocks;
+  size_t elems;
+  std::vector<int32_t> tables;
+  std::vector<float> kf, vf;  // fp32 copies for the CPU reference
+  DeviceBuffer<bf16> k, v;
+  DeviceBuffer<int32_t> dt;
+  eep::ops::KvLayerView view;
+};
+
+std::string attn_tag(const char* op, int num_seqs, int heads, int kv_heads, int head_dim,
+                     int block_size) {
+  return std::string(op) + " seqs=" + std::to_string(num_seqs) + " h=" + std::to_string(heads) +
+         "/" + std::to_string(kv_heads) + " d=" + std::to_string(head_dim) + " bs=" +
+         std::to_string(block_size);
+}
+
 void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, int block_size,
                           int max_len) {
   std::uniform_int_distribution<int> lend(1, max_len);
   std::vector<int32_t> lens(num_seqs);
   for (auto& l : lens) l = lend(g_rng);
   lens[0] = 1;  // a sequence with only its current token
-  const int max_blocks = (max_len + block_size - 1) / block_size;
-  const int num_blocks = num_seqs * max_blocks + 3;
-  // Every sequence gets distinct blocks, in shuffled order.
-  std::vector<int32_t> perm(num_blocks);
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), g_rng);
-  std::vector<int32_t> tables(size_t(num_seqs) * max_blocks);
-  for (size_t i = 0; i < tables.size(); ++i) tables[i] = perm[i];
-
-  std::vector<float> qf, kf, vf;
-  const size_t cache = size_t(num_blocks) * block_size * kv_heads * head_dim;
+  PagedKv kv(num_seqs, max_len, block_size, kv_heads, head_dim);
+  std::vector<float> qf;
   auto qh = random_bf16(g_rng, size_t(num_seqs) * heads * head_dim, 1.0f, qf);
-  auto kh = random_bf16(g_rng, cache, 1.0f, kf);
-  auto vh = random_bf16(g_rng, cache, 1.0f, vf);
-  DeviceBuffer<bf16> q(qh.size()), kc(cache), vc(cache), out(qh.size());
-  DeviceBuffer<int32_t> dt(tables.size()), dl(lens.size());
+  DeviceBuffer<bf16> q(qh.size()), out(qh.size());
+  DeviceBuffer<int32_t> dl(lens.size());
   q.upload(qh);
-  kc.upload(kh);
-  vc.upload(vh);
-  dt.upload(tables);
   dl.upload(lens);
   out.poison();
-  K::paged_decode_attention(q.get(), kc.get(), vc.get(), dt.get(), dl.get(), out.get(), num_seqs,
-                            heads, kv_heads, head_dim, block_size, max_blocks, 0);
+  K::paged_decode_attention(q.get(), kv.k.get(), kv.v.get(), kv.dt.get(), dl.get(), out.get(),
+                            num_seqs, heads, kv_heads, head_dim, block_size, kv.max_blocks, 0);
   sync();
-  eep::ops::KvLayerView view;
-  view.k = kf.data();
-  view.v = vf.data();
-  view.block_size = block_size;
-  view.num_kv_heads = kv_heads;
-  view.head_dim = head_dim;
   std::vector<float> ref(qf.size());
   for (int s = 0; s < num_seqs; ++s) {
     const int32_t pos = lens[s] - 1;
-    eep::ops::paged_attention(view, tables.data() + size_t(s) * max_blocks, &pos, 1,
+    eep::ops::paged_attention(kv.view, kv.table(s), &pos, 1,
                               qf.data() + size_t(s) * heads * head_dim, heads,
                               ref.data() + size_t(s) * heads * head_dim);
   }
-  report("paged_attention seqs=" + std::to_string(num_seqs) + " h=" + std::to_string(heads) + "/" +
-             std::to_string(kv_heads) + " d=" + std::to_string(head_dim) + " bs=" +
-             std::to_string(block_size) + " len<=" + std::to_string(max_len),
+  report(attn_tag("paged_attention", num_seqs, heads, kv_heads, head_dim, block_size) + " len<=" +
+             std::to_string(max_len),
          rel_err(to_float(out.download()), ref), 1e-2);
+}
+
+// ---- paged prefill attention ----------------------------------------------------------------
+// Chunks of mixed lengths at mixed starts (first chunks at 0, later chunks at start > 0,
+// one-row chunks like decode, an empty chunk); q rows packed in sequence order with one spare
+// row at the end that belongs to no sequence and must stay untouched.
+void test_prefill_attention(int num_seqs, int heads, int kv_heads, int head_dim, int block_size,
+                            int max_ctx, int max_chunk, bool single_rows) {
+  std::vector<int32_t> nrows(num_seqs), starts(num_seqs), qstarts(num_seqs);
+  std::uniform_int_distribution<int> nd(1, single_rows ? 1 : max_chunk);
+  int total = 0, max_rows = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    nrows[s] = nd(g_rng);
+    if (s == 2 && !single_rows) nrows[s] = 1;                      // decode-like row
+    if (s == 3 && !single_rows && num_seqs > 4) nrows[s] = 0;      // nothing to do
+    std::uniform_int_distribution<int> sd(0, max_ctx - nrows[s]);
+    starts[s] = s == 0 ? 0 : sd(g_rng);                            // s == 0: first chunk
+    qstarts[s] = total;
+    total += nrows[s];
+    max_rows = std::max(max_rows, nrows[s]);
+  }
+  PagedKv kv(num_seqs, max_ctx, block_size, kv_heads, head_dim);
+  const size_t row_elems = size_t(heads) * head_dim;
+  std::vector<float> qf;
+  auto qh = random_bf16(g_rng, (total + 1) * row_elems, 1.0f, qf);  // + the spare row
+  DeviceBuffer<bf16> q(qh.size()), out(qh.size());
+  DeviceBuffer<int32_t> dn(num_seqs), ds(num_seqs), dq(num_seqs);
+  q.upload(qh);
+  dn.upload(nrows);
+  ds.upload(starts);
+  dq.upload(qstarts);
+  out.poison();
+  K::paged_prefill_attention(q.get(), kv.k.get(), kv.v.get(), kv.dt.get(), dq.get(), dn.get(),
+                             ds.get(), out.get(), num_seqs, max_rows, heads, kv_heads, head_dim,
+                             block_size, kv.max_blocks, 0);
+  sync();
+  std::vector<float> ref(size_t(total) * row_elems);
+  for (int s = 0; s < num_seqs; ++s) {
+    if (nrows[s] == 0) continue;
+    std::vector<int32_t> pos(nrows[s]);
+    std::iota(pos.begin(), pos.end(), starts[s]);
+    eep::ops::paged_attention(kv.view, kv.table(s), pos.data(), nrows[s],
+                              qf.data() + size_t(qstarts[s]) * row_elems, heads,
+                              ref.data() + size_t(qstarts[s]) * row_elems);
+  }
+  auto got = to_float(out.download());
+  long spare_written = 0;  // the spare row is still poison (NaN)
+  for (size_t i = size_t(total) * row_elems; i < got.size(); ++i) spare_written += !std::isnan(got[i]);
+  got.resize(ref.size());
+  const std::string tag = attn_tag("prefill_attention", num_seqs, heads, kv_heads, head_dim,
+                                   block_size) +
+                          " ctx<=" + std::to_string(max_ctx) +
+                          (single_rows ? " 1-row" : " rows<=" + std::to_string(max_chunk));
+  report(tag, rel_err(got, ref), 1e-2);
+  report_exact(tag + " spare row untouched", spare_written);
+}
+
+// ---- glue kernels (kernels/residual.cu) -----------------------------------------------------
+// Copies and conversions must be bit-exact (tolerance 0); the norm is within bf16 rounding.
+std::vector<float> random_f32(size_t n, float scale) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(g_rng);
+  return v;
+}
+
+std::vector<int32_t> random_ids(size_t n, int hi) {
+  std::uniform_int_distribution<int> d(0, hi - 1);
+  std::vector<int32_t> v(n);
+  for (auto& x : v) x = d(g_rng);
+  return v;
+}
+
+void test_embedding_gather(int rows, int dim, int vocab) {
+  std::vector<float> tf;
+  auto th = random_bf16(g_rng, size_t(vocab) * dim, 1.0f, tf);
+  auto ids = random_ids(rows, vocab);
+  if (rows > 2) {
+    ids[0] = vocab - 1;
+    ids[1] = -1;     // out of range: zero row
+    ids[2] = vocab;  // out of range: zero row
+  }
+  DeviceBuffer<bf16> table(th.size());
+  DeviceBuffer<int32_t> di(rows);
+  DeviceBuffer<float> out(size_t(rows) * dim);
+  table.upload(th);
+  di.upload(ids);
+  out.poison();
+  K::embedding_gather(table.get(), di.get(), rows, dim, vocab, out.get(), 0);
+  sync();
+  std::vector<float> ref(size_t(rows) * dim, 0.0f);
+  for (int r = 0; r < rows; ++r)
+    if (ids[r] >= 0 && ids[r] < vocab)
+      std::copy_n(tf.begin() + size_t(ids[r]) * dim, dim, ref.begin() + size_t(r) * dim);
+  report("embedding_gather " + std::to_string(rows) + "x" + std::to_string(dim) + " vocab=" +
+             std::to_string(vocab),
+         rel_err(out.download(), ref), 0.0);
+}
+
+void test_add_rmsnorm(int rows, int dim, bool with_delta) {
+  std::vector<float> df, wf;
+  auto res = random_f32(size_t(rows) * dim, 1.5f);
+  auto dh = random_bf16(g_rng, size_t(rows) * dim, 1.0f, df);
+  auto wh = random_bf16(g_rng, dim, 1.0f, wf);
+  DeviceBuffer<float> dres(res.size());
+  DeviceBuffer<bf16> delta(dh.size()), w(wh.size()), out(dh.size());
+  dres.upload(res);
+  delta.upload(dh);
+  w.upload(wh);
+  out.poison();
+  K::add_rmsnorm(dres.get(), with_delta ? delta.get() : nullptr, w.get(), out.get(), rows, dim,
+                 1e-6f, 0);
+  sync();
+  std::vector<float> res_ref = res, ref(res.size());
+  if (with_delta)
+    for (size_t i = 0; i < res.size(); ++i) res_ref[i] += df[i];
+  eep::ops::rmsnorm(res_ref.data(), wf.data(), ref.data(), rows, dim, 1e-6f);
+  const std::string tag = "add_rmsnorm " + std::to_string(rows) + "x" + std::to_string(dim) +
+                          (with_delta ? "" : " delta=null");
+  report(tag + " residual", rel_err(dres.download(), res_ref), 0.0);
+  report(tag + " out", rel_err(to_float(out.download()), ref), 1e-2);
+}
+
+void test_gather_rows(int rows, int dim, int src_rows) {
+  std::vector<float> sf;
+  auto sh = random_bf16(g_rng, size_t(src_rows) * dim, 1.0f, sf);
+  auto s32 = random_f32(size_t(src_rows) * dim, 1.0f);
+  auto idx = random_ids(rows, src_rows);  // repeats allowed
+  DeviceBuffer<bf16> src(sh.size()), dst(size_t(rows) * dim);
+  DeviceBuffer<float> src32(s32.size()), dst32(size_t(rows) * dim);
+  DeviceBuffer<int32_t> di(rows);
+  src.upload(sh);
+  src32.upload(s32);
+  di.upload(idx);
+  dst.poison();
+  dst32.poison();
+  K::gather_rows(src.get(), di.get(), rows, dim, dst.get(), 0);
+  K::gather_rows_f32(src32.get(), di.get(), rows, dim, dst32.get(), 0);
+  sync();
+  std::vector<float> ref(size_t(rows) * dim), ref32(size_t(rows) * dim);
+  for (int r = 0; r < rows; ++r) {
+    std::copy_n(sf.begin() + size_t(idx[r]) * dim, dim, ref.begin() + size_t(r) * dim);
+    std::copy_n(s32.begin() + size_t(idx[r]) * dim, dim, ref32.begin() + size_t(r) * dim);
+  }
+  const std::string tag = std::to_string(rows) + "x" + std::to_string(dim);
+  report("gather_rows " + tag, rel_err(to_float(dst.download()), ref), 0.0);
+  report("gather_rows_f32 " + tag, rel_err(dst32.download(), ref32), 0.0);
+}
+
+void test_conversions(long n) {
+  auto f = random_f32(n, 100.0f);
+  std::vector<float> bf_ref(n);
+  std::vector<bf16> bh(n);
+  for (long i = 0; i < n; ++i) {
+    bh[i] = __float2bfloat16(f[i]);  // host conversion: round to nearest even, as the device
+    bf_ref[i] = __bfloat162float(bh[i]);
+  }
+  DeviceBuffer<float> df(n), back(n);
+  DeviceBuffer<bf16> db(n);
+  df.upload(f);
+  db.poison();
+  back.poison();
+  K::f32_to_bf16(df.get(), db.get(), n, 0);
+  K::bf16_to_f32(db.get(), back.get(), n, 0);
+  sync();
+  report("f32_to_bf16 n=" + std::to_string(n), rel_err(to_float(db.download()), bf_ref), 0.0);
+  report("bf16_to_f32 n=" + std::to_string(n), rel_err(back.download(), bf_ref), 0.0);
+}
+
+void test_kv_write(int rows, int kv_heads, int head_dim, int block_size) {
+  const int kv_dim = kv_heads * head_dim;
+  const int max_blocks = (rows + 5 + block_size - 1) / block_size + 1;
+  const int num_blocks = max_blocks + 2;
+  std::vector<int32_t> table(max_blocks), perm(num_blocks);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), g_rng);
+  std::copy_n(perm.begin(), max_blocks, table.begin());
+  // Positions start..start+rows-1 of one sequence, in shuffled order.
+  std::vector<int32_t> pos(rows), slots(rows);
+  std::iota(pos.begin(), pos.end(), 5);
+  std::shuffle(pos.begin(), pos.end(), g_rng);
+  for (int r = 0; r < rows; ++r)
+    slots[r] = table[pos[r] / block_size] * block_size + pos[r] % block_size;
+  const size_t cache = size_t(num_blocks) * block_size * kv_dim;
+  std::vector<float> kf, vf, kcf, vcf;
+  auto kh = random_bf16(g_rng, size_t(rows) * kv_dim, 1.0f, kf);
+  auto vh = random_bf16(g_rng, size_t(rows) * kv_dim, 1.0f, vf);
+  auto kch = random_bf16(g_rng, cache, 1.0f, kcf);  // the rest of the cache must stay as it is
+  auto vch = random_bf16(g_rng, cache, 1.0f, vcf);
+  DeviceBuffer<bf16> k(kh.size()), v(vh.size()), kc(cache), vc(cache);
+  DeviceBuffer<int32_t> ds(rows);
+  k.upload(kh);
+  v.upload(vh);
+  kc.upload(kch);
+  vc.upload(vch);
+  ds.upload(slots);
+  K::kv_write(k.get(), v.get(), ds.get(), rows, kv_dim, kc.get(), vc.get(), 0);
+  sync();
+  eep::ops::kv_write(kv_view(kcf.data(), vcf.data(), block_size, kv_heads, head_dim),
+                     table.data(), pos.data(), rows, kf.data(), vf.data());
+  const std::string tag = "kv_write rows=" + std::to_string(rows) + " kv_dim=" +
+                          std::to_string(kv_heads) + "x" + std::to_string(head_dim) + " bs=" +
+                          std::to_string(block_size);
+  report(tag + " k", rel_err(to_float(kc.download()), kcf), 0.0);
+  report(tag + " v", rel_err(to_float(vc.download()), vcf), 0.0);
+}
+
+int32_t argmax_ref(const float* x, int vocab) {
+  int32_t best = 0;
+  for (int i = 1; i < vocab; ++i)
+    if (x[i] > x[best]) best = i;  // strict: ties to the lower id
+  return best;
+}
+
+void test_argmax(int rows, int vocab) {
+  auto logits = random_f32(size_t(rows) * vocab, 3.0f);
+  std::uniform_int_distribution<int> cd(0, vocab - 1);
+  auto row = [&](int r) { return logits.data() + size_t(r) * vocab; };
+  if (rows > 0) std::fill_n(row(0), vocab, 0.25f);  // all tied: id 0
+  if (rows > 1 && vocab > 1) {                     // two maxima far apart: the lower one
+    int a = cd(g_rng), b = cd(g_rng);
+    if (a == b) b = (a + vocab / 2 + 1) % vocab;
+    if (a == b) b = (a + 1) % vocab;
+    row(1)[a] = row(1)[b] = 50.0f;
+  }
+  if (rows > 2) row(2)[vocab - 1] = 50.0f;  // maximum at the last id
+  if (rows > 3 && vocab > 1) {              // ties in the same lane of different warps
+    const int a = std::min(vocab - 2, 5), b = std::min(vocab - 1, a + 32 * 3 + 1024 * 2);
+    row(3)[a] = row(3)[b] = 50.0f;
+  }
+  if (rows > 4) {  // many tied maxima spread over the row: the first one
+    for (int c = vocab - 1; c >= 0; c -= 997) row(4)[c] = 60.0f;
+  }
+  DeviceBuffer<float> dl(logits.size());
+  DeviceBuffer<int32_t> ids(rows);
+  dl.upload(logits);
+  ids.poison();
+  K::argmax_rows(dl.get(), rows, vocab, ids.get(), 0);
+  sync();
+  const auto got = ids.download();
+  long mism = 0;
+  for (int r = 0; r < rows; ++r) mism += got[r] != argmax_ref(row(r), vocab);
+  report_exact("argmax_rows " + std::to_string(rows) + "x" + std::to_string(vocab), mism);
+}
+
+// ---- sampling -------------------------------------------------------------------------------
+// The device sampler against the host's eep::sample_token (libeep/src/sched/sampling.cc,
+// compiled into this binary) on the same fp32 logits: the same token, row for row. Rows cycle
+// through greedy, temperatures, top-k (1, small, vocab-1, >= vocab), top-p (tiny .. 1) and
+// random seeds/positions; some rows hold exact ties, NaN, -inf and +inf logits.
+void test_sample_tokens(int rows, int vocab, bool specials) {
+  std::vector<float> logits(size_t(rows) * vocab);
+  std::normal_distribution<float> nd(0.0f, 2.5f);
+  std::uniform_int_distribution<int> grid(-24, 24);
+  std::uniform_int_distribution<uint64_t> seeds;
+  std::uniform_int_distribution<int64_t> posd(0, 1 << 20);
+  const double temps[] = {0.0, 1.0, 0.7, 1.5, 0.05, 5.0};
+  const int top_ks[] = {0, 0, 50, 1, 20, vocab - 1, vocab + 5};
+  const double top_ps[] = {1.0, 0.9, 0.5, 0.95, 1e-9, 1.0, 0.999};
+  std::vector<K::SamplingRow> params(rows);
+  std::vector<eep::SamplingParams> host(rows);
+  for (int r = 0; r < rows; ++r) {
+    float* x = logits.data() + size_t(r) * vocab;
+    const bool tied = r % 5 == 3;  // logits on a grid of 1/4: many exact ties
+    for (int c = 0; c < vocab; ++c) x[c] = tied ? float(grid(g_rng)) / 4.0f : nd(g_rng);
+    auto& p = params[r];
+    p.temperature = temps[r % 6];
+    p.top_k = std::max(0, top_ks[(r / 2) % 7]);
+    p.top_p = top_ps[(r / 3) % 7];
+    p.seed = seeds(g_rng);
+    p.position = posd(g_rng);
+    if (specials && r < 12) {  // rows of special values, each under a sampling and a greedy setting
+      p.temperature = r % 2 ? 0.0 : 0.8;
+      const int kind = r / 2;
+      if (kind == 0) std::fill_n(x, vocab, -INFINITY);                       // all -inf
+      if (kind == 1) std::fill_n(x, vocab, std::nanf(""));                    // all NaN
+      if (kind == 2) x[vocab / 3] = x[vocab / 2] = INFINITY;                  // two +inf
+      if (kind == 3) for (int c = 0; c < vocab; c += 3) x[c] = std::nanf(""); // NaN sprinkled
+      if (kind == 4) for (int c = 1; c < vocab; c += 2) x[c] = -INFINITY;     // -inf sprinkled
+      if (kind == 5) std::fill_n(x, vocab, -0.0f), x[vocab - 1] = 0.0f;       // +-0 ties
+    }
+    host[r].temperature = p.temperature;
+    host[r].top_k = p.top_k;
+    host[r].top_p = p.top_p;
+    host[r].seed = p.seed;
+  }
+  DeviceBuffer<float> dl(logits.size());
+  DeviceBuffer<K::SamplingRow> dp(rows);
+  DeviceBuffer<int32_t> ids(rows);
+  const size_t ws_bytes = K::sample_tokens_workspace_bytes(rows, vocab);
+  DeviceBuffer<unsigned char> ws(ws_bytes);
+  dl.upload(logits);
+  dp.upload(params);
+  ids.poison();
+  K::sample_tokens(dl.get(), dp.get(), rows, vocab, ws.get(), ws_bytes, ids.get(), 0);
+  sync();
+  const auto got = ids.download();
+  long mism = 0;
+  for (int r = 0; r < rows; ++r) {
+    const int32_t want =
+        eep::sample_token(logits.data() + size_t(r) * vocab, vocab, host[r], params[r].position);
+    if (got[r] != want) {
+      ++mism;
+      std::printf("  row %d: device %d host %d (t=%g k=%d p=%g)\n", r, got[r], want,
+                  params[r].temperature, params[r].top_k, params[r].top_p);
+    }
+  }
+  report_exact("sample_tokens " + std::to_string(rows) + "x" + std::to_string(vocab) +
+                   (specials ? " +specials" : ""),
+               mism);
+}
+
+// rows = 0 (n = 0): nothing is launched or written, nothing throws.
+void test_glue_empty() {
+  DeviceBuffer<float> f(16);
+  DeviceBuffer<bf16> b(16);
+  DeviceBuffer<int32_t> i(16);
+  f.poison();
+  b.poison();
+  i.poison();
+  K::embedding_gather(b.get(), i.get(), 0, 8, 2, f.get(), 0);
+  K::add_rmsnorm(f.get(), b.get(), b.get(), b.get(), 0, 8, 1e-6f, 0);
+  K::gather_rows(b.get(), i.get(), 0, 8, b.get(), 0);
+  K::gather_rows_f32(f.get(), i.get(), 0, 8, f.get(), 0);
+  K::f32_to_bf16(f.get(), b.get(), 0, 0);
+  K::bf16_to_f32(b.get(), f.get(), 0, 0);
+  K::kv_write(b.get(), b.get(), i.get(), 0, 8, b.get(), b.get(), 0);
+  K::argmax_rows(f.get(), 0, 8, i.get(), 0);
+  K::paged_prefill_attention(b.get(), b.get(), b.get(), i.get(), i.get(), i.get(), i.get(),
+                             b.get(), 0, 4, 8, 2, 64, 16, 1, 0);
+  sync();
+  long touched = 0;
+  for (float v : f.download()) touched += !std::isnan(v);
+  for (bf16 v : b.download()) touched += !std::isnan(__bfloat162float(v));
+  for (int32_t v : i.download()) touched += v != -1;
+  report_exact("glue + prefill with rows=0 write nothing", touched);
 }
 
 // ---- permutation ----------------------------------------------------------------------------
@@ -358,6 +722,18 @@ void test_errors() {
   } catch (const K::CudaError&) {
   }
   try {
+    K::paged_prefill_attention(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                               nullptr, 1, 1, 32, 4, 96, 16, 1, 0);
+    ++missed;
+  } catch (const K::CudaError&) {
+  }
+  try {
+    K::paged_prefill_attention(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                               nullptr, 1, 1, 30, 4, 128, 16, 1, 0);
+    ++missed;
+  } catch (const K::CudaError&) {
+  }
+  try {
     K::router_topk(nullptr, 1, 2000, 8, true, nullptr, nullptr, 0);
     ++missed;
   } catch (const K::CudaError&) {
@@ -397,10 +773,37 @@ int main() {
     test_paged_attention(6, 32, 4, 128, 16, 700);
     test_paged_attention(3, 8, 8, 64, 32, 100);
     test_paged_attention(2, 16, 2, 256, 16, 300);
+    test_prefill_attention(6, 32, 4, 128, 16, 700, 150, false);
+    test_prefill_attention(5, 8, 2, 64, 16, 300, 100, false);
+    test_prefill_attention(7, 32, 4, 128, 16, 500, 1, true);
+    test_prefill_attention(5, 28, 4, 128, 16, 400, 90, false);
+    test_prefill_attention(3, 16, 2, 256, 16, 260, 70, false);
+    test_prefill_attention(3, 8, 8, 64, 32, 200, 130, false);
     test_permute(300, 8, 2048, 128);
     test_permute(1000, 8, 40, 128);
     test_permute(50, 2, 256, 1000);
     test_moe_block(gg, 64, 8, 2, 256, 128);
+    test_embedding_gather(37, 2048, 1000);
+    test_embedding_gather(5, 1001, 77);
+    test_add_rmsnorm(37, 2048, true);
+    test_add_rmsnorm(37, 2048, false);
+    test_add_rmsnorm(3, 1001, true);
+    test_add_rmsnorm(1, 7, true);
+    test_gather_rows(300, 2048, 500);
+    test_gather_rows(13, 33, 4);
+    test_conversions(3000001);
+    test_conversions(7);
+    test_kv_write(40, 4, 128, 16);
+    test_kv_write(9, 3, 36, 16);
+    test_kv_write(5, 5, 7, 4);
+    test_argmax(9, 151936);
+    test_argmax(6, 1000);
+    test_argmax(5, 33);
+    test_argmax(2, 1);
+    test_sample_tokens(48, 151936, true);
+    test_sample_tokens(500, 1000, true);
+    test_sample_tokens(300, 50, false);
+    test_glue_empty();
     test_errors();
   } catch (const K::CudaError& e) {
     std::printf("FAIL CUDA error: %s\n", e.what());
