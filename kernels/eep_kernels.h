@@ -195,6 +195,13 @@ void bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stream);
 // of one layer's k_cache/v_cache ([num_blocks * block_size][kv_dim]). slots are device.
 void kv_write(const bf16* k, const bf16* v, const int32_t* slots, int rows, int kv_dim,
               bf16* k_cache, bf16* v_cache, cudaStream_t stream);
+// Paged attention for heads of at most 32 elements (kernels/attention_small_head.cu): the same
+// contract as paged_decode_attention with one query per row (row r attends to positions
+// 0 .. seq_lens[r]-1 through block_tables[r]); for the small presets, not tuned.
+void paged_attention_small_head(const bf16* q, const bf16* k_cache, const bf16* v_cache,
+                                const int32_t* block_tables, const int32_t* seq_lens, bf16* out,
+                                int num_rows, int num_heads, int num_kv_heads, int head_dim,
+                                int block_size, int max_blocks_per_row, cudaStream_t stream);
 // ids[r] = argmax of logits[r] ([rows][vocab] fp32), ties to the lower id.
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, cudaStream_t stream);
 

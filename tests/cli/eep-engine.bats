@@ -69,8 +69,24 @@ load common
   run -2 --separate-stderr "$ENGINE" --model preset:tiny --backend tpu
 }
 
-@test "--kv-blocks 0 exits 2" {
-  run -2 --separate-stderr "$ENGINE" --model preset:tiny --kv-blocks 0
+@test "--kv-blocks -1 exits 2" {
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --kv-blocks -1
+}
+
+@test "--gpu-memory-fraction 0 and 1.5 exit 2" {
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --gpu-memory-fraction 0
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --gpu-memory-fraction 1.5
+}
+
+@test "--backend cuda without a usable GPU fails before registering, naming why" {
+  # CI has no GPU (and a CPU-only build has no CUDA): either way a clear error and exit 1,
+  # without waiting for a coordinator that is not there.
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    skip "a GPU is visible here"
+  fi
+  run -1 --separate-stderr timeout 20 "$ENGINE" --model preset:tiny --backend cuda \
+    --coord tcp://127.0.0.1:1
+  [[ "$stderr" == *"CUDA"* || "$stderr" == *"cuda"* ]]
 }
 
 @test "--block-size 2048 (over 1024) exits 2" {

@@ -21,8 +21,15 @@ int main(int argc, char** argv) {
       ->envname("EEP_BACKEND")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--device", o.device, "GPU index (cuda backend)")
       ->envname("EEP_DEVICE")->check(CLI::Range(0, 1024))->capture_default_str();
-  app.add_option("--kv-blocks", o.num_kv_blocks, "KV-cache blocks")
-      ->envname("EEP_KV_BLOCKS")->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  app.add_option("--kv-blocks", o.num_kv_blocks,
+                 "KV-cache blocks (0: 512 on cpu; on cuda what fits in --gpu-memory-fraction)")
+      ->envname("EEP_KV_BLOCKS")->check(CLI::Range(0, 1 << 24))->capture_default_str();
+  app.add_option("--gpu-memory-fraction", o.gpu_memory_fraction,
+                 "cuda: share of the GPU's memory this engine may use (weights, KV, workspace)")
+      ->envname("EEP_GPU_MEMORY_FRACTION")->check(CLI::Range(0.01, 1.0))->capture_default_str();
+  app.add_option("--min-ranks", o.min_ranks,
+                 "cuda: smallest group size this engine may shrink to (KV leaves room for its experts)")
+      ->envname("EEP_MIN_RANKS")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--block-size", o.block_size, "tokens per KV-cache block")
       ->envname("EEP_BLOCK_SIZE")->check(CLI::Range(1, 1024))->capture_default_str();
   app.add_option("--max-num-seqs", o.max_num_seqs, "running sequences per step")

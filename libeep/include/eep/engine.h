@@ -9,13 +9,17 @@
 
 namespace eep {
 
+inline constexpr int kCpuDefaultKvBlocks = 512;
+
 struct EngineOptions {
   std::string coord = "tcp://127.0.0.1:5555";
   std::string model;              // preset:NAME or checkpoint directory
   uint64_t seed = 0;              // synthetic-weight seed (presets)
   std::string backend = "cpu";    // cpu | cuda
   int device = 0;
-  int num_kv_blocks = 512;
+  int num_kv_blocks = 0;           // 0: cpu kCpuDefaultKvBlocks; cuda from the GPU's memory
+  double gpu_memory_fraction = 0.9;  // cuda: share of the GPU this engine may use
+  int min_ranks = 1;               // cuda: KV sized so the experts of this size still fit
   int block_size = 16;
   int max_num_seqs = 64;
   int max_tokens_per_step = 512;

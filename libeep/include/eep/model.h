@@ -61,6 +61,9 @@ std::string tensor_name_lm_head();                // lm_head.weight
 std::string tensor_name_layer(int layer, const std::string& field);
 // proj: gate_proj, up_proj, down_proj
 std::string tensor_name_expert(int layer, int expert, const std::string& proj);
+// Names of the dense (non-expert) tensors every engine holds: embedding, final norm, lm_head,
+// then each layer's fields in the order of the comment above tensor_name_layer.
+std::vector<std::string> dense_tensor_names(const ModelConfig& c);
 // Every tensor name of the model with its shape, in a stable order.
 std::vector<std::pair<std::string, std::vector<int64_t>>> tensor_layout(const ModelConfig& c);
 

@@ -15,11 +15,7 @@ const char* kLayerFields[] = {"input_layernorm",    "self_attn.q_proj",  "self_a
 }  // namespace
 
 std::vector<std::string> CpuBackend::dense_tensor_names() const {
-  std::vector<std::string> names = {tensor_name_embed(), tensor_name_final_norm(),
-                                    tensor_name_lm_head()};
-  for (int l = 0; l < cfg_.num_layers; ++l)
-    for (const char* f : kLayerFields) names.push_back(tensor_name_layer(l, f));
-  return names;
+  return eep::dense_tensor_names(cfg_);
 }
 
 std::vector<float>* CpuBackend::dense_ptr(const std::string& name) {

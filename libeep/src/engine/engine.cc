@@ -26,6 +26,15 @@ int Engine::run() {
   // Backend and model first: a bad --backend or --model fails before anything is registered.
   check_backend_available(opts_.backend);
   weights_ = open_weights(opts_.model, opts_.seed);
+  if (opts_.num_kv_blocks == 0) {
+    // Sized once here, before registering: a joining engine is told its peers' size instead.
+    opts_.num_kv_blocks =
+        opts_.backend == "cuda"
+            ? cuda_kv_blocks_for_memory(weights_->config(), opts_.block_size, opts_.device,
+                                        opts_.gpu_memory_fraction, opts_.min_ranks)
+            : kCpuDefaultKvBlocks;
+    log_->info("KV cache: {} blocks of {} tokens", opts_.num_kv_blocks, opts_.block_size);
+  }
 
   sock_.set(zmq::sockopt::linger, 0);
   sock_.connect(opts_.coord);
@@ -97,9 +106,10 @@ void Engine::send_register() {
         {"max_model_len", max_model_len},
         {"num_kv_blocks", opts_.num_kv_blocks},
         {"block_size", opts_.block_size},
-        // fp32 K and V for every layer of every block (the CPU backend's cache).
+        // K and V for every layer of every block: fp32 on the CPU, bf16 on the GPU.
         {"kv_bytes", int64_t{2} * cfg.num_layers * opts_.num_kv_blocks * opts_.block_size *
-                         cfg.num_kv_heads * cfg.head_dim * int64_t{sizeof(float)}}});
+                         cfg.num_kv_heads * cfg.head_dim *
+                         (opts_.backend == "cuda" ? int64_t{2} : int64_t{sizeof(float)})}});
 }
 
 bool Engine::graceful_leave() {

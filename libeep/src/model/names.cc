@@ -18,6 +18,14 @@ std::string layer_prefix(int layer) { return "model.layers." + std::to_string(la
 
 }  // namespace
 
+std::vector<std::string> dense_tensor_names(const ModelConfig& c) {
+  std::vector<std::string> names = {tensor_name_embed(), tensor_name_final_norm(),
+                                    tensor_name_lm_head()};
+  for (int l = 0; l < c.num_layers; ++l)
+    for (const char* f : kLayerFields) names.push_back(layer_prefix(l) + f + ".weight");
+  return names;
+}
+
 std::string tensor_name_embed() { return "model.embed_tokens.weight"; }
 std::string tensor_name_final_norm() { return "model.norm.weight"; }
 std::string tensor_name_lm_head() { return "lm_head.weight"; }

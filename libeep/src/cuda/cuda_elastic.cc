@@ -1,0 +1,151 @@
+// CudaBackend's side of elastic transitions: dense tensors and experts by name for peer
+// transfer (fp32 on the host side of the interface, bf16 on the device), and expert slots staged
+// next to the serving ones until commit. Runs on the prepare worker's thread and stream.
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda/cuda_backend.h"
+#include "eep_kernels.h"
+
+namespace eep::cuda {
+
+namespace {
+
+void bf16_to_host_f32(const bf16* dev, size_t n, std::vector<float>& out, size_t at,
+                      cudaStream_t stream) {
+  std::vector<bf16> tmp(n);
+  EEP_CU(cudaMemcpyAsync(tmp.data(), dev, n * sizeof(bf16), cudaMemcpyDeviceToHost, stream));
+  EEP_CU(cudaStreamSynchronize(stream));
+  for (size_t i = 0; i < n; ++i) out[at + i] = __bfloat162float(tmp[i]);
+}
+
+}  // namespace
+
+std::vector<std::string> CudaBackend::dense_tensor_names() const {
+  return eep::dense_tensor_names(cfg_);
+}
+
+DeviceArray<bf16>* CudaBackend::dense_array(const std::string& name) {
+  if (name == tensor_name_embed()) return &embed_;
+  if (name == tensor_name_final_norm()) return &final_norm_;
+  if (name == tensor_name_lm_head()) return &lm_head_;
+  // model.layers.<l>.<field>.weight
+  static const std::string prefix = "model.layers.";
+  if (name.compare(0, prefix.size(), prefix) == 0) {
+    char* end = nullptr;
+    const long l = std::strtol(name.c_str() + prefix.size(), &end, 10);
+    if (end && *end == '.' && l >= 0 && l < cfg_.num_layers) {
+      if (layers_.size() != size_t(cfg_.num_layers)) layers_.resize(cfg_.num_layers);
+      DenseLayer& d = layers_[l];
+      const std::string field(end + 1);
+      if (field == "input_layernorm.weight") return &d.input_norm;
+      if (field == "self_attn.q_proj.weight") return &d.wq;
+      if (field == "self_attn.k_proj.weight") return &d.wk;
+      if (field == "self_attn.v_proj.weight") return &d.wv;
+      if (field == "self_attn.o_proj.weight") return &d.wo;
+      if (field == "self_attn.q_norm.weight") return &d.q_norm;
+      if (field == "self_attn.k_norm.weight") return &d.k_norm;
+      if (field == "post_attention_layernorm.weight") return &d.post_norm;
+      if (field == "mlp.gate.weight") return &d.router;
+    }
+  }
+  throw Error(ErrorCode::kNotFound, "no dense tensor named " + name);
+}
+
+void CudaBackend::get_dense(const std::string& name, std::vector<float>& out) const {
+  activate();
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  const DeviceArray<bf16>* a = dense_array(name);
+  out.resize(a->size());
+  bf16_to_host_f32(a->get(), a->size(), out, 0, side_stream_);
+}
+
+void CudaBackend::set_dense(const std::string& name, std::vector<float> data) {
+  activate();
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  DeviceArray<bf16>* a = dense_array(name);
+  a->resize(data.size());
+  upload_f32_as_bf16(data, a->get(), side_stream_);
+}
+
+bool CudaBackend::get_expert(int layer, int expert, std::vector<float>& out) const {
+  if (layer < 0 || layer >= static_cast<int>(experts_.size())) return false;
+  const ExpertLayer& ex = experts_[layer];
+  for (size_t s = 0; s < ex.expert.size(); ++s) {
+    if (ex.expert[s] != expert) continue;
+    activate();
+    std::lock_guard<std::mutex> lock(side_mutex_);
+    const size_t n = size_t(cfg_.hidden_size) * cfg_.moe_intermediate_size;
+    out.resize(3 * n);
+    bf16_to_host_f32(ex.gate_up.get() + 2 * n * s, 2 * n, out, 0, side_stream_);
+    bf16_to_host_f32(ex.down.get() + n * s, n, out, 2 * n, side_stream_);
+    return true;
+  }
+  return false;
+}
+
+void CudaBackend::stage_experts(const Placement& placement, int rank,
+                                const std::map<std::pair<int, int>, std::vector<float>>& received) {
+  activate();
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  const size_t n = size_t(cfg_.hidden_size) * cfg_.moe_intermediate_size;
+  const int spr = placement.slots_per_rank();
+  std::vector<ExpertLayer> next;
+  allocate_experts(next, spr);
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    for (int s = 0; s < spr; ++s) {
+      const int expert = placement.phy2log[l][rank * spr + s];
+      next[l].expert[s] = expert;
+      bf16* gu = next[l].gate_up.get() + 2 * n * s;
+      bf16* down = next[l].down.get() + n * s;
+      auto it = received.find({l, expert});
+      if (it != received.end()) {
+        EEP_CHECK(it->second.size() == 3 * n, ErrorCode::kInternal,
+                  "received expert of the wrong size");
+        float* staging = side_f32_.reserve(3 * n);
+        EEP_CU(cudaMemcpyAsync(staging, it->second.data(), 3 * n * sizeof(float),
+                               cudaMemcpyHostToDevice, side_stream_));
+        kernels::f32_to_bf16(staging, gu, int64_t(2 * n), side_stream_);
+        kernels::f32_to_bf16(staging + 2 * n, down, int64_t(n), side_stream_);
+        EEP_CU(cudaStreamSynchronize(side_stream_));
+        continue;
+      }
+      int held = -1;
+      if (l < static_cast<int>(experts_.size()))
+        for (size_t o = 0; o < experts_[l].expert.size() && held < 0; ++o)
+          if (experts_[l].expert[o] == expert) held = static_cast<int>(o);
+      EEP_CHECK(held >= 0, ErrorCode::kInternal,
+                "staging layer " + std::to_string(l) + " expert " + std::to_string(expert) +
+                    ": weights neither held locally nor received");
+      EEP_CU(cudaMemcpyAsync(gu, experts_[l].gate_up.get() + 2 * n * held, 2 * n * sizeof(bf16),
+                             cudaMemcpyDeviceToDevice, side_stream_));
+      EEP_CU(cudaMemcpyAsync(down, experts_[l].down.get() + n * held, n * sizeof(bf16),
+                             cudaMemcpyDeviceToDevice, side_stream_));
+    }
+  }
+  EEP_CU(cudaStreamSynchronize(side_stream_));
+  staged_ = std::move(next);
+  staged_placement_ = placement;
+  staged_rank_ = rank;
+}
+
+void CudaBackend::commit_staged() {
+  EEP_CHECK(staged_rank_ >= 0, ErrorCode::kInternal, "commit without staged experts");
+  activate();
+  EEP_CU(cudaStreamSynchronize(stream_));  // no step still reads the old slots
+  experts_ = std::move(staged_);
+  placement_ = std::move(staged_placement_);
+  rank_ = staged_rank_;
+  staged_.clear();
+  staged_rank_ = -1;
+  load_.assign(cfg_.num_layers, std::vector<int64_t>(placement_.num_slots, 0));
+}
+
+void CudaBackend::discard_staged() {
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  activate();
+  staged_.clear();
+  staged_rank_ = -1;
+}
+
+}  // namespace eep::cuda

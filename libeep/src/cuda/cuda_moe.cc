@@ -1,0 +1,225 @@
+// The MoE FFN of one layer on the GPU, across the expert-parallel group (design.md §3):
+// router GEMM + softmax/top-k on the device; the (token, choice) → replica → owner assignment on
+// the host (the same rule as the CPU backend, so both route identically); rows packed per owner,
+// exchanged, grouped by local slot, two grouped GEMMs around SwiGLU, returned, and combined with
+// the routing weights in choice order.
+//
+// The host sees the top-k ids once per layer (one device→host copy): the grouped GEMM takes host
+// row offsets, and the invariant check "no row reaches a slot whose weights are not in place"
+// runs on the host on every arriving row's (slot, expert) header, as on the CPU.
+#include <chrono>
+#include <random>
+
+#include "cuda/cuda_backend.h"
+#include "eep/comm.h"
+#include "eep_kernels.h"
+
+namespace eep::cuda {
+
+namespace {
+// Header of one dispatched row: the slot on the receiving rank and the expert expected there.
+struct RowHeader {
+  int32_t local_slot;
+  int32_t expert;
+};
+}  // namespace
+
+void CudaBackend::moe(int layer, const bf16* h, int rows, Group& group, bf16* out) {
+  const DenseLayer& d = layers_[layer];
+  const ExpertLayer& ex = experts_[layer];
+  const int hidden = cfg_.hidden_size, k = cfg_.num_experts_per_tok, inter = cfg_.moe_intermediate_size;
+  const int num_peers = group.size();
+  const int spr = placement_.slots_per_rank();
+  EEP_CHECK(placement_.num_ranks == num_peers, ErrorCode::kInternal,
+            "placement has " + std::to_string(placement_.num_ranks) + " ranks, group has " +
+                std::to_string(num_peers));
+  const int items = rows * k;
+
+  // Route on the device; ids to the host.
+  int32_t* ids_host = ids_host_.reserve(std::max(items, 1));
+  if (rows > 0) {
+    float* logits = router_logits_.reserve(size_t(rows) * cfg_.num_experts);
+    gemm(h, d.router.get(), logits, CUDA_R_32F, rows, hidden, cfg_.num_experts);
+    kernels::router_topk(logits, rows, cfg_.num_experts, k, cfg_.norm_topk_prob,
+                         topk_ids_.reserve(items), topk_w_.reserve(items), stream_);
+    EEP_CU(cudaMemcpyAsync(ids_host, topk_ids_.get(), items * sizeof(int32_t),
+                           cudaMemcpyDeviceToHost, stream_));
+    EEP_CU(cudaStreamSynchronize(stream_));
+  }
+
+  // Replica and owner of each item (round-robin over replicas by item index, as on the CPU),
+  // then the send order: items grouped by owner, in item order within an owner.
+  std::vector<int64_t> send_count(num_peers, 0), recv_count(num_peers, 0);
+  std::vector<int> owner_of(items);
+  for (int i = 0; i < items; ++i) {
+    const auto& replicas = placement_.log2phy[layer][ids_host[i]];
+    const int slot = replicas[size_t(i) % replicas.size()];
+    owner_of[i] = slot / spr;
+    ids_host[i] = slot;  // keep the physical slot
+    ++send_count[owner_of[i]];
+  }
+  std::vector<int64_t> first(num_peers + 1, 0);
+  for (int p = 0; p < num_peers; ++p) first[p + 1] = first[p] + send_count[p];
+  // idx_host: [items] token of each sent row, then [items] the sent row of each item (combine).
+  int32_t* idx = idx_host_.reserve(2 * size_t(std::max(items, 1)));
+  RowHeader* hdr_send = reinterpret_cast<RowHeader*>(hdr_send_.reserve(2 * size_t(std::max(items, 1))));
+  {
+    std::vector<int64_t> fill(first.begin(), first.end() - 1);
+    for (int i = 0; i < items; ++i) {
+      const int64_t row = fill[owner_of[i]]++;
+      idx[row] = i / k;
+      idx[items + i] = static_cast<int32_t>(row);
+      hdr_send[row] = RowHeader{ids_host[i] % spr, placement_.phy2log[layer][ids_host[i]]};
+    }
+  }
+  int32_t* idx_dev = moe_idx_.reserve(2 * size_t(std::max(items, 1)));
+  bf16* send_rows = send_rows_.reserve(std::max<size_t>(size_t(items) * hidden, 1));
+  if (items > 0) {
+    EEP_CU(cudaMemcpyAsync(idx_dev, idx, 2 * size_t(items) * sizeof(int32_t),
+                           cudaMemcpyHostToDevice, stream_));
+    kernels::gather_rows(h, idx_dev, items, hidden, send_rows, stream_);
+  }
+
+  // Exchange: counts, headers, rows. A group of one skips it.
+  const size_t row_bytes = size_t(hidden) * sizeof(bf16);
+  int64_t total_recv = items;
+  bf16* recv_rows = send_rows;
+  const RowHeader* hdr_recv = hdr_send;
+  std::vector<int64_t> send_bytes(num_peers), recv_bytes(num_peers);
+  if (num_peers > 1) {
+    group.alltoall_counts(send_count.data(), recv_count.data());
+    total_recv = 0;
+    for (int p = 0; p < num_peers; ++p) total_recv += recv_count[p];
+    // Rows for a rank are only as many as its peers' items; a bogus count is a bug elsewhere.
+    EEP_CHECK(total_recv >= 0, ErrorCode::kInternal, "negative receive count");
+    RowHeader* hr = reinterpret_cast<RowHeader*>(hdr_recv_.reserve(2 * size_t(std::max<int64_t>(total_recv, 1))));
+    std::vector<int64_t> hs(num_peers), hrb(num_peers);
+    for (int p = 0; p < num_peers; ++p) {
+      hs[p] = send_count[p] * int64_t(sizeof(RowHeader));
+      hrb[p] = recv_count[p] * int64_t(sizeof(RowHeader));
+      send_bytes[p] = send_count[p] * int64_t(row_bytes);
+      recv_bytes[p] = recv_count[p] * int64_t(row_bytes);
+    }
+    recv_rows = recv_rows_.reserve(std::max<size_t>(size_t(total_recv) * hidden, 1));
+    EEP_CU(cudaStreamSynchronize(stream_));  // send_rows complete before anyone reads them
+    if (group.device_buffers()) {
+      int32_t* hsd = hdr_dev_send_.reserve(2 * size_t(std::max(items, 1)));
+      int32_t* hrd = hdr_dev_recv_.reserve(2 * size_t(std::max<int64_t>(total_recv, 1)));
+      EEP_CU(cudaMemcpy(hsd, hdr_send, size_t(items) * sizeof(RowHeader), cudaMemcpyHostToDevice));
+      group.alltoallv(hsd, hs, hrd, hrb);
+      EEP_CU(cudaMemcpy(hr, hrd, size_t(total_recv) * sizeof(RowHeader), cudaMemcpyDeviceToHost));
+      group.alltoallv(send_rows, send_bytes, recv_rows, recv_bytes);
+    } else {
+      group.alltoallv(hdr_send, hs, hr, hrb);
+      char* ss = stage_send_.reserve(std::max<size_t>(size_t(items) * row_bytes, 1));
+      char* sr = stage_recv_.reserve(std::max<size_t>(size_t(total_recv) * row_bytes, 1));
+      EEP_CU(cudaMemcpy(ss, send_rows, size_t(items) * row_bytes, cudaMemcpyDeviceToHost));
+      group.alltoallv(ss, send_bytes, sr, recv_bytes);
+      EEP_CU(cudaMemcpyAsync(recv_rows, sr, size_t(total_recv) * row_bytes,
+                             cudaMemcpyHostToDevice, stream_));
+    }
+    hdr_recv = hr;
+  }
+
+  // Check every arriving row against the slot it targets, count load, and group rows by slot.
+  std::vector<int> offsets(spr + 1, 0);
+  int32_t* slot_ids = slot_ids_host_.reserve(std::max<size_t>(size_t(total_recv), 1));
+  const RowHeader* headers = hdr_recv;
+  for (int64_t i = 0; i < total_recv; ++i) {
+    const RowHeader& hd = headers[i];
+    EEP_CHECK(hd.local_slot >= 0 && hd.local_slot < spr, ErrorCode::kInternal,
+              "layer " + std::to_string(layer) + ": row routed to local slot " +
+                  std::to_string(hd.local_slot) + " of " + std::to_string(spr));
+    EEP_CHECK(ex.expert[hd.local_slot] == hd.expert, ErrorCode::kInternal,
+              "layer " + std::to_string(layer) + ": row for expert " + std::to_string(hd.expert) +
+                  " reached slot " + std::to_string(rank_ * spr + hd.local_slot) +
+                  " which holds expert " + std::to_string(ex.expert[hd.local_slot]));
+    slot_ids[i] = hd.local_slot;
+    ++offsets[hd.local_slot + 1];
+  }
+  for (int s = 0; s < spr; ++s) {
+    load_[layer][size_t(rank_) * spr + s] += offsets[s + 1];
+    offsets[s + 1] += offsets[s];
+  }
+
+  // Local experts: group by slot (stable), gate/up GEMM, SwiGLU, down GEMM, back to arrival order.
+  bf16* results = recv_rows;  // overwritten in place once grouped
+  if (total_recv > 0) {
+    const size_t n = size_t(total_recv);
+    int32_t* dev_slot_ids = slot_rows_.reserve(2 * n);
+    EEP_CU(cudaMemcpyAsync(dev_slot_ids, slot_ids, n * sizeof(int32_t), cudaMemcpyHostToDevice,
+                           stream_));
+    bf16* permuted = permuted_.reserve(n * hidden);
+    kernels::permute_tokens(recv_rows, dev_slot_ids, int(n), 1, hidden, spr,
+                            offsets_dev_.reserve(spr + 1), dev_slot_ids + n, permuted, stream_);
+    if (grouped_capacity_ < spr) {
+      grouped_ = std::make_unique<kernels::GroupedGemm>(spr);
+      grouped_capacity_ = spr;
+    }
+    bf16* gu = gu_.reserve(n * 2 * inter);
+    bf16* act = act_.reserve(n * inter);
+    bf16* y = y_.reserve(n * hidden);
+    grouped_->run(kernels::GroupedGemmImpl::kCublasGrouped, permuted, ex.gate_up.get(), gu,
+                  offsets.data(), spr, 2 * inter, hidden, stream_);
+    kernels::silu_mul_fused(gu, act, int(n), inter, stream_);
+    grouped_->run(kernels::GroupedGemmImpl::kCublasGrouped, act, ex.down.get(), y, offsets.data(),
+                  spr, hidden, inter, stream_);
+    // y is in slot order; slot_rows (second half of dev_slot_ids) gives each arrival's row.
+    if (ones_.size() < n) {
+      std::vector<float> host_ones(n + n / 2, 1.0f);
+      ones_.resize(host_ones.size());
+      EEP_CU(cudaMemcpy(ones_.get(), host_ones.data(), host_ones.size() * sizeof(float),
+                        cudaMemcpyHostToDevice));
+    }
+    float* ones = ones_.get();
+    results = results_.reserve(n * hidden);
+    kernels::unpermute_tokens(y, dev_slot_ids + n, ones, int(n), 1, hidden, results, stream_);
+  }
+
+  // Results back to the senders, then combine in choice order.
+  bf16* returned = results;
+  if (num_peers > 1) {
+    returned = returned_.reserve(std::max<size_t>(size_t(items) * hidden, 1));
+    EEP_CU(cudaStreamSynchronize(stream_));
+    if (group.device_buffers()) {
+      group.alltoallv(results, recv_bytes, returned, send_bytes);
+    } else {
+      char* ss = stage_send_.reserve(std::max<size_t>(size_t(total_recv) * row_bytes, 1));
+      char* sr = stage_recv_.reserve(std::max<size_t>(size_t(items) * row_bytes, 1));
+      EEP_CU(cudaMemcpy(ss, results, size_t(total_recv) * row_bytes, cudaMemcpyDeviceToHost));
+      group.alltoallv(ss, recv_bytes, sr, send_bytes);
+      EEP_CU(cudaMemcpyAsync(returned, sr, size_t(items) * row_bytes, cudaMemcpyHostToDevice,
+                             stream_));
+    }
+  }
+  if (rows > 0)
+    kernels::unpermute_tokens(returned, idx_dev + items, topk_w_.get(), rows, k, hidden, out,
+                              stream_);
+}
+
+double CudaBackend::benchmark_moe(int layer, int rows, int iters, Group& group) {
+  EEP_CHECK(layer >= 0 && layer < cfg_.num_layers, ErrorCode::kInvalidArgument,
+            "layer " + std::to_string(layer) + " out of range");
+  EEP_CHECK(rows >= 0 && iters >= 1, ErrorCode::kInvalidArgument, "rows >= 0 and iters >= 1");
+  activate();
+  // Hidden rows of unit scale, as the post-attention norm gives.
+  std::mt19937 rng(1234 + group.rank());
+  std::uniform_real_distribution<float> dist(-1.7f, 1.7f);
+  std::vector<float> host(size_t(rows) * cfg_.hidden_size);
+  for (float& v : host) v = dist(rng);
+  DeviceArray<bf16> in(std::max<size_t>(host.size(), 1)), out(std::max<size_t>(host.size(), 1));
+  {
+    std::lock_guard<std::mutex> lock(side_mutex_);
+    if (!host.empty()) upload_f32_as_bf16(host, in.get(), side_stream_);
+  }
+  moe(layer, in.get(), rows, group, out.get());  // warm-up: workspaces, cuBLAS heuristics
+  EEP_CU(cudaStreamSynchronize(stream_));
+  group.barrier();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) moe(layer, in.get(), rows, group, out.get());
+  EEP_CU(cudaStreamSynchronize(stream_));
+  auto t1 = std::chrono::steady_clock::now();
+  return std::chrono::duration<double>(t1 - t0).count() / iters;
+}
+
+}  // namespace eep::cuda

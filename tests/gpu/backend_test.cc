@@ -1,0 +1,399 @@
+// The CUDA backend against the CPU reference on the same weights (issue 6, "Correct"):
+// logits relative error <= 1e-2 and greedy tokens equal on >= 99% of positions over a fixed
+// prompt set, with chunked prefill and decode, on one rank and on two ranks sharing the GPU
+// (the MoE exchange then goes over a real Gloo group, staged through host memory); a 2 -> 1
+// transition through the elastic interface (get_expert, stage_experts, commit_staged); and the
+// invariant check that refuses rows sent to a slot that does not hold their expert.
+//
+// Decoding is teacher-forced: every backend is fed the CPU's greedy tokens, so positions stay
+// aligned and a near-tie that flips one argmax cannot derail the rest of the comparison.
+// Exits 77 (skipped) when no CUDA device is visible.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <map>
+#include <thread>
+
+#include <stdlib.h>
+
+#include "eep/backend.h"
+#include "eep/comm.h"
+#include "eep/common.h"
+#include "eep/model.h"
+#include "eep/placement.h"
+#include "eep/store.h"
+#include "model/sources.h"
+#include "store_test_server.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kBlock = 16;
+
+struct Workload {
+  std::vector<std::vector<int32_t>> prompts;
+  int decode_steps = 0;
+  int chunk = 0;   // prefill chunk (tokens per sequence per step)
+  int max_len = 0; // longest prompt
+  int blocks_per_seq() const { return (max_len + decode_steps + kBlock - 1) / kBlock + 1; }
+};
+
+Workload make_workload(int vocab, int num_prompts, int decode_steps, int chunk, uint32_t seed) {
+  Workload w;
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> tok(0, vocab - 1), len(3, 40);
+  for (int i = 0; i < num_prompts; ++i) {
+    std::vector<int32_t> p(len(rng));
+    for (auto& t : p) t = tok(rng);
+    w.max_len = std::max<int>(w.max_len, int(p.size()));
+    w.prompts.push_back(std::move(p));
+  }
+  w.decode_steps = decode_steps;
+  w.chunk = chunk;
+  return w;
+}
+
+int argmax(const float* x, int n) { return int(std::max_element(x, x + n) - x); }
+
+// Runs the sequences `mine` (indices into w.prompts) on one backend in lockstep with the other
+// members of `group`: chunked prefill, then decode steps. forced[i][t] is the token fed at decode
+// step t of sequence i (nullptr: the backend's own greedy choice). Returns, per sequence of
+// `mine`, the logits of each sampling point (end of prefill, then each decode step).
+std::vector<std::vector<std::vector<float>>> drive(
+    eep::Backend& b, eep::Group& group, const Workload& w, const std::vector<int>& mine,
+    const std::vector<std::vector<int32_t>>* forced) {
+  const int vocab = b.config().vocab_size;
+  const int mb = w.blocks_per_seq();
+  std::vector<std::vector<int32_t>> tables(mine.size());
+  for (size_t i = 0; i < mine.size(); ++i)
+    for (int j = 0; j < mb; ++j) tables[i].push_back(int32_t(i) * mb + (mb - 1 - j));  // unordered
+  std::vector<std::vector<int32_t>> seq(mine.size());
+  for (size_t i = 0; i < mine.size(); ++i) seq[i] = w.prompts[mine[i]];
+  std::vector<std::vector<std::vector<float>>> out(mine.size());
+  std::vector<float> logits;
+  const int prefill_steps = (w.max_len + w.chunk - 1) / w.chunk;
+  std::vector<int> done(mine.size(), 0);  // positions already in the KV cache
+  for (int step = 0; step < prefill_steps + w.decode_steps; ++step) {
+    eep::StepBatch batch;
+    std::vector<size_t> sampled;
+    for (size_t i = 0; i < mine.size(); ++i) {
+      const int len = int(seq[i].size());
+      // Prefill in chunks, then one token a step; a sequence with nothing new (its prompt is
+      // in and its decode tokens are all fed) sits the step out.
+      const int n = std::min(step < prefill_steps ? w.chunk : 1, len - done[i]);
+      if (n <= 0) continue;
+      eep::SeqSlice s;
+      s.block_table = tables[i].data();
+      s.num_blocks = mb;
+      s.start = done[i];
+      s.row_begin = batch.num_rows();
+      s.num_rows = n;
+      s.sample = done[i] + n == len;
+      for (int r = 0; r < n; ++r) {
+        batch.tokens.push_back(seq[i][done[i] + r]);
+        batch.positions.push_back(done[i] + r);
+      }
+      batch.seqs.push_back(s);
+      if (s.sample) sampled.push_back(i);
+      done[i] += n;
+    }
+    b.forward(batch, group, logits);
+    EXPECT_EQ(logits.size(), sampled.size() * size_t(vocab));
+    for (size_t j = 0; j < sampled.size(); ++j) {
+      const size_t i = sampled[j];
+      const float* row = logits.data() + j * vocab;
+      out[i].emplace_back(row, row + vocab);
+      const size_t t = out[i].size() - 1;  // decode step this token feeds
+      if (int(t) < w.decode_steps)
+        seq[i].push_back(forced ? (*forced)[mine[i]][t] : int32_t(argmax(row, vocab)));
+    }
+  }
+  return out;
+}
+
+std::vector<int> all_indices(size_t n) {
+  std::vector<int> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = int(i);
+  return v;
+}
+
+std::unique_ptr<eep::Group> group_of(const std::string& address, const std::string& name, int rank,
+                                     int size) {
+  eep::StoreClient store(address, 10s);
+  eep::GlooGroupOptions o;
+  o.name = name;
+  o.rank = rank;
+  o.size = size;
+  o.timeout = 20s;
+  return eep::make_gloo_group(store, o);
+}
+
+struct Reference {
+  std::vector<std::vector<std::vector<float>>> logits;  // [seq][point][vocab]
+  std::vector<std::vector<int32_t>> tokens;             // greedy decode tokens [seq][step]
+};
+
+eep::BackendOptions options_for(const Workload& w) {
+  eep::BackendOptions bo;
+  bo.num_kv_blocks = int(w.prompts.size()) * w.blocks_per_seq();
+  bo.block_size = kBlock;
+  return bo;
+}
+
+eep::Placement all_local(const eep::ModelConfig& cfg) {
+  return eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts, 1);
+}
+
+// The CPU reference of `w` on model `spec` (one rank, all experts local).
+Reference reference(const std::string& address, const std::string& spec, const Workload& w) {
+  auto src = eep::open_weights(spec);
+  auto cpu = eep::make_cpu_backend(src->config(), options_for(w));
+  cpu->load_dense(*src);
+  cpu->load_experts(*src, all_local(src->config()), 0);
+  auto g = group_of(address, "ref-" + spec, 0, 1);
+  Reference ref;
+  ref.logits = drive(*cpu, *g, w, all_indices(w.prompts.size()), nullptr);
+  for (auto& points : ref.logits) {
+    std::vector<int32_t> toks;
+    for (size_t t = 0; t + 1 < points.size(); ++t)
+      toks.push_back(argmax(points[t].data(), int(points[t].size())));
+    ref.tokens.push_back(toks);
+  }
+  return ref;
+}
+
+// Agreement of a run's logits with the reference. The figure the issue sets (<= 1e-2) is the
+// relative error over the whole prompt set, ||gpu - cpu|| / ||cpu|| over every logit of every
+// sampling point; single points are reported too (median, worst): a near-tie in the router that
+// picks another expert in bf16 moves one point much more than the rest.
+struct Agreement {
+  double num = 0, den = 0;
+  std::vector<double> point;  // relative error of each sampling point
+  int equal = 0, total = 0;
+
+  void add(const Reference& ref, const std::vector<int>& seqs,
+           const std::vector<std::vector<std::vector<float>>>& got) {
+    for (size_t j = 0; j < seqs.size(); ++j) {
+      const auto& want = ref.logits[seqs[j]];
+      ASSERT_EQ(got[j].size(), want.size()) << "sequence " << seqs[j];
+      for (size_t t = 0; t < want.size(); ++t) {
+        const int vocab = int(want[t].size());
+        double pn = 0, pd = 0;
+        for (int v = 0; v < vocab; ++v) {
+          const double d = double(got[j][t][v]) - want[t][v];
+          pn += d * d;
+          pd += double(want[t][v]) * want[t][v];
+        }
+        num += pn;
+        den += pd;
+        point.push_back(std::sqrt(pn / std::max(pd, 1e-30)));
+        equal += argmax(got[j][t].data(), vocab) == argmax(want[t].data(), vocab);
+        ++total;
+      }
+    }
+  }
+
+  void expect_close(const std::string& what) {
+    std::sort(point.begin(), point.end());
+    const double overall = std::sqrt(num / std::max(den, 1e-30));
+    const double median = point.empty() ? 0 : point[point.size() / 2];
+    const double worst = point.empty() ? 0 : point.back();
+    std::printf("RESULT %s: logits relative error %.3g (points: median %.3g, worst %.3g), "
+                "greedy equal %d/%d (%.1f%%)\n",
+                what.c_str(), overall, median, worst, equal, total,
+                100.0 * equal / std::max(total, 1));
+    EXPECT_GT(total, 0);
+    EXPECT_LE(overall, 1e-2) << what;
+    EXPECT_GE(double(equal), 0.99 * total) << what;
+  }
+};
+
+// The model as a bf16 checkpoint in a temporary directory: real checkpoints are bf16, and the
+// comparison is "GPU and CPU on the same checkpoint" (a preset's fp32 weights would differ from
+// their bf16 copy on the GPU before any arithmetic).
+std::string bf16_checkpoint(const std::string& spec) {
+  static std::map<std::string, std::string> made;
+  auto it = made.find(spec);
+  if (it != made.end()) return it->second;
+  char tmpl[] = "/tmp/eep-backend-test-XXXXXX";
+  const char* dir = mkdtemp(tmpl);
+  EXPECT_NE(dir, nullptr);
+  if (spec == "gqa-hd128") {
+    // The tiny preset with real attention shapes (head_dim 128, GQA 8/2), so the tensor-core
+    // prefill and decode kernels run (the presets' small heads take another kernel).
+    eep::ModelConfig c = eep::preset_config("tiny");
+    c.name = "gqa-hd128";
+    c.hidden_size = 256;
+    c.num_heads = 8;
+    c.num_kv_heads = 2;
+    c.head_dim = 128;
+    eep::write_checkpoint(*eep::model::make_synthetic_source(c, 5), dir, eep::DType::kBF16);
+  } else {
+    eep::write_checkpoint(*eep::open_weights(spec), dir, eep::DType::kBF16);
+  }
+  return made[spec] = dir;
+}
+
+class CudaBackendTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  eep::testing::StoreTestServer server_;
+};
+
+// One engine, all experts local: the whole forward pass against the CPU.
+TEST_P(CudaBackendTest, OneRankMatchesCpu) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const Workload w = make_workload(src->config().vocab_size, 8, 24, 8, 7);
+  const Reference ref = reference(server_.address(), spec, w);
+  auto gpu = eep::make_cuda_backend(src->config(), options_for(w));
+  gpu->load_dense(*src);
+  gpu->load_experts(*src, all_local(src->config()), 0);
+  auto g = group_of(server_.address(), "gpu1-" + spec, 0, 1);
+  Agreement a;
+  a.add(ref, all_indices(w.prompts.size()), drive(*gpu, *g, w, all_indices(w.prompts.size()),
+                                                  &ref.tokens));
+  a.expect_close(GetParam() + " one rank");
+}
+
+// Two engines on one GPU with redundant slots: rows cross ranks through a real Gloo group.
+// Then 2 -> 1 through the elastic interface: rank 0 stages the one-rank placement from its own
+// slots plus the experts rank 1 hands over, commits, and serves alone.
+TEST_P(CudaBackendTest, TwoRanksAndScaleDownMatchCpu) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const auto& cfg = src->config();
+  const Workload w = make_workload(cfg.vocab_size, 8, 16, 8, 11);
+  const Reference ref = reference(server_.address(), spec, w);
+  const eep::Placement two =
+      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  std::unique_ptr<eep::Backend> gpu[2];
+  std::vector<int> mine[2];
+  std::vector<std::vector<std::vector<float>>> got[2];
+  for (int r = 0; r < 2; ++r) {
+    gpu[r] = eep::make_cuda_backend(cfg, options_for(w));
+    gpu[r]->load_dense(*src);
+    gpu[r]->load_experts(*src, two, r);
+    for (int i = r; i < int(w.prompts.size()); i += 2) mine[r].push_back(i);
+  }
+  std::thread peer([&] {
+    auto g = group_of(server_.address(), "gpu2-" + spec, 1, 2);
+    got[1] = drive(*gpu[1], *g, w, mine[1], &ref.tokens);
+  });
+  {
+    auto g = group_of(server_.address(), "gpu2-" + spec, 0, 2);
+    got[0] = drive(*gpu[0], *g, w, mine[0], &ref.tokens);
+  }
+  peer.join();
+  Agreement a;
+  for (int r = 0; r < 2; ++r) a.add(ref, mine[r], got[r]);
+  a.expect_close(GetParam() + " two ranks, one GPU");
+
+  // 2 -> 1: the experts rank 0 lacks come from rank 1 (fp32 over the interface, as the engine's
+  // transfer does), the rest are copied on the device.
+  const eep::Placement one = all_local(cfg);
+  std::map<std::pair<int, int>, std::vector<float>> received;
+  std::vector<float> buf;
+  for (int l = 0; l < cfg.num_layers; ++l)
+    for (int e = 0; e < cfg.num_experts; ++e)
+      if (!gpu[0]->get_expert(l, e, buf)) {
+        ASSERT_TRUE(gpu[1]->get_expert(l, e, buf)) << "layer " << l << " expert " << e;
+        received[{l, e}] = buf;
+      }
+  EXPECT_FALSE(received.empty());
+  gpu[0]->stage_experts(one, 0, received);
+  gpu[0]->commit_staged();
+  gpu[1].reset();
+  auto g = group_of(server_.address(), "gpu1b-" + spec, 0, 1);
+  Agreement after;
+  after.add(ref, all_indices(w.prompts.size()),
+            drive(*gpu[0], *g, w, all_indices(w.prompts.size()), &ref.tokens));
+  after.expect_close(GetParam() + " after 2 -> 1");
+  // Every expert is now local, and the load counters restarted with the new placement.
+  for (int e = 0; e < cfg.num_experts; ++e) EXPECT_TRUE(gpu[0]->get_expert(0, e, buf));
+  EXPECT_EQ(gpu[0]->expert_load()[0].size(), size_t(cfg.num_experts));
+}
+
+// Rank 1 holds the experts of a different placement than the one rank 0 routes by: the first
+// row that reaches a slot holding another expert must stop the step with an internal error.
+TEST_P(CudaBackendTest, RowForAnExpertNotInItsSlotIsRefused) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const auto& cfg = src->config();
+  const Workload w = make_workload(cfg.vocab_size, 4, 2, 64, 3);
+  eep::Placement routed = eep::Placement::round_robin(cfg.num_layers, cfg.num_experts,
+                                                      cfg.num_experts, 2);
+  eep::Placement held = routed;  // rank 1's slots hold rank 0's experts and the reverse
+  const int spr = routed.slots_per_rank();
+  for (auto& row : held.phy2log) std::rotate(row.begin(), row.begin() + spr, row.end());
+  held.finalize();
+  std::unique_ptr<eep::Backend> gpu[2];
+  for (int r = 0; r < 2; ++r) {
+    gpu[r] = eep::make_cuda_backend(cfg, options_for(w));
+    gpu[r]->load_dense(*src);
+    gpu[r]->load_experts(*src, r == 0 ? routed : held, r);
+  }
+  std::string errors[2];
+  auto run = [&](int r) {
+    try {
+      eep::StoreClient store(server_.address(), 10s);
+      eep::GlooGroupOptions o;
+      o.name = "bad";
+      o.rank = r;
+      o.size = 2;
+      o.timeout = 5s;
+      auto g = eep::make_gloo_group(store, o);
+      drive(*gpu[r], *g, w, {r, r + 2}, nullptr);
+    } catch (const std::exception& e) {
+      errors[r] = e.what();
+    }
+  };
+  std::thread peer(run, 1);
+  run(0);
+  peer.join();
+  const bool named = errors[0].find("which holds expert") != std::string::npos ||
+                     errors[1].find("which holds expert") != std::string::npos;
+  EXPECT_TRUE(named) << "rank 0: " << errors[0] << "\nrank 1: " << errors[1];
+}
+
+// The micro-benchmark hook runs and reports a time.
+TEST_P(CudaBackendTest, BenchmarkMoeRuns) {
+  auto src = eep::open_weights(bf16_checkpoint(GetParam()));
+  eep::BackendOptions bo;
+  bo.num_kv_blocks = 4;
+  auto gpu = eep::make_cuda_backend(src->config(), bo);
+  gpu->load_dense(*src);
+  gpu->load_experts(*src, all_local(src->config()), 0);
+  auto g = group_of(server_.address(), "bench", 0, 1);
+  const double s = gpu->benchmark_moe(0, 64, 3, *g);
+  EXPECT_GT(s, 0.0);
+  EXPECT_LT(s, 1.0);
+  int64_t routed = 0;
+  for (int64_t c : gpu->expert_load()[0]) routed += c;
+  EXPECT_EQ(routed, int64_t(4) * 64 * src->config().num_experts_per_tok);  // warm-up + 3
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaBackendTest,
+                         ::testing::Values("preset:tiny", "preset:small", "gqa-hd128"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           n = n.substr(n.find(':') + 1);
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("SKIP: no CUDA device visible\n");
+    return 77;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
