@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,40 @@ enum class Algo { kDeepseek, kDefault };
 const char* algo_name(Algo algo);
 Algo parse_algo(const std::string& name);
 
+// log2phy of a plan in one flat array: log2phy[l][e] is the span of expert e's slots in layer l,
+// max_replicas wide, padded with -1 (one allocation instead of one per layer and expert).
+class Log2Phy {
+ public:
+  class Layer {
+   public:
+    Layer(const int* data, int num_logical, int width) : d_(data), n_(num_logical), w_(width) {}
+    std::span<const int> operator[](int e) const {
+      return {d_ + static_cast<size_t>(e) * w_, static_cast<size_t>(w_)};
+    }
+    size_t size() const { return static_cast<size_t>(n_); }
+
+   private:
+    const int* d_;
+    int n_, w_;
+  };
+  Log2Phy() = default;
+  Log2Phy(int num_layers, int num_logical, int max_replicas)
+      : layers_(num_layers), logical_(num_logical), width_(max_replicas),
+        data_(static_cast<size_t>(num_layers) * num_logical * max_replicas, -1) {}
+  Layer operator[](int l) const {
+    return {data_.data() + static_cast<size_t>(l) * logical_ * width_, logical_, width_};
+  }
+  int* row(int l, int e) { return data_.data() + (static_cast<size_t>(l) * logical_ + e) * width_; }
+  size_t size() const { return static_cast<size_t>(layers_); }
+  int max_replicas() const { return width_; }
+  bool operator==(const Log2Phy&) const = default;
+  nlohmann::json to_json() const;  // [layers][experts][max replicas]
+
+ private:
+  int layers_ = 0, logical_ = 0, width_ = 0;
+  std::vector<int> data_;
+};
+
 struct Plan {
   int num_layers = 0;
   int num_logical = 0;
@@ -32,7 +67,7 @@ struct Plan {
   int num_gpus = 0;
   std::vector<std::vector<int>> phy2log;                // [layers][slots]
   std::vector<std::vector<int>> logcnt;                 // [layers][experts]
-  std::vector<std::vector<std::vector<int>>> log2phy;   // [layers][experts][max replicas], -1 pad
+  Log2Phy log2phy;                                      // [layers][experts][max replicas], -1 pad
 
   int slots_per_gpu() const { return num_slots / num_gpus; }
   int gpu_of(int slot) const { return slot / slots_per_gpu(); }

@@ -3,7 +3,12 @@
 // highest load per replica, balanced packing of replicas onto GPUs. Arithmetic is float, as the
 // reference works on float32 tensors, so near-ties break the same way. On exact ties the
 // reference's order is unspecified (torch sort/max); here the lower index wins.
+//
+// Speed: the reference's linear scans (lightest pack, heaviest expert) are heaps keyed on
+// (weight, index), which pick exactly the same element; sorting uses packed 64-bit keys; scratch
+// memory is reused across layers.
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -12,60 +17,179 @@
 
 namespace eep::eplb {
 
+void order_desc(const float* w, int n, std::vector<uint64_t>& keys, int* order) {
+  keys.resize(n);
+  for (int i = 0; i < n; ++i) keys[i] = desc_key(w[i], i);
+  std::sort(keys.begin(), keys.end());
+  for (int i = 0; i < n; ++i) order[i] = static_cast<int>(keys[i] & 0xffffffffu);
+}
+
 namespace {
+
+using FI = std::pair<float, int>;
+
+struct Scratch {
+  std::vector<uint64_t> keys;
+  std::vector<int> order, fill;
+  std::vector<FI> heap;
+  std::vector<float> w, group_w, node_w, phy_w;
+  std::vector<int> gpack, grank, mlog2log, mcnt, picks, items, tree, node_order;
+  std::vector<float> item_w, tree_w, pack_w;
+  std::vector<char> seen;
+};
 
 // Packs n items onto num_packs packs of exactly n / num_packs items each: heaviest first, each
 // onto the lightest pack that still has room (lowest index on ties).
-void balanced_packing(const std::vector<float>& w, int num_packs, std::vector<int>& pack,
-                      std::vector<int>& rank) {
-  int n = static_cast<int>(w.size());
+void balanced_packing(const float* w, int n, int num_packs, int* pack, int* rank, Scratch& s) {
   int per_pack = n / num_packs;
-  pack.assign(n, 0);
-  rank.assign(n, 0);
   if (per_pack == 1) {
-    std::iota(pack.begin(), pack.end(), 0);
+    std::iota(pack, pack + n, 0);
+    std::fill(rank, rank + n, 0);
     return;
   }
-  std::vector<int> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return w[a] > w[b]; });
-  std::vector<float> pack_w(num_packs, 0.f);
-  std::vector<int> pack_n(num_packs, 0);
-  for (int item : order) {
-    int best = -1;
-    for (int p = 0; p < num_packs; ++p)
-      if (pack_n[p] < per_pack && (best < 0 || pack_w[p] < pack_w[best])) best = p;
-    pack[item] = best;
-    rank[item] = pack_n[best]++;
-    pack_w[best] += w[item];
+  s.order.resize(n);
+  order_desc(w, n, s.keys, s.order.data());
+  // Min-heap of (pack weight, pack): its top is the lightest pack, lowest index on ties, which
+  // is what the reference's scan picks. Full packs leave the heap.
+  auto& heap = s.heap;
+  heap.clear();
+  for (int p = 0; p < num_packs; ++p) heap.push_back({0.f, p});  // sorted, so a heap
+  s.fill.assign(num_packs, 0);
+  std::greater<FI> gt;
+  for (int i = 0; i < n; ++i) {
+    int item = s.order[i];
+    std::pop_heap(heap.begin(), heap.end(), gt);
+    FI& top = heap.back();
+    pack[item] = top.second;
+    rank[item] = s.fill[top.second]++;
+    top.first += w[item];
+    if (s.fill[top.second] < per_pack) {
+      std::push_heap(heap.begin(), heap.end(), gt);
+    } else {
+      heap.pop_back();
+    }
   }
 }
 
-// Replicates num_phy - n extra slots, each to the expert with the highest load per replica.
-// phy2log[i] = i for the first n slots.
-void replicate(const std::vector<float>& w, int num_phy, std::vector<int>& phy2log,
-               std::vector<int>& cnt) {
-  int n = static_cast<int>(w.size());
-  phy2log.resize(num_phy);
-  std::iota(phy2log.begin(), phy2log.begin() + n, 0);
-  cnt.assign(n, 1);
-  for (int i = n; i < num_phy; ++i) {
-    int best = 0;
-    float best_v = w[0] / static_cast<float>(cnt[0]);
-    for (int e = 1; e < n; ++e) {
-      float v = w[e] / static_cast<float>(cnt[e]);
-      if (v > best_v) best = e, best_v = v;
-    }
-    phy2log[i] = best;
-    ++cnt[best];
-  }
+// Node loads (double) of DeepSeek's packing of groups onto nodes; returns the packing in s.gpack
+// and s.grank.
+void pack_groups_ds(const double* weight, int num_experts, int num_groups, int num_nodes,
+                    Scratch& s) {
+  int group_size = num_experts / num_groups;
+  s.w.resize(num_experts);
+  for (int e = 0; e < num_experts; ++e) s.w[e] = static_cast<float>(weight[e]);
+  s.group_w.assign(num_groups, 0.f);
+  for (int e = 0; e < num_experts; ++e) s.group_w[e / group_size] += s.w[e];
+  s.gpack.resize(num_groups);
+  s.grank.resize(num_groups);
+  balanced_packing(s.group_w.data(), num_groups, num_nodes, s.gpack.data(), s.grank.data(), s);
+}
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
 }
 
 }  // namespace
 
-std::vector<int> deepseek_layer(const std::vector<double>& weight, int num_slots, int num_groups,
-                                int num_nodes, int num_gpus) {
-  int num_experts = static_cast<int>(weight.size());
+void deepseek_domain(const float* w, int n, const int* order, int num_slots, int num_packs,
+                     int* out) {
+  Scratch& s = scratch();
+  int extra = num_slots - n;
+  // Step 2: replication, each extra slot to the expert with the highest load per replica (lowest
+  // index on ties). Only the `extra` heaviest experts can get one: a lighter expert is never
+  // the highest while a heavier one still has a single replica.
+  s.mcnt.assign(n, 1);
+  s.picks.resize(extra);
+  auto& heap = s.heap;  // max-heap of (load per replica, -expert)
+  heap.clear();
+  for (int i = 0; i < std::min(extra, n); ++i) heap.push_back({w[order[i]], -order[i]});
+  std::make_heap(heap.begin(), heap.end());
+  for (int j = 0; j < extra; ++j) {
+    std::pop_heap(heap.begin(), heap.end());
+    int e = -heap.back().second;
+    s.picks[j] = e;
+    ++s.mcnt[e];
+    heap.back().first = w[e] / static_cast<float>(s.mcnt[e]);
+    std::push_heap(heap.begin(), heap.end());
+  }
+  int per_pack = num_slots / num_packs;
+  if (per_pack == 1) {  // the reference keeps slot order: expert e, then the extras as picked
+    std::iota(out, out + n, 0);
+    std::copy(s.picks.begin(), s.picks.end(), out + n);
+    return;
+  }
+  // Step 3: replicas by load per replica descending, then by slot position (expert e's first
+  // replica sits at e, the j-th extra one at n + j), as the reference's stable sort orders them:
+  // the replicated experts' replicas, sorted, merged into the others (already in order).
+  auto& rk = s.keys;
+  rk.clear();
+  auto per_replica = [&](int e) { return w[e] / static_cast<float>(s.mcnt[e]); };
+  s.seen.assign(n, 0);
+  for (int j = 0; j < extra; ++j) {
+    int e = s.picks[j];
+    rk.push_back(desc_key(per_replica(e), n + j));
+    if (!s.seen[e]) s.seen[e] = 1, rk.push_back(desc_key(per_replica(e), e));  // first replica
+  }
+  std::sort(rk.begin(), rk.end());
+  s.items.resize(num_slots);
+  s.item_w.resize(num_slots);
+  size_t r = 0;
+  int t = 0;
+  auto take_replica = [&] {
+    uint32_t pos = static_cast<uint32_t>(rk[r++] & 0xffffffffu);
+    int e = pos < static_cast<uint32_t>(n) ? static_cast<int>(pos) : s.picks[pos - n];
+    s.items[t] = e, s.item_w[t++] = per_replica(e);
+  };
+  for (int i = 0; i < n; ++i) {
+    int e = order[i];
+    if (s.mcnt[e] > 1) continue;
+    uint64_t key = desc_key(w[e], e);
+    while (r < rk.size() && rk[r] < key) take_replica();
+    s.items[t] = e, s.item_w[t++] = w[e];
+  }
+  while (r < rk.size()) take_replica();
+  // Each onto the lightest GPU with room (lowest index on ties): a tournament tree over the GPUs
+  // (full ones weigh +inf) finds it in O(log GPUs). Nodes hold the winner's weight and index.
+  const float inf = std::numeric_limits<float>::infinity();
+  int size = 2;
+  while (size < num_packs) size *= 2;
+  s.tree_w.assign(2 * size, inf);
+  s.tree.resize(2 * size);
+  float* tv = s.tree_w.data();
+  int* ti = s.tree.data();
+  for (int p = 0; p < size; ++p) ti[size + p] = p, tv[size + p] = p < num_packs ? 0.f : inf;
+  auto pull = [&](int x) {  // the left child (lower indices) wins ties; branch-free
+    int c = 2 * x + static_cast<int>(tv[2 * x + 1] < tv[2 * x]);
+    tv[x] = tv[c];
+    ti[x] = ti[c];
+  };
+  for (int x = size - 1; x >= 1; --x) pull(x);
+  s.fill.assign(num_packs, 0);
+  s.pack_w.assign(num_packs, 0.f);
+  for (int i = 0; i < num_slots; ++i) {
+    int p = ti[1];
+    out[p * per_pack + s.fill[p]++] = s.items[i];
+    s.pack_w[p] += s.item_w[i];
+    tv[size + p] = s.fill[p] < per_pack ? s.pack_w[p] : inf;
+    for (int x = (p + size) >> 1; x >= 1; x >>= 1) pull(x);
+  }
+}
+
+double deepseek_node_bound(const double* weight, int num_experts, int num_groups, int num_nodes,
+                           int num_gpus) {
+  Scratch& s = scratch();
+  pack_groups_ds(weight, num_experts, num_groups, num_nodes, s);
+  int group_size = num_experts / num_groups;
+  thread_local std::vector<double> node_load;
+  node_load.assign(num_nodes, 0.0);
+  for (int e = 0; e < num_experts; ++e) node_load[s.gpack[e / group_size]] += weight[e];
+  return *std::max_element(node_load.begin(), node_load.end()) / (num_gpus / num_nodes);
+}
+
+void deepseek_layer(const double* weight, int num_experts, int num_slots, int num_groups,
+                    int num_nodes, int num_gpus, int* out) {
+  Scratch& s = scratch();
   int group_size = num_experts / num_groups;
   int groups_per_node = num_groups / num_nodes;
   int experts_per_node = num_experts / num_nodes;
@@ -73,36 +197,36 @@ std::vector<int> deepseek_layer(const std::vector<double>& weight, int num_slots
   int gpus_per_node = num_gpus / num_nodes;
   int slots_per_gpu = num_slots / num_gpus;
 
-  std::vector<float> w(weight.begin(), weight.end());
   // Step 1: groups onto nodes. mlog ("middle" logical id) numbers experts node by node.
-  std::vector<float> group_w(num_groups, 0.f);
-  for (int e = 0; e < num_experts; ++e) group_w[e / group_size] += w[e];
-  std::vector<int> gpack, grank;
-  balanced_packing(group_w, num_nodes, gpack, grank);
-  std::vector<int> mlog2log(num_experts);
+  pack_groups_ds(weight, num_experts, num_groups, num_nodes, s);
+  s.mlog2log.resize(num_experts);
   for (int e = 0; e < num_experts; ++e) {
     int g = e / group_size;
-    int mlog = (gpack[g] * groups_per_node + grank[g]) * group_size + e % group_size;
-    mlog2log[mlog] = e;
+    int mlog = (s.gpack[g] * groups_per_node + s.grank[g]) * group_size + e % group_size;
+    s.mlog2log[mlog] = e;
   }
 
-  std::vector<int> out(num_slots);
-  std::vector<float> node_w(experts_per_node), phy_w(slots_per_node);
-  std::vector<int> phy2mlog, mcnt, pack, rank;
+  s.node_w.resize(experts_per_node);
+  s.node_order.resize(experts_per_node);
+  thread_local std::vector<int> local;
+  local.resize(slots_per_node);
   for (int node = 0; node < num_nodes; ++node) {
-    // Step 2: replicas within the node.
-    for (int i = 0; i < experts_per_node; ++i)
-      node_w[i] = w[mlog2log[node * experts_per_node + i]];
-    replicate(node_w, slots_per_node, phy2mlog, mcnt);
-    // Step 3: replicas onto the node's GPUs.
-    for (int i = 0; i < slots_per_node; ++i)
-      phy_w[i] = node_w[phy2mlog[i]] / static_cast<float>(mcnt[phy2mlog[i]]);
-    balanced_packing(phy_w, gpus_per_node, pack, rank);
-    for (int i = 0; i < slots_per_node; ++i) {
-      int pphy = pack[i] * slots_per_gpu + rank[i];
-      out[node * slots_per_node + pphy] = mlog2log[node * experts_per_node + phy2mlog[i]];
-    }
+    const int* m2l = &s.mlog2log[node * experts_per_node];
+    for (int i = 0; i < experts_per_node; ++i) s.node_w[i] = s.w[m2l[i]];
+    order_desc(s.node_w.data(), experts_per_node, s.keys, s.node_order.data());
+    // Steps 2 and 3 within the node (scratch is reused inside, so work on copies).
+    deepseek_domain(s.node_w.data(), experts_per_node, s.node_order.data(), slots_per_node,
+                    gpus_per_node, local.data());
+    for (int i = 0; i < slots_per_node; ++i) out[node * slots_per_node + i] = m2l[local[i]];
   }
+  (void)slots_per_gpu;
+}
+
+std::vector<int> deepseek_layer(const std::vector<double>& weight, int num_slots, int num_groups,
+                                int num_nodes, int num_gpus) {
+  std::vector<int> out(num_slots);
+  deepseek_layer(weight.data(), static_cast<int>(weight.size()), num_slots, num_groups, num_nodes,
+                 num_gpus, out.data());
   return out;
 }
 
@@ -120,9 +244,10 @@ Plan deepseek_plan(const std::vector<std::vector<double>>& load, int num_slots, 
     EEP_CHECK((num_slots / num_nodes) >= static_cast<int>(load[0].size()) / num_nodes,
               ErrorCode::kInvalidArgument, "fewer slots per node than experts per node");
   }
-  std::vector<std::vector<int>> rows(load.size());
+  std::vector<std::vector<int>> rows(load.size(), std::vector<int>(num_slots));
   for (size_t l = 0; l < load.size(); ++l)
-    rows[l] = deepseek_layer(load[l], num_slots, o.num_groups, o.num_nodes, num_gpus);
+    deepseek_layer(load[l].data(), static_cast<int>(load[l].size()), num_slots, o.num_groups,
+                   o.num_nodes, num_gpus, rows[l].data());
   return make_plan(std::move(rows), static_cast<int>(load[0].size()), num_gpus);
 }
 

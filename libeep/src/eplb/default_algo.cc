@@ -12,9 +12,13 @@
 // The DeepSeek plans allowed by the locality rule are refined the same way and the layer keeps
 // whichever candidate has the lowest heaviest GPU, so the result is never less balanced than them
 // (unless they held duplicates that had to be repaired).
+//
+// Speed (a whole DeepSeek-V3 plan in well under a millisecond): flat scratch arrays reused across
+// layers, heaps for every "lightest"/"heaviest" choice, 64-bit sort keys, and cheap lower bounds
+// that skip candidates which cannot win (a node-local layout can never beat its heaviest node
+// spread evenly over the node's GPUs).
 #include <algorithm>
 #include <numeric>
-#include <queue>
 #include <vector>
 
 #include "eplb/internal.h"
@@ -27,169 +31,290 @@ constexpr double kEps = 1e-12;
 // Relative distance to the lower bound at which refinement stops (balancedness >= ~0.9999).
 constexpr double kGoodEnough = 1e-4;
 
-// Replica counts for a domain: each expert >= 1, sum = num_slots, <= cap where possible.
-std::vector<int> replica_counts(const double* w, int n, int num_slots, int cap) {
-  std::vector<int> cnt(n, 1);
+using DI = std::pair<double, int>;
+
+struct Scratch {
+  // replica counts and packing
+  std::vector<int> cnt, order, fill, members, member_start, node_of, local_slots;
+  std::vector<int> item_e, next, tail, multi, part, alive, used, merged, reps, node_order;
+  std::vector<double> bload;
+  std::vector<uint64_t> keys;
+  std::vector<float> fw;
+  std::vector<double> w, group_w, node_w;
+  std::vector<DI> heap;
+  // refinement and evaluation
+  std::vector<int> rcnt;
+  std::vector<double> load, rw;
+  std::vector<int> srt, gorder;
+  // candidates of default_layer
+  std::vector<int> best, cand, dsg, gorder_e;
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// Replica counts for a domain: each expert >= 1, sum = num_slots, <= cap where possible. The
+// expert with the highest load per replica gets the next replica (lower index on ties); only the
+// heaviest num_slots - n experts (order: by weight descending) can get one.
+void replica_counts(const double* w, int n, const int* order, int num_slots, int cap, int* cnt,
+                    Scratch& s) {
+  std::fill(cnt, cnt + n, 1);
   if (static_cast<int64_t>(n) * cap < num_slots) cap = num_slots;  // duplicates unavoidable
-  using Item = std::pair<double, int>;  // (load per replica after one more, expert)
-  auto cmp = [](const Item& a, const Item& b) {
-    return a.first < b.first || (a.first == b.first && a.second > b.second);
-  };
-  std::priority_queue<Item, std::vector<Item>, decltype(cmp)> heap(cmp);
-  for (int e = 0; e < n; ++e)
-    if (cap > 1) heap.push({w[e], e});
-  for (int extra = num_slots - n; extra > 0 && !heap.empty(); --extra) {
-    int e = heap.top().second;
-    heap.pop();
+  int extra = num_slots - n;
+  auto& heap = s.heap;  // max-heap of (load per replica, -expert)
+  heap.clear();
+  if (cap > 1)
+    for (int i = 0; i < std::min(extra, n); ++i) heap.push_back({w[order[i]], -order[i]});
+  std::make_heap(heap.begin(), heap.end());
+  for (; extra > 0 && !heap.empty(); --extra) {
+    std::pop_heap(heap.begin(), heap.end());
+    int e = -heap.back().second;
     ++cnt[e];
-    if (cnt[e] < cap) heap.push({w[e] / cnt[e], e});
-  }
-  return cnt;
-}
-
-// LPT packing of replicas onto num_gpus GPUs with k slots each, avoiding duplicates. Returns
-// local expert ids by slot (GPU-major).
-std::vector<int> pack_replicas(const double* w, const std::vector<int>& cnt, int num_gpus, int k) {
-  int n = static_cast<int>(cnt.size());
-  std::vector<int> experts(n);
-  std::iota(experts.begin(), experts.end(), 0);
-  std::sort(experts.begin(), experts.end(), [&](int a, int b) {
-    double wa = w[a] / cnt[a], wb = w[b] / cnt[b];
-    return wa > wb || (wa == wb && a < b);
-  });
-  std::vector<int> out(static_cast<size_t>(num_gpus) * k, -1);
-  std::vector<int> fill(num_gpus, 0);
-  using Gpu = std::pair<double, int>;
-  std::priority_queue<Gpu, std::vector<Gpu>, std::greater<Gpu>> heap;
-  for (int g = 0; g < num_gpus; ++g) heap.push({0.0, g});
-  std::vector<Gpu> taken;
-  for (int e : experts) {
-    double r = w[e] / cnt[e];
-    // Replicas of one expert are consecutive, so the GPUs that take them are popped together
-    // and never offered twice: no duplicates unless fewer GPUs than replicas have room.
-    taken.clear();
-    for (int c = 0; c < cnt[e]; ++c) {
-      // GPUs filled by the fallback below are still queued: drop them here.
-      while (!heap.empty() && fill[heap.top().second] >= k) heap.pop();
-      if (heap.empty()) break;
-      Gpu g = heap.top();
-      heap.pop();
-      out[g.second * k + fill[g.second]++] = e;
-      taken.push_back({g.first + r, g.second});
+    if (cnt[e] < cap) {
+      heap.back().first = w[e] / cnt[e];
+      std::push_heap(heap.begin(), heap.end());
+    } else {
+      heap.pop_back();
     }
-    for (const Gpu& g : taken)
-      if (fill[g.second] < k) heap.push(g);
-    // Left over only when fewer GPUs than replicas had room: put them anywhere with room.
-    int placed = static_cast<int>(taken.size());
-    for (int g = 0; placed < cnt[e] && g < num_gpus; ++g)
-      while (placed < cnt[e] && fill[g] < k) {
-        out[g * k + fill[g]++] = e, ++placed;
-      }
   }
-  return out;
 }
 
-// Swap refinement on GPUs [first, first + n) of phy2log. Keeps counts; never adds duplicates.
-void refine_range(const std::vector<double>& w, std::vector<int>& phy2log, int first, int n, int k,
-                  const std::vector<int>& cnt, std::vector<unsigned char>& on) {
-  int num_experts = static_cast<int>(w.size());
-  std::vector<double> load(n, 0.0);
-  auto rep = [&](int slot) { int e = phy2log[slot]; return w[e] / cnt[e]; };
-  for (int g = 0; g < n; ++g)
-    for (int i = 0; i < k; ++i) load[g] += rep((first + g) * k + i);
-  auto holds = [&](int g, int e) -> unsigned char& {
-    return on[static_cast<size_t>(first + g) * num_experts + e];
+bool holds(const int* gpu_slots, int k, int e) {
+  for (int i = 0; i < k; ++i)
+    if (gpu_slots[i] == e) return true;
+  return false;
+}
+
+// Packing of replicas onto num_gpus GPUs with k slots each by balanced largest differencing
+// (Karmarkar-Karp for equal cardinality): the replicas, heaviest first, form k partial
+// solutions of one replica per GPU; the two partial solutions with the largest spread are merged
+// (heaviest GPU of one with the lightest of the other) until one is left. Far better balanced
+// than LPT under the k-per-GPU constraint, and O(k * gpus log gpus). A merge never pairs two
+// GPUs holding the same expert while another pairing is free. Writes local expert ids by slot
+// (GPU-major) to out[num_gpus * k].
+void pack_replicas(const double* w, const int* cnt, int n, const int* order, int num_gpus, int k,
+                   int* out, Scratch& s) {
+  int m = num_gpus, total = num_gpus * k;
+  // Items (replicas) heaviest first: the replicated experts (all among the heaviest), sorted by
+  // load per replica, merged into the others, which `order` already sorts.
+  s.reps.clear();
+  for (int i = 0; i < std::min(total - n, n); ++i)
+    if (cnt[order[i]] > 1) s.reps.push_back(order[i]);
+  std::sort(s.reps.begin(), s.reps.end(), [&](int a, int b) {
+    double va = w[a] / cnt[a], vb = w[b] / cnt[b];
+    return va > vb || (va == vb && a < b);
+  });
+  // Every item starts as its own bin (bin id = item id).
+  s.item_e.resize(total);
+  s.next.resize(total);
+  s.tail.resize(total);
+  s.multi.resize(total);
+  s.bload.resize(total);
+  int t = 0;
+  auto add = [&](int e) {
+    for (int c = 0; c < cnt[e] && t < total; ++c, ++t) {
+      s.item_e[t] = e;
+      s.bload[t] = w[e] / cnt[e];
+      s.next[t] = -1;
+      s.tail[t] = t;
+      s.multi[t] = cnt[e] > 1;
+    }
+  };
+  size_t r = 0;
+  for (int i = 0; i < n; ++i) {
+    int e = order[i];
+    if (cnt[e] > 1) continue;
+    while (r < s.reps.size() && w[s.reps[r]] / cnt[s.reps[r]] > w[e]) add(s.reps[r++]);
+    add(e);
+  }
+  while (r < s.reps.size()) add(s.reps[r++]);
+  // Partial solution r: bins part[r * m .. r * m + m), heaviest first.
+  s.part.resize(total);
+  std::iota(s.part.begin(), s.part.end(), 0);
+  s.alive.assign(k, 1);
+  s.used.resize(m);
+  s.merged.resize(m);
+  auto spread = [&](int r) { return s.bload[s.part[r * m]] - s.bload[s.part[r * m + m - 1]]; };
+  auto conflict = [&](int x, int y) {
+    if (!s.multi[x] || !s.multi[y]) return false;
+    for (int i = x; i >= 0; i = s.next[i])
+      for (int j = y; j >= 0; j = s.next[j])
+        if (s.item_e[i] == s.item_e[j]) return true;
+    return false;
+  };
+  for (int left = k; left > 1; --left) {
+    int ra = -1, rb = -1;
+    for (int r = 0; r < k; ++r) {
+      if (!s.alive[r]) continue;
+      if (ra < 0 || spread(r) > spread(ra)) {
+        rb = ra, ra = r;
+      } else if (rb < 0 || spread(r) > spread(rb)) {
+        rb = r;
+      }
+    }
+    int* A = &s.part[ra * m];
+    const int* B = &s.part[rb * m];
+    std::fill(s.used.begin(), s.used.end(), 0);
+    int front = m - 1;  // B's lightest unused bin
+    for (int i = 0; i < m; ++i) {
+      while (s.used[front]) --front;
+      int q = front;
+      while (q >= 0 && (s.used[q] || conflict(A[i], B[q]))) --q;
+      if (q < 0) q = front;  // every pairing conflicts: the refinement repairs it
+      s.used[q] = 1;
+      int x = A[i], y = B[q];
+      s.next[s.tail[x]] = y;
+      s.tail[x] = s.tail[y];
+      s.bload[x] += s.bload[y];
+      s.multi[x] += s.multi[y];
+      s.merged[i] = x;
+    }
+    std::copy(s.merged.begin(), s.merged.end(), A);
+    std::sort(A, A + m, [&](int x, int y) {
+      return s.bload[x] > s.bload[y] || (s.bload[x] == s.bload[y] && x < y);
+    });
+    s.alive[rb] = 0;
+  }
+  int last = static_cast<int>(std::find(s.alive.begin(), s.alive.end(), 1) - s.alive.begin());
+  for (int g = 0; g < m; ++g) {
+    int c = 0;
+    for (int i = s.part[last * m + g]; i >= 0; i = s.next[i]) out[g * k + c++] = s.item_e[i];
+  }
+}
+
+// Swap refinement on GPUs [first, first + n) of phy2log (replica weights w / cnt). Keeps counts;
+// never adds duplicates. Returns the heaviest GPU's load of the range.
+double refine_range(const double* w, const int* cnt, int* phy, int first, int n, int k,
+                    Scratch& s) {
+  int* p = phy + static_cast<size_t>(first) * k;  // the range's slots, GPU-major
+  s.load.assign(n, 0.0);
+  s.rw.resize(static_cast<size_t>(n) * k);
+  double* load = s.load.data();
+  double* rw = s.rw.data();
+  for (int i = 0; i < n * k; ++i) {
+    rw[i] = w[p[i]] / cnt[p[i]];
+    load[i / k] += rw[i];
+  }
+  auto do_swap = [&](int i, int j) {  // local slot indices on different GPUs
+    double d = rw[i] - rw[j];
+    load[i / k] -= d, load[j / k] += d;
+    std::swap(p[i], p[j]);
+    std::swap(rw[i], rw[j]);
   };
   // Repair duplicates first: swap a duplicate with a replica of another GPU in the domain that
   // creates none, choosing the closest load.
   for (int g = 0; g < n; ++g) {
     for (int i = 0; i < k; ++i) {
-      int s = (first + g) * k + i, e = phy2log[s];
-      if (holds(g, e) < 2) continue;
+      int si = g * k + i, e = p[si];
+      int copies = 0;
+      for (int j = 0; j < k; ++j) copies += p[g * k + j] == e;
+      if (copies < 2) continue;
       int best = -1;
       double best_d = 0;
       for (int h = 0; h < n; ++h) {
-        if (h == g || holds(h, e)) continue;
+        if (h == g || holds(p + h * k, k, e)) continue;
         for (int j = 0; j < k; ++j) {
-          int t = (first + h) * k + j, f = phy2log[t];
-          if (holds(g, f)) continue;
-          double d = std::abs(rep(s) - rep(t));
+          int t = h * k + j;
+          if (holds(p + g * k, k, p[t])) continue;
+          double d = std::abs(rw[si] - rw[t]);
           if (best < 0 || d < best_d) best = t, best_d = d;
         }
       }
-      if (best < 0) continue;
-      int h = best / k - first, f = phy2log[best];
-      double dl = rep(s) - rep(best);
-      --holds(g, e), ++holds(h, e), --holds(h, f), ++holds(g, f);
-      std::swap(phy2log[s], phy2log[best]);
-      load[g] -= dl, load[h] += dl;
+      if (best >= 0) do_swap(si, best);
     }
   }
-  // Swap refinement: lower the heaviest GPU while it can be lowered. Per-slot replica loads are
-  // cached: this loop is the hot spot of the whole planner.
-  std::vector<double> rw(static_cast<size_t>(n) * k);
-  for (int g = 0; g < n; ++g)
-    for (int i = 0; i < k; ++i) rw[g * k + i] = rep((first + g) * k + i);
   // Lower bound of the heaviest GPU: the mean, and the GPU holding the heaviest replica must
   // carry it. Within kGoodEnough of it no swap is worth its time.
   double bound = 0, heaviest = 0;
-  for (double l : load) bound += l;
+  for (int g = 0; g < n; ++g) bound += load[g];
   bound /= n;
-  for (double r : rw) heaviest = std::max(heaviest, r);
+  for (int i = 0; i < n * k; ++i) heaviest = std::max(heaviest, rw[i]);
   bound = std::max(bound, heaviest);
+  double good = bound * (1 + kGoodEnough);
+  // Each GPU's slots by replica weight, heaviest first; GPUs by load, lightest first.
+  s.srt.resize(static_cast<size_t>(n) * k);
+  int* srt = s.srt.data();
+  auto sort_gpu = [&](int g) {
+    int* q = srt + g * k;
+    for (int i = 1; i < k; ++i)  // insertion sort: k is small and the list nearly sorted
+      for (int j = i; j > 0 && rw[q[j]] > rw[q[j - 1]]; --j) std::swap(q[j], q[j - 1]);
+  };
+  for (int g = 0; g < n; ++g) {
+    std::iota(srt + g * k, srt + (g + 1) * k, g * k);
+    sort_gpu(g);
+  }
+  s.gorder.resize(n);
+  int* gorder = s.gorder.data();
+  std::iota(gorder, gorder + n, 0);
+  std::sort(gorder, gorder + n, [&](int x, int y) { return load[x] < load[y]; });
+  auto reposition = [&](int g) {  // restores gorder after load[g] changed
+    int pos = static_cast<int>(std::find(gorder, gorder + n, g) - gorder);
+    while (pos > 0 && load[gorder[pos - 1]] > load[g]) gorder[pos] = gorder[pos - 1], --pos;
+    while (pos < n - 1 && load[gorder[pos + 1]] < load[g]) gorder[pos] = gorder[pos + 1], ++pos;
+    gorder[pos] = g;
+  };
   for (int iter = 0; iter < 8 * n; ++iter) {
-    int a = static_cast<int>(std::max_element(load.begin(), load.end()) - load.begin());
-    if (load[a] <= bound * (1 + kGoodEnough)) break;
-    double best_new = load[a] - kEps * std::max(1.0, load[a]);
+    int a = gorder[n - 1];
+    double la = load[a];
+    if (la <= good) break;
+    double best_new = la - kEps * std::max(1.0, la);
     int bs = -1, bt = -1;
-    const double* ra = &rw[a * k];
-    double min_wa = *std::min_element(ra, ra + k), max_wa = *std::max_element(ra, ra + k);
-    for (int b = 0; b < n; ++b) {
-      double gap = load[a] - load[b];
-      if (b == a || gap <= 0) continue;
-      // The best new maximum with b is above load[a] - gap / 2: skip b when that cannot win.
-      if (load[a] - gap / 2 >= best_new) continue;
-      const double* rb = &rw[b * k];
-      for (int j = 0; j < k; ++j) {
-        double wy = rb[j];
-        if (wy >= max_wa || min_wa - wy >= gap) continue;
-        for (int i = 0; i < k; ++i) {
-          double d = ra[i] - wy;
+    const int* sa = srt + a * k;
+    // Lightest partners first: the gap only shrinks along gorder, and with it the best new
+    // maximum a partner can give (la - gap / 2), so the scan stops at the first that cannot win.
+    for (int bi = 0; bi < n - 1; ++bi) {
+      int b = gorder[bi];
+      double gap = la - load[b];
+      if (la - gap / 2 >= best_new) break;
+      const int* sb = srt + b * k;
+      // d = rw[x] - rw[y] closest to gap / 2, for x on a (heaviest first) and y on b: the
+      // ideal y weight falls as x's does, so one pointer walks b's list.
+      int j = 0;
+      for (int ii = 0; ii < k; ++ii) {
+        int x = sa[ii];
+        double ideal = rw[x] - gap / 2;
+        while (j < k && rw[sb[j]] > ideal) ++j;
+        for (int jj = std::max(0, j - 1); jj <= std::min(k - 1, j); ++jj) {
+          int y = sb[jj];
+          double d = rw[x] - rw[y];
           if (d <= 0 || d >= gap) continue;
-          double nm = std::max(load[a] - d, load[b] + d);
+          double nm = std::max(la - d, load[b] + d);
           if (nm >= best_new) continue;
-          int s = (first + a) * k + i, t = (first + b) * k + j;
-          if (holds(b, phy2log[s]) || holds(a, phy2log[t])) continue;
-          best_new = nm, bs = s, bt = t;
+          if (holds(p + b * k, k, p[x]) || holds(p + a * k, k, p[y])) continue;
+          best_new = nm, bs = x, bt = y;
         }
       }
+      if (best_new <= good) break;  // good enough: no need for the best
     }
     if (bs < 0) break;
-    int b = bt / k - first, x = phy2log[bs], y = phy2log[bt];
-    int ia = bs - (first + a) * k, jb = bt - (first + b) * k;
-    double d = rw[a * k + ia] - rw[b * k + jb];
-    --holds(a, x), ++holds(b, x), --holds(b, y), ++holds(a, y);
-    std::swap(phy2log[bs], phy2log[bt]);
-    std::swap(rw[a * k + ia], rw[b * k + jb]);
-    load[a] -= d, load[b] += d;
+    int b = bt / k;
+    do_swap(bs, bt);
+    sort_gpu(a);
+    sort_gpu(b);
+    reposition(a);
+    reposition(b);
   }
+  return *std::max_element(load, load + n);
 }
 
 // Groups onto nodes: LPT with capacity, then swaps between the heaviest node and the others.
-std::vector<int> pack_groups(const std::vector<double>& group_w, int num_nodes) {
-  int n = static_cast<int>(group_w.size());
+// Writes node_of[group]; returns the heaviest node's load.
+double pack_groups(const double* group_w, int n, int num_nodes, int* node_of, Scratch& s) {
   int per = n / num_nodes;
-  std::vector<int> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return group_w[a] > group_w[b]; });
-  std::vector<int> node_of(n);
-  std::vector<double> nw(num_nodes, 0);
-  std::vector<int> nn(num_nodes, 0);
-  for (int g : order) {
+  s.order.resize(n);
+  std::iota(s.order.begin(), s.order.end(), 0);
+  std::stable_sort(s.order.begin(), s.order.end(),
+                   [&](int a, int b) { return group_w[a] > group_w[b]; });
+  auto& nw = s.node_w;
+  nw.assign(num_nodes, 0);
+  s.fill.assign(num_nodes, 0);
+  for (int g : s.order) {
     int best = -1;
-    for (int p = 0; p < num_nodes; ++p)
-      if (nn[p] < per && (best < 0 || nw[p] < nw[best])) best = p;
-    node_of[g] = best, ++nn[best], nw[best] += group_w[g];
+    for (int q = 0; q < num_nodes; ++q)
+      if (s.fill[q] < per && (best < 0 || nw[q] < nw[best])) best = q;
+    node_of[g] = best, ++s.fill[best], nw[best] += group_w[g];
   }
   for (int iter = 0; iter < 4 * n; ++iter) {
     int a = static_cast<int>(std::max_element(nw.begin(), nw.end()) - nw.begin());
@@ -212,7 +337,51 @@ std::vector<int> pack_groups(const std::vector<double>& group_w, int num_nodes) 
     nw[a] -= d, nw[b] += d;
     std::swap(node_of[bx], node_of[by]);
   }
-  return node_of;
+  return *std::max_element(nw.begin(), nw.end());
+}
+
+// My packing of one layer into out (unrefined): domains are nodes (groups packed onto them as in
+// s.node_of) when local, else the whole cluster.
+// order: all experts by float weight descending (order_desc), used when not local.
+void pack_layer(const double* weight, int num_experts, const Options& o, bool local,
+                const int* order, int* out, Scratch& s) {
+  int num_nodes = local ? o.num_nodes : 1;
+  int gpus_per_node = o.num_gpus / num_nodes;
+  int slots_per_node = o.num_slots / num_nodes;
+  int k = o.num_slots / o.num_gpus;
+  // Experts node by node (ascending within a node).
+  s.members.resize(num_experts);
+  s.member_start.assign(num_nodes + 1, 0);
+  if (local) {
+    int group_size = num_experts / o.num_groups;
+    for (int e = 0; e < num_experts; ++e) ++s.member_start[s.node_of[e / group_size] + 1];
+    for (int q = 0; q < num_nodes; ++q) s.member_start[q + 1] += s.member_start[q];
+    s.fill.assign(s.member_start.begin(), s.member_start.end() - 1);
+    for (int e = 0; e < num_experts; ++e) s.members[s.fill[s.node_of[e / group_size]]++] = e;
+  } else {
+    std::iota(s.members.begin(), s.members.end(), 0);
+    s.member_start[1] = num_experts;
+  }
+  s.w.resize(num_experts);
+  s.cnt.resize(num_experts);
+  s.local_slots.resize(slots_per_node);
+  for (int node = 0; node < num_nodes; ++node) {
+    const int* m = &s.members[s.member_start[node]];
+    int n = s.member_start[node + 1] - s.member_start[node];
+    for (int i = 0; i < n; ++i) s.w[i] = weight[m[i]];
+    const int* node_order = order;
+    if (local) {
+      s.fw.resize(n);
+      for (int i = 0; i < n; ++i) s.fw[i] = static_cast<float>(s.w[i]);
+      s.node_order.resize(n);
+      order_desc(s.fw.data(), n, s.keys, s.node_order.data());
+      node_order = s.node_order.data();
+    }
+    replica_counts(s.w.data(), n, node_order, slots_per_node, gpus_per_node, s.cnt.data(), s);
+    pack_replicas(s.w.data(), s.cnt.data(), n, node_order, gpus_per_node, k,
+                  s.local_slots.data(), s);
+    for (int i = 0; i < slots_per_node; ++i) out[node * slots_per_node + i] = m[s.local_slots[i]];
+  }
 }
 
 }  // namespace
@@ -221,92 +390,99 @@ bool node_local(const Options& o) {
   return o.num_nodes > 1 && o.num_groups % o.num_nodes == 0;
 }
 
+double max_gpu_load(const double* weight, int num_experts, const int* phy2log, int num_slots,
+                    int num_gpus) {
+  Scratch& s = scratch();
+  s.rcnt.assign(num_experts, 0);
+  for (int i = 0; i < num_slots; ++i) ++s.rcnt[phy2log[i]];
+  int k = num_slots / num_gpus;
+  double mx = 0;
+  for (int g = 0; g < num_gpus; ++g) {
+    double l = 0;
+    for (int i = g * k; i < (g + 1) * k; ++i) l += weight[phy2log[i]] / s.rcnt[phy2log[i]];
+    mx = std::max(mx, l);
+  }
+  return mx;
+}
+
 double max_gpu_load(const std::vector<double>& weight, const std::vector<int>& phy2log,
                     int num_gpus) {
-  auto loads = gpu_loads(weight, phy2log, num_gpus);
-  return *std::max_element(loads.begin(), loads.end());
+  return max_gpu_load(weight.data(), static_cast<int>(weight.size()), phy2log.data(),
+                      static_cast<int>(phy2log.size()), num_gpus);
 }
 
-void refine_layer(const std::vector<double>& weight, std::vector<int>& phy2log, int num_gpus,
-                  int gpus_per_domain) {
-  int num_experts = static_cast<int>(weight.size());
-  int k = static_cast<int>(phy2log.size()) / num_gpus;
-  std::vector<int> cnt(num_experts, 0);
-  for (int e : phy2log) ++cnt[e];
-  std::vector<unsigned char> on(static_cast<size_t>(num_gpus) * num_experts, 0);
-  for (size_t s = 0; s < phy2log.size(); ++s) ++on[(s / k) * num_experts + phy2log[s]];
+double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
+                    int num_gpus, int gpus_per_domain) {
+  Scratch& s = scratch();
+  int k = num_slots / num_gpus;
+  s.rcnt.assign(num_experts, 0);
+  for (int i = 0; i < num_slots; ++i) ++s.rcnt[phy2log[i]];
+  double mx = 0;
   for (int first = 0; first < num_gpus; first += gpus_per_domain)
-    refine_range(weight, phy2log, first, gpus_per_domain, k, cnt, on);
+    mx = std::max(mx, refine_range(weight, s.rcnt.data(), phy2log, first, gpus_per_domain, k, s));
+  return mx;
 }
 
-namespace {
-
-// My packing of one layer: domains are nodes (groups packed onto them) when local, else the whole
-// cluster.
-std::vector<int> pack_layer(const std::vector<double>& weight, const Options& o, bool local) {
-  int num_experts = static_cast<int>(weight.size());
-  int num_nodes = local ? o.num_nodes : 1;
-  int gpus_per_node = o.num_gpus / num_nodes;
-  int slots_per_node = o.num_slots / num_nodes;
-  int k = o.num_slots / o.num_gpus;
-  std::vector<std::vector<int>> members(num_nodes);
-  if (local) {
-    int group_size = num_experts / o.num_groups;
-    std::vector<double> group_w(o.num_groups, 0);
-    for (int e = 0; e < num_experts; ++e) group_w[e / group_size] += weight[e];
-    auto node_of = pack_groups(group_w, num_nodes);
-    for (int e = 0; e < num_experts; ++e) members[node_of[e / group_size]].push_back(e);
-  } else {
-    members[0].resize(num_experts);
-    std::iota(members[0].begin(), members[0].end(), 0);
-  }
-  std::vector<int> out(o.num_slots);
-  std::vector<double> w;
-  for (int node = 0; node < num_nodes; ++node) {
-    const auto& m = members[node];
-    w.resize(m.size());
-    for (size_t i = 0; i < m.size(); ++i) w[i] = weight[m[i]];
-    auto cnt = replica_counts(w.data(), static_cast<int>(m.size()), slots_per_node, gpus_per_node);
-    auto local_slots = pack_replicas(w.data(), cnt, gpus_per_node, k);
-    for (int i = 0; i < slots_per_node; ++i) out[node * slots_per_node + i] = m[local_slots[i]];
-  }
-  refine_layer(weight, out, o.num_gpus, gpus_per_node);
-  return out;
-}
-
-}  // namespace
-
-std::vector<int> default_layer(const std::vector<double>& weight, const Options& o) {
+void default_layer(const double* weight, int num_experts, const Options& o, int* out) {
   // Node-local candidates first (each group's replicas on one node, refined within nodes); a
   // global candidate replaces them only when strictly better balanced, so locality is kept
   // whenever it costs nothing and the result is never worse than either DeepSeek mode.
-  std::vector<int> best;
+  Scratch& s = scratch();
+  int S = o.num_slots, G = o.num_gpus, E = num_experts;
+  s.best.resize(S);
+  s.cand.resize(S);
+  s.dsg.resize(S);
+  bool have = false;
   double best_max = 0;
-  auto consider = [&](std::vector<int> cand, int gpus_per_domain) {
-    // A DeepSeek layout already heavier than the best so far cannot make the result less
-    // balanced than it: skip the (costly) refinement.
-    if (!best.empty() && max_gpu_load(weight, cand, o.num_gpus) >= best_max) return;
-    refine_layer(weight, cand, o.num_gpus, gpus_per_domain);
-    double mx = max_gpu_load(weight, cand, o.num_gpus);
-    if (best.empty() || mx < best_max * (1 - 1e-12)) best_max = mx, best = std::move(cand);
+  // Refines cand (unless known_max shows it cannot win) and keeps it when strictly better.
+  auto consider = [&](std::vector<int>& cand, int gpus_per_domain, double known_max) {
+    if (have && known_max >= best_max) return;
+    double mx = refine_layer(weight, E, cand.data(), S, G, gpus_per_domain);
+    if (!have || mx < best_max * (1 - 1e-12)) best_max = mx, s.best.swap(cand), have = true;
   };
+  // DeepSeek's global layout is the reference every layer is held to. One sort of the experts
+  // serves it and my global packing.
+  s.fw.resize(E);
+  for (int e = 0; e < E; ++e) s.fw[e] = static_cast<float>(weight[e]);
+  s.gorder_e.resize(E);
+  order_desc(s.fw.data(), E, s.keys, s.gorder_e.data());
+  deepseek_domain(s.fw.data(), E, s.gorder_e.data(), S, G, s.dsg.data());
+  double dsg_max = max_gpu_load(weight, E, s.dsg.data(), S, G);
   if (node_local(o)) {
-    int gpn = o.num_gpus / o.num_nodes;
-    consider(pack_layer(weight, o, true), gpn);
-    consider(deepseek_layer(weight, o.num_slots, o.num_groups, o.num_nodes, o.num_gpus), gpn);
+    int gpn = G / o.num_nodes;
+    // Mine: a node-local layout is never lighter than its heaviest node spread over the node's
+    // GPUs. When that bound is above DeepSeek's global layout a global candidate wins anyway.
+    int group_size = E / o.num_groups;
+    s.group_w.assign(o.num_groups, 0);
+    for (int e = 0; e < E; ++e) s.group_w[e / group_size] += weight[e];
+    s.node_of.resize(o.num_groups);
+    double bound =
+        pack_groups(s.group_w.data(), o.num_groups, o.num_nodes, s.node_of.data(), s) / gpn;
+    if (bound <= dsg_max) {
+      pack_layer(weight, E, o, true, nullptr, s.cand.data(), s);
+      consider(s.cand, gpn, -1);
+    }
+    // DeepSeek's hierarchical layout, under the same bound.
+    double ds_bound = deepseek_node_bound(weight, E, o.num_groups, o.num_nodes, G);
+    if (have ? ds_bound < best_max : ds_bound <= dsg_max) {
+      deepseek_layer(weight, E, S, o.num_groups, o.num_nodes, G, s.cand.data());
+      consider(s.cand, gpn, max_gpu_load(weight, E, s.cand.data(), S, G));
+    }
   }
   // Global candidates only when the node-local layout is heavier than DeepSeek's global one:
   // then locality would cost balance, which the default does not accept.
-  auto global_ds = deepseek_layer(weight, o.num_slots, 1, 1, o.num_gpus);
-  if (best.empty() || best_max > max_gpu_load(weight, global_ds, o.num_gpus)) {
-    consider(pack_layer(weight, o, false), o.num_gpus);
-    consider(std::move(global_ds), o.num_gpus);
+  if (!have || best_max > dsg_max) {
+    pack_layer(weight, E, o, false, s.gorder_e.data(), s.cand.data(), s);
+    consider(s.cand, G, -1);
+    consider(s.dsg, G, dsg_max);
   }
   // With one node DeepSeek's own choice is "hierarchical" over that node: the same packing up to
   // the order of groups, which can break ties differently.
-  if (o.num_nodes == 1 && o.num_groups > 1)
-    consider(deepseek_layer(weight, o.num_slots, o.num_groups, 1, o.num_gpus), o.num_gpus);
-  return best;
+  if (o.num_nodes == 1 && o.num_groups > 1) {
+    deepseek_layer(weight, E, S, o.num_groups, 1, G, s.cand.data());
+    consider(s.cand, G, max_gpu_load(weight, E, s.cand.data(), S, G));
+  }
+  std::copy(s.best.begin(), s.best.end(), out);
 }
 
 }  // namespace eep::eplb

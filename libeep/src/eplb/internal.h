@@ -1,6 +1,8 @@
 // Internals shared by the eplb sources (not installed).
 #pragma once
 
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "eep/eplb.h"
@@ -10,10 +12,32 @@ namespace eep::eplb {
 // Builds a finalized plan from phy2log.
 Plan make_plan(std::vector<std::vector<int>> phy2log, int num_logical, int num_gpus);
 
+// Sort key for "weight descending, lower index first on ties" as one ascending 64-bit integer
+// (weights are non-negative; -0 counts as 0).
+inline uint64_t desc_key(float w, int index) {
+  if (w == 0) w = 0;
+  uint32_t bits;
+  std::memcpy(&bits, &w, sizeof bits);
+  return (static_cast<uint64_t>(~bits) << 32) | static_cast<uint32_t>(index);
+}
+// order[0..n) = indices by weight descending, lower index first on ties (a stable sort).
+void order_desc(const float* w, int n, std::vector<uint64_t>& keys, int* order);
+
 // One layer of the published DeepSeek algorithm (float arithmetic, as the reference uses
-// float32 tensors). Returns phy2log for the layer.
+// float32 tensors). Writes phy2log for the layer to out[num_slots].
+void deepseek_layer(const double* weight, int num_experts, int num_slots, int num_groups,
+                    int num_nodes, int num_gpus, int* out);
 std::vector<int> deepseek_layer(const std::vector<double>& weight, int num_slots, int num_groups,
                                 int num_nodes, int num_gpus);
+// Steps 2 and 3 of DeepSeek's algorithm in one domain (a node, or the whole cluster): replicas
+// of n experts (float weights w) onto num_slots slots of num_packs GPUs. order: the experts by
+// weight descending (order_desc of w). Writes domain-local expert ids by slot to out.
+void deepseek_domain(const float* w, int n, const int* order, int num_slots, int num_packs,
+                     int* out);
+// Lower bound of the heaviest GPU of DeepSeek's hierarchical layout: the heaviest node (groups
+// packed as DeepSeek packs them) spread evenly over its GPUs.
+double deepseek_node_bound(const double* weight, int num_experts, int num_groups, int num_nodes,
+                           int num_gpus);
 
 // Whether the default algorithm keeps node locality (every group's replicas on one node): when
 // the cluster has several nodes and the groups divide among them, as DeepSeek's hierarchical
@@ -22,17 +46,21 @@ bool node_local(const Options& options);
 
 // One layer of the default algorithm; the result never holds two replicas of one expert on one
 // GPU when avoidable and is at least as balanced as the DeepSeek modes allowed by locality.
-std::vector<int> default_layer(const std::vector<double>& weight, const Options& options);
+// Writes phy2log to out[num_slots].
+void default_layer(const double* weight, int num_experts, const Options& options, int* out);
 
 // Max per-GPU load of one layer.
+double max_gpu_load(const double* weight, int num_experts, const int* phy2log, int num_slots,
+                    int num_gpus);
 double max_gpu_load(const std::vector<double>& weight, const std::vector<int>& phy2log,
                     int num_gpus);
 
 // Improves one layer in place by swapping replicas between GPUs of the same domain (a block of
 // gpus_per_domain consecutive GPUs: a node when locality is kept, else all GPUs) without ever
 // creating a duplicate; first repairs duplicates where a swap can. Replica counts are unchanged.
-void refine_layer(const std::vector<double>& weight, std::vector<int>& phy2log, int num_gpus,
-                  int gpus_per_domain);
+// Returns the heaviest GPU's load afterwards.
+double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
+                    int num_gpus, int gpus_per_domain);
 
 // Movement-aware: one layer starting from `current`, reaching max GPU load <= target with as
 // few rewritten slots as it finds. Falls back to aligning `best` when the search cannot reach

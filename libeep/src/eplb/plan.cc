@@ -62,13 +62,13 @@ void Plan::finalize() {
   for (int l = 0; l < num_layers; ++l) {
     for (int e : phy2log[l]) max_rep = std::max(max_rep, ++logcnt[l][e]);
   }
-  log2phy.assign(num_layers,
-                 std::vector<std::vector<int>>(num_logical, std::vector<int>(max_rep, -1)));
+  log2phy = Log2Phy(num_layers, num_logical, max_rep);
+  std::vector<int> fill(num_logical);
   for (int l = 0; l < num_layers; ++l) {
-    std::vector<int> fill(num_logical, 0);
+    std::fill(fill.begin(), fill.end(), 0);
     for (int s = 0; s < num_slots; ++s) {
       int e = phy2log[l][s];
-      log2phy[l][e][fill[e]++] = s;
+      log2phy.row(l, e)[fill[e]++] = s;
     }
   }
 }
@@ -88,19 +88,32 @@ void Plan::validate() const {
       for (int s : log2phy[l][e])
         if (s >= 0) got.push_back(s);
       std::sort(got.begin(), got.end());
-      if (got != std::vector<int>(derived.log2phy[l][e].begin(),
-                                  derived.log2phy[l][e].begin() + derived.logcnt[l][e]))
+      auto want = derived.log2phy[l][e];
+      if (got != std::vector<int>(want.begin(), want.begin() + derived.logcnt[l][e]))
         invalid("log2phy disagrees with phy2log at layer " + std::to_string(l) + " expert " +
                 std::to_string(e));
     }
   }
 }
 
+nlohmann::json Log2Phy::to_json() const {
+  nlohmann::json j = nlohmann::json::array();
+  for (int l = 0; l < layers_; ++l) {
+    nlohmann::json layer = nlohmann::json::array();
+    for (int e = 0; e < logical_; ++e) {
+      auto r = (*this)[l][e];
+      layer.push_back(std::vector<int>(r.begin(), r.end()));
+    }
+    j.push_back(std::move(layer));
+  }
+  return j;
+}
+
 nlohmann::json Plan::to_json() const {
   return {{"num_layers", num_layers}, {"num_logical_experts", num_logical},
           {"num_slots", num_slots},   {"num_gpus", num_gpus},
           {"phy2log", phy2log},       {"logcnt", logcnt},
-          {"log2phy", log2phy}};
+          {"log2phy", log2phy.to_json()}};
 }
 
 Plan Plan::from_json(const nlohmann::json& j) {

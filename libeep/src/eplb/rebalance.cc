@@ -61,14 +61,14 @@ Plan rebalance(const std::vector<std::vector<double>>& load, const Options& o) {
   check_inputs(load, o);
   int num_layers = static_cast<int>(load.size());
   int num_experts = static_cast<int>(load[0].size());
-  std::vector<std::vector<int>> rows(num_layers);
+  std::vector<std::vector<int>> rows(num_layers, std::vector<int>(o.num_slots));
   if (o.algo == Algo::kDeepseek) {
     bool hier = o.num_groups % o.num_nodes == 0;
     for (int l = 0; l < num_layers; ++l)
-      rows[l] = hier ? deepseek_layer(load[l], o.num_slots, o.num_groups, o.num_nodes, o.num_gpus)
-                     : deepseek_layer(load[l], o.num_slots, 1, 1, o.num_gpus);
+      deepseek_layer(load[l].data(), num_experts, o.num_slots, hier ? o.num_groups : 1,
+                     hier ? o.num_nodes : 1, o.num_gpus, rows[l].data());
   } else {
-    for (int l = 0; l < num_layers; ++l) rows[l] = default_layer(load[l], o);
+    for (int l = 0; l < num_layers; ++l) default_layer(load[l].data(), num_experts, o, rows[l].data());
   }
   if (o.current) {
     // Movement-aware. The plan's balancedness may lose `tolerance` against the best plan, i.e.
