@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
-# eep-bench command line: help, version, subcommand errors (exit 2), transfer and moe not
-# implemented yet (exit 1; serve is tested in eep-bench-serve.bats), eplb's options, and
-# replay's input checking (exit 2 naming the line) and failures (exit 1).
+# eep-bench command line: help, version, subcommand errors (exit 2), eplb's options, and
+# replay's input checking (exit 2 naming the line) and failures (exit 1). serve is tested in
+# eep-bench-serve.bats; moe, decode and transfer in eep-bench-micro.bats.
 # Every process started here is stopped in teardown.
 
 load common
@@ -42,16 +42,6 @@ load common
 @test "an unknown subcommand is named on stderr" {
   run --separate-stderr "$BENCH" frobnicate
   [[ "$stderr" == "eep-bench: unknown subcommand 'frobnicate'"* ]]
-}
-
-@test "transfer exits 1: not implemented yet" {
-  run -1 --separate-stderr "$BENCH" transfer
-  [[ "$stderr" == *"'transfer' is not implemented yet"* ]]
-}
-
-@test "moe exits 1: not implemented yet" {
-  run -1 --separate-stderr "$BENCH" moe
-  [[ "$stderr" == *"'moe' is not implemented yet"* ]]
 }
 
 @test "eplb --help exits 0 and lists its options" {

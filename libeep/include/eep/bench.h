@@ -11,4 +11,16 @@ int run_replay(int argc, char** argv);
 // eep-bench serve: load (Poisson or closed loop) with scaling/kill events; figures and plot.
 int run_serve(int argc, char** argv);
 
+// eep-bench moe: MoE layer throughput per backend (Backend::benchmark_moe) with FLOP/s and a
+// memory-bandwidth floor.
+int run_moe(int argc, char** argv);
+
+// eep-bench decode: decode tokens/s of one engine through Backend::forward, against a
+// memory-bandwidth floor.
+int run_decode(int argc, char** argv);
+
+// eep-bench transfer: the engine's weight-transfer bandwidth against the collective library's
+// point-to-point figure in the same run.
+int run_transfer(int argc, char** argv);
+
 }  // namespace eep::bench

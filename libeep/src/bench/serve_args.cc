@@ -31,6 +31,10 @@ bool to_double(const std::string& s, double& out) {
   }
 }
 
+[[noreturn]] void bad(const std::string& msg) { throw Error(ErrorCode::kInvalidArgument, msg); }
+
+}  // namespace
+
 bool to_int(const std::string& s, int64_t& out) {
   if (s.empty() || std::isspace(static_cast<unsigned char>(s.front()))) return false;
   try {
@@ -41,10 +45,6 @@ bool to_int(const std::string& s, int64_t& out) {
     return false;
   }
 }
-
-[[noreturn]] void bad(const std::string& msg) { throw Error(ErrorCode::kInvalidArgument, msg); }
-
-}  // namespace
 
 int LengthDist::sample(std::mt19937_64& rng) const {
   double v = a;

@@ -22,6 +22,9 @@ struct LengthDist {
   int sample(std::mt19937_64& rng) const;
 };
 
+// Whole-string integer parsing: "12x", " 4" and "" are errors, not 12, 4 and 0.
+bool to_int(const std::string& s, int64_t& out);
+
 // flag: the option name for messages ("--prompt-len").
 LengthDist parse_length_dist(const std::string& flag, const std::string& text);
 

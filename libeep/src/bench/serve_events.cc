@@ -119,13 +119,14 @@ void EventRunner::loop() {
           } else {
             // Which process serves that rank now; kill -9 works only for engines on this host.
             auto st = client.call({{"type", "status"}}, kCallTimeout);
-            int64_t engine_id = -1;
+            int64_t engine_id = -1, assigned = -1;
             int pid = 0;
             for (const auto& e : st.value("engines", nlohmann::json::array())) {
               std::string state = e.value("state", "");
               if (e.value("rank", -1) == r.ev.value && state != "dead" && state != "left") {
                 engine_id = e.value("engine_id", int64_t{-1});
                 pid = e.value("pid", 0);
+                assigned = e.value("assigned", int64_t{-1});
               }
             }
             {
@@ -145,6 +146,7 @@ void EventRunner::loop() {
             std::lock_guard lock(mu_);
             recs_[i].engine_id = engine_id;
             recs_[i].pid = pid;
+            recs_[i].assigned = assigned;
             recs_[i].phase = "killed";
           }
           continue;

@@ -97,18 +97,20 @@ json event_json(const RunData& run, size_t i) {
             {"done_s", e.done_s >= 0 ? num(e.done_s) : json(nullptr)},
             {"failed", e.failed}};
   if (!e.error.empty()) j["error"] = e.error;
+  // Last phase and the phases polling saw (kill: killed, declared dead, serving).
+  j["phase"] = e.phase;
+  j["phases_seen"] = e.phases_seen;
   if (e.ev.kind == ServeEvent::Kind::kScale) {
     j["to"] = e.ev.value;
     j["from"] = e.from;
     j["id"] = e.op_id;
-    j["phase"] = e.phase;
     j["phases"] = e.phases;
-    j["phases_seen"] = e.phases_seen;
     j["elapsed_ms"] = e.elapsed_ms >= 0 ? num(e.elapsed_ms) : json(nullptr);
   } else {
     j["rank"] = e.ev.value;
     j["engine_id"] = e.engine_id;
     j["pid"] = e.pid;
+    j["requests_assigned"] = e.assigned;  // to the engine just before the kill (-1: unknown)
   }
   // Command to serving as seen by this client (polling every 20 ms).
   j["command_to_done_ms"] =

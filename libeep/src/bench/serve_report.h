@@ -46,9 +46,10 @@ struct EventRecord {
   nlohmann::json phases = nlohmann::json::array();  // [{phase, ms}] from scale_status
   nlohmann::json phases_seen = nlohmann::json::array();  // [{phase, at_s}] first seen by polling
   double elapsed_ms = -1;             // coordinator's elapsed_ms at done
-  // kill: which engine.
+  // kill: which engine, and how many requests the coordinator had assigned to it just before.
   int64_t engine_id = -1;
   int pid = 0;
+  int64_t assigned = -1;
 };
 
 struct RunData {

@@ -144,9 +144,29 @@ void CpuBackend::moe(int layer, const std::vector<float>& h, int rows, Group& gr
   }
 }
 
-// Placeholder until eep-bench moe lands (issue 5): refuses rather than reporting a number.
-double CpuBackend::benchmark_moe(int, int, int, Group&) {
-  throw Error(ErrorCode::kUnavailable, "benchmark_moe is not implemented for the CPU backend yet");
+// eep-bench moe: the FFN above on seeded uniform [-1, 1) rows (the same rows on every member for a
+// given rows count), one warm-up call, then `iters` timed calls that start together on every
+// member of the group. Expert load is counted as in serving, so a caller can see which experts
+// the rows reached.
+double CpuBackend::benchmark_moe(int layer, int rows, int iters, Group& group) {
+  EEP_CHECK(layer >= 0 && layer < cfg_.num_layers && layer < static_cast<int>(slots_.size()),
+            ErrorCode::kInvalidArgument,
+            "benchmark_moe: layer " + std::to_string(layer) + " is not loaded");
+  EEP_CHECK(rows >= 1 && iters >= 1, ErrorCode::kInvalidArgument,
+            "benchmark_moe: rows and iters must be at least 1");
+  std::vector<float> h(static_cast<size_t>(rows) * cfg_.hidden_size), out;
+  uint64_t state = 0x6d6f65ULL + static_cast<uint64_t>(rows);
+  for (float& x : h) {  // splitmix64
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    x = static_cast<float>(static_cast<double>((z ^ (z >> 31)) >> 11) * 0x1.0p-52 - 1.0);
+  }
+  moe(layer, h, rows, group, out);
+  group.barrier();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < iters; ++i) moe(layer, h, rows, group, out);
+  return std::chrono::duration<double>(Clock::now() - t0).count() / iters;
 }
 
 }  // namespace eep
