@@ -170,7 +170,45 @@ expect_usage_error() {
   expect_usage_error --gpus 2 --slots 8 "$T/bad.csv"
 }
 
-@test "bad input: current plan of another shape" {
+@test "bad input: current plan of another layer or expert count" {
   echo '{"num_gpus": 2, "phy2log": [[0,1,2,3]]}' >"$T/cur.json"
   expect_usage_error --gpus 8 --slots 16 --current "$T/cur.json" "$T/example.json"
+  [[ "$stderr" == *"current plan"* ]]
+}
+
+@test "--current of another GPU count: shrinking and growing keep experts on remaining GPUs" {
+  "$EPLB" --gpus 8 --slots 16 "$T/example.json" >"$T/plan8.json"
+  run "$EPLB" --gpus 4 --slots 16 --current "$T/plan8.json" --expert-bytes 100 "$T/example.json"
+  [ "$status" -eq 0 ]
+  echo "$output" | jq -e '.num_gpus == 4 and .num_slots == 16 and .duplicate_replicas == 0'
+  echo "$output" | jq -e '.moved_bytes == .moved_slots * 100 and .moved_slots < 32'
+  run "$EPLB" --gpus 12 --slots 24 --current "$T/plan8.json" "$T/example.json"
+  [ "$status" -eq 0 ]
+  echo "$output" | jq -e '.num_gpus == 12 and .num_slots == 24 and .duplicate_replicas == 0'
+  # The 4 new GPUs' 8 slots per layer always count as moved.
+  echo "$output" | jq -e '.moved_slots >= 16 and .moved_slots < 48'
+}
+
+@test "--keep maps new GPUs to current ones" {
+  "$EPLB" --gpus 8 --slots 16 "$T/example.json" >"$T/plan8.json"
+  run "$EPLB" --gpus 8 --slots 16 --current "$T/plan8.json" --keep=7,6,5,4,3,2,1,0 "$T/example.json"
+  [ "$status" -eq 0 ]
+  echo "$output" | jq -e '.moved_slots == 0'
+  run "$EPLB" --gpus 3 --slots 12 --current "$T/plan8.json" --keep=-1,2,5 "$T/example.json"
+  [ "$status" -eq 0 ]
+  echo "$output" | jq -e '.num_gpus == 3 and .moved_slots >= 8'
+}
+
+@test "bad --keep exits 2 naming the problem" {
+  "$EPLB" --gpus 8 --slots 16 "$T/example.json" >"$T/plan8.json"
+  expect_usage_error --gpus 4 --slots 16 --current "$T/plan8.json" --keep=0,1 "$T/example.json"
+  [[ "$stderr" == *keep* ]]
+  expect_usage_error --gpus 2 --slots 16 --current "$T/plan8.json" --keep=0,8 "$T/example.json"
+  [[ "$stderr" == *outside* ]]
+  expect_usage_error --gpus 2 --slots 16 --current "$T/plan8.json" --keep=3,3 "$T/example.json"
+  [[ "$stderr" == *twice* ]]
+  expect_usage_error --gpus 8 --slots 16 --keep=0,1,2,3,4,5,6,7 "$T/example.json"
+  [[ "$stderr" == *current* ]]
+  expect_usage_error --gpus 2 --slots 16 --current "$T/plan8.json" --keep=0,x "$T/example.json"
+  [[ "$stderr" == *integer* ]]
 }

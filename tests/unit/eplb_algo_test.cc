@@ -255,3 +255,40 @@ TEST(EplbUniform, RoundRobinWithoutDuplicates) {
   auto q = eep::eplb::uniform_plan(1, 4, 16, 2);  // 8 slots per GPU, 4 experts: unavoidable
   EXPECT_NO_THROW(q.validate());
 }
+
+// Randomized, many small shapes (where DeepSeek's duplicates matter most), per layer against
+// both DeepSeek modes: never less balanced than a DeepSeek layout without duplicates (those are
+// candidates the default refines); against a layout with two replicas of one expert on one GPU
+// (not a legal default layout) at most 15% less (measured worst over 8,800 layers: 0.851, on
+// 12 experts / 16 slots / 8 GPUs; see docs/eplb.md).
+TEST(EplbDefault, RandomizedAgainstBothDeepseekModes) {
+  struct S {
+    int experts, slots, gpus, nodes, groups;
+  };
+  const S shapes[] = {{12, 16, 8, 2, 4}, {16, 24, 8, 4, 8}, {8, 12, 4, 2, 2}, {12, 16, 4, 1, 1},
+                      {16, 20, 4, 2, 4}, {16, 32, 8, 1, 1}, {32, 48, 8, 2, 4}, {64, 80, 16, 1, 1}};
+  uint32_t seed = std::random_device{}();
+  std::mt19937 rng(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  int dup_free = 0;
+  for (const S& sh : shapes) {
+    for (int trial = 0; trial < 40; ++trial) {
+      auto w = random_load(rng, 1, sh.experts, trial % 3);
+      auto df = eep::eplb::rebalance(w, opts(sh.slots, sh.groups, sh.nodes, sh.gpus, Algo::kDefault));
+      ASSERT_EQ(eep::eplb::duplicate_replicas(df), 0) << sh.experts << "/" << sh.slots << "/" << sh.gpus << " trial " << trial;
+      double b_df = eep::eplb::balancedness(w, df);
+      for (bool hier : {true, false}) {
+        if (hier && sh.groups % sh.nodes != 0) continue;
+        auto ds = eep::eplb::deepseek_plan(w, sh.slots, sh.groups, sh.nodes, sh.gpus, hier);
+        double b_ds = eep::eplb::balancedness(w, ds);
+        if (eep::eplb::duplicate_replicas(ds) == 0) {
+          ++dup_free;
+          EXPECT_GE(b_df + 1e-12, b_ds) << sh.experts << "/" << sh.slots << " trial " << trial;
+        } else {
+          EXPECT_GE(b_df, 0.85 * b_ds) << sh.experts << "/" << sh.slots << " trial " << trial;
+        }
+      }
+    }
+  }
+  EXPECT_GT(dup_free, 0);
+}

@@ -1,4 +1,5 @@
-// eplb: movement-aware mode on drifting loads, plan JSON round trip, load parsing, movement.
+// eplb: movement-aware mode on drifting loads and across GPU counts (elastic scaling), plan JSON
+// round trip, load parsing, movement.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -39,6 +40,17 @@ Options opts(int slots, int groups, int nodes, int gpus, Algo algo) {
   o.num_gpus = gpus;
   o.algo = algo;
   return o;
+}
+
+Plan make_plan(std::vector<std::vector<int>> rows, int logical, int gpus) {
+  Plan p;
+  p.num_layers = static_cast<int>(rows.size());
+  p.num_slots = static_cast<int>(rows[0].size());
+  p.num_logical = logical;
+  p.num_gpus = gpus;
+  p.phy2log = std::move(rows);
+  p.finalize();
+  return p;
 }
 
 }  // namespace
@@ -153,4 +165,76 @@ TEST(EplbIo, ParsesJsonCsvAndRejectsBadInput) {
   EXPECT_THROW(eep::eplb::check_inputs(Matrix{{1, -2}}, o), eep::Error);
   EXPECT_THROW(eep::eplb::check_inputs(Matrix{}, o), eep::Error);
   EXPECT_NO_THROW(eep::eplb::check_inputs(Matrix{{1, 2}}, o));
+}
+
+// Elastic scaling: the current plan has another GPU (and slot) count. A GPU that remains keeps
+// its experts where it can; the plan stays within the tolerance of the best plan for the new
+// shape and moves far fewer slots than re-planning.
+TEST(EplbMovement, ScalingKeepsExpertsOnRemainingGpus) {
+  std::mt19937 rng(21);
+  auto w = skewed(rng, 4, 64);
+  const Plan cur = eep::eplb::rebalance(w, opts(80, 1, 1, 16, Algo::kDefault));  // 5 per GPU
+  struct Shape {
+    int slots, gpus;
+  };
+  for (Shape sh : {Shape{80, 8}, Shape{72, 8}, Shape{64, 16}, Shape{96, 24}, Shape{120, 24},
+                   Shape{80, 20}}) {
+    auto o = opts(sh.slots, 1, 1, sh.gpus, Algo::kDefault);
+    auto best = eep::eplb::rebalance(w, o);
+    o.current = &cur;
+    auto next = eep::eplb::rebalance(w, o);
+    SCOPED_TRACE(std::to_string(sh.slots) + " slots on " + std::to_string(sh.gpus) + " GPUs");
+    ASSERT_NO_THROW(next.validate());
+    EXPECT_EQ(next.num_gpus, sh.gpus);
+    EXPECT_EQ(next.num_slots, sh.slots);
+    EXPECT_EQ(eep::eplb::duplicate_replicas(next), 0);
+    EXPECT_GE(eep::eplb::balancedness(w, next),
+              eep::eplb::balancedness(w, best) * (1 - o.tolerance) - 1e-9);
+    auto moved = eep::eplb::movement(cur, next, 1).moved_slots;
+    auto replan = eep::eplb::movement(cur, best, 1).moved_slots;
+    EXPECT_LT(moved, replan);
+    // Slots of new GPUs (and new slot indices) always count as moved.
+    int k_new = sh.slots / sh.gpus, k_old = 5;
+    int64_t fresh = 0;
+    for (int g = 0; g < sh.gpus; ++g) fresh += g < 16 ? std::max(0, k_new - k_old) : k_new;
+    EXPECT_GE(moved, fresh * 4);
+  }
+}
+
+TEST(EplbMovement, KeepMapsNewGpusToCurrentOnes) {
+  std::mt19937 rng(22);
+  auto w = skewed(rng, 2, 16);
+  const Plan cur = eep::eplb::rebalance(w, opts(24, 1, 1, 8, Algo::kDefault));  // 3 per GPU
+  // Same load and shape, GPUs 0 and 7 leave and two new ones come in: slots of the remaining
+  // GPUs stay where they were (they keep a balanced plan), the new GPUs take the lost experts.
+  auto o = opts(24, 1, 1, 8, Algo::kDefault);
+  o.current = &cur;
+  o.keep = {-1, 1, 2, 3, 4, 5, 6, -1};
+  auto next = eep::eplb::rebalance(w, o);
+  ASSERT_NO_THROW(next.validate());
+  auto m = eep::eplb::movement(cur, next, 10, o.keep);
+  EXPECT_GE(m.moved_slots, 2 * 3 * 2);  // the two new GPUs' slots, both layers
+  EXPECT_EQ(m.moved_bytes, m.moved_slots * 10);
+  // Identity keep on equal shapes is the default.
+  EXPECT_EQ(eep::eplb::movement(cur, cur, 1, {0, 1, 2, 3, 4, 5, 6, 7}).moved_slots, 0);
+  // Bad maps.
+  for (std::vector<int> bad : {std::vector<int>{0, 1}, {0, 1, 2, 3, 4, 5, 6, 8},
+                               {0, 0, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, -2}}) {
+    o.keep = bad;
+    EXPECT_THROW(eep::eplb::rebalance(w, o), eep::Error);
+  }
+  o.current = nullptr;
+  o.keep = {0, 1, 2, 3, 4, 5, 6, 7};
+  EXPECT_THROW(eep::eplb::rebalance(w, o), eep::Error);  // keep without current
+}
+
+TEST(EplbMovement, MovementAcrossShapesIsPositional) {
+  // 2 GPUs x 2 slots -> 3 GPUs x 1 slot: GPU 0 keeps slot 0, GPU 1 keeps slot 0 (index 2 of the
+  // old plan), GPU 2 is new.
+  Plan from = make_plan({{0, 1, 2, 0}}, 3, 2);
+  Plan to = make_plan({{0, 2, 1}}, 3, 3);
+  EXPECT_EQ(eep::eplb::movement(from, to, 1).moved_slots, 1);
+  EXPECT_EQ(eep::eplb::movement(from, to, 1, {1, 0, -1}).moved_slots, 3);
+  Plan other = make_plan({{0, 1, 2, 3}}, 4, 2);
+  EXPECT_THROW(eep::eplb::movement(from, other, 1), eep::Error);  // expert counts differ
 }

@@ -4,6 +4,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "eep/cli.h"
 #include "eep/common.h"
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   std::string algo = "default", current_path, format = "json", input = "-";
   double tolerance = 0.01;
   int64_t expert_bytes = 0;
+  std::string keep_list;
   app.add_option("--gpus", gpus, "GPUs (EP ranks)")->required()->envname("EEP_GPUS");
   app.add_option("--nodes", nodes, "nodes; with groups divisible by nodes, each group's "
                  "replicas stay on one node")->envname("EEP_NODES");
@@ -46,8 +48,13 @@ int main(int argc, char** argv) {
   slots_opt->excludes(red_opt);
   app.add_option("--algo", algo, "deepseek or default")
       ->check(CLI::IsMember({"deepseek", "default"}))->envname("EEP_ALGO");
-  app.add_option("--current", current_path, "current plan (JSON): move as few slots as possible")
+  app.add_option("--current", current_path, "current plan (JSON): move as few slots as possible; "
+                 "it may have another GPU and slot count (scaling)")
       ->envname("EEP_CURRENT");
+  app.add_option("--keep", keep_list, "with --current: comma-separated, for each new GPU the "
+                 "current plan's GPU whose slots it inherits, -1 for a new GPU (default: the "
+                 "same index)")
+      ->envname("EEP_KEEP");
   app.add_option("--tolerance", tolerance, "relative balancedness loss allowed with --current")
       ->envname("EEP_TOLERANCE");
   app.add_option("--expert-bytes", expert_bytes, "bytes of one expert's weights")
@@ -75,6 +82,25 @@ int main(int argc, char** argv) {
     options.num_slots = slots;
     options.algo = eep::eplb::parse_algo(algo);
     options.tolerance = tolerance;
+    std::vector<int> keep;
+    if (!keep_list.empty()) {
+      std::stringstream items(keep_list);
+      std::string item;
+      while (std::getline(items, item, ',')) {
+        size_t used = 0;
+        int g = 0;
+        try {
+          g = std::stoi(item, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (item.empty() || used != item.size())
+          throw eep::Error(eep::ErrorCode::kInvalidArgument,
+                           "--keep: '" + item + "' is not an integer");
+        keep.push_back(g);
+      }
+    }
+    options.keep = keep;
     eep::eplb::Plan current;
     if (!current_path.empty()) {
       nlohmann::json j;
@@ -89,7 +115,7 @@ int main(int argc, char** argv) {
     }
     auto plan = eep::eplb::rebalance(load, options);
     eep::eplb::Movement moved;
-    if (options.current) moved = eep::eplb::movement(current, plan, expert_bytes);
+    if (options.current) moved = eep::eplb::movement(current, plan, expert_bytes, keep);
     const auto* mp = options.current ? &moved : nullptr;
     if (format == "table") {
       std::cout << eep::eplb::report_table(load, plan, mp);

@@ -95,6 +95,11 @@ struct Options {
   Algo algo = Algo::kDefault;
   const Plan* current = nullptr;  // movement-aware when set
   double tolerance = 0.01;        // relative balancedness loss allowed to save moves
+  // With current: keep[g] is the GPU of the current plan whose slots GPU g of the new plan
+  // inherits (-1: a new GPU). Empty means GPU g inherits GPU g (those beyond the current plan's
+  // GPU count are new; GPUs beyond the new count go away). The current plan may have another GPU
+  // and slot count than the request (elastic scaling).
+  std::vector<int> keep;
 };
 
 // Checks the load matrix (non-empty, rectangular, finite, non-negative) and the options against
@@ -129,8 +134,12 @@ struct Movement {
   int64_t moved_slots = 0;  // slots whose expert changes
   int64_t moved_bytes = 0;  // moved_slots * expert_bytes
 };
-// Plans must have the same shape. Throws Error(kInvalidArgument) otherwise.
-Movement movement(const Plan& from, const Plan& to, int64_t expert_bytes);
+// Slot i of GPU g in `to` counts as moved unless GPU g inherits a GPU of `from` (keep, as in
+// Options::keep; empty: the same index) whose slot i held the same expert. Plans must have the
+// same layers and experts; GPU and slot counts may differ. Throws Error(kInvalidArgument)
+// otherwise.
+Movement movement(const Plan& from, const Plan& to, int64_t expert_bytes,
+                  const std::vector<int>& keep = {});
 
 // Reordering that keeps the placement but moves as little as possible: GPUs of `to` are
 // relabelled to match `from` (GPUs are interchangeable) and, within each GPU, experts already

@@ -18,6 +18,7 @@
 // that skip candidates which cannot win (a node-local layout can never beat its heaviest node
 // spread evenly over the node's GPUs).
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -47,7 +48,7 @@ struct Scratch {
   std::vector<double> load, rw;
   std::vector<int> srt, gorder;
   // candidates of default_layer
-  std::vector<int> best, cand, dsg, gorder_e;
+  std::vector<int> best, cand, dsg, gorder_e, alt;
 };
 
 Scratch& scratch() {
@@ -384,6 +385,45 @@ void pack_layer(const double* weight, int num_experts, const Options& o, bool lo
   }
 }
 
+bool has_duplicates(const int* phy, int num_slots, int num_gpus) {
+  int k = num_slots / num_gpus;
+  for (int g = 0; g < num_gpus; ++g)
+    for (int i = 1; i < k; ++i)
+      if (std::find(phy + g * k, phy + g * k + i, phy[g * k + i]) != phy + g * k + i) return true;
+  return false;
+}
+
+// Removes duplicates by rewriting one of two replicas of an expert on a GPU to the expert with
+// the highest load per replica that the GPU (or, with locality, the node) lacks, within the
+// domain of gpus_per_domain GPUs: counts change, unlike the repair by swaps. Returns whether the
+// layout changed.
+bool rewrite_duplicates(const double* w, int num_experts, int* phy, int num_slots, int num_gpus,
+                        int gpus_per_domain, Scratch& s) {
+  int k = num_slots / num_gpus;
+  s.rcnt.assign(num_experts, 0);
+  for (int i = 0; i < num_slots; ++i) ++s.rcnt[phy[i]];
+  bool changed = false;
+  for (int g = 0; g < num_gpus; ++g) {
+    int* q = phy + g * k;
+    const int* dom = phy + (g / gpus_per_domain) * gpus_per_domain * k;
+    int dom_slots = gpus_per_domain * k;
+    for (int i = 1; i < k; ++i) {
+      if (std::find(q, q + i, q[i]) == q + i) continue;
+      int best = -1;
+      for (int j = 0; j < dom_slots; ++j) {
+        int z = dom[j];
+        if (holds(q, k, z)) continue;
+        if (best < 0 || w[z] / s.rcnt[z] > w[best] / s.rcnt[best]) best = z;
+      }
+      if (best < 0) continue;
+      --s.rcnt[q[i]], ++s.rcnt[best];
+      q[i] = best;
+      changed = true;
+    }
+  }
+  return changed;
+}
+
 }  // namespace
 
 bool node_local(const Options& o) {
@@ -434,12 +474,26 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
   s.dsg.resize(S);
   bool have = false;
   double best_max = 0;
-  // Refines cand (unless known_max shows it cannot win) and keeps it when strictly better.
-  auto consider = [&](std::vector<int>& cand, int gpus_per_domain, double known_max) {
-    if (have && known_max >= best_max) return;
-    double mx = refine_layer(weight, E, cand.data(), S, G, gpus_per_domain);
-    if (!have || mx < best_max * (1 - 1e-12)) best_max = mx, s.best.swap(cand), have = true;
+  // Refines cand (unless known_max shows it cannot win) and keeps it when strictly better. A
+  // DeepSeek layout with duplicates is repaired two ways: by swaps (counts kept) and by
+  // rewriting a duplicate to another expert (counts change); both compete.
+  // A candidate that still holds a duplicate (a repair can fail) never replaces one without.
+  bool best_dup = false;
+  auto keep_if_better = [&](std::vector<int>& cand, double mx) {
+    bool dup = has_duplicates(cand.data(), S, G);
+    if (!have || (best_dup && !dup) || (dup == best_dup && mx < best_max * (1 - 1e-12)))
+      best_max = mx, best_dup = dup, s.best.swap(cand), have = true;
   };
+  auto consider = [&](std::vector<int>& cand, int gpus_per_domain, double known_max) {
+    if (have && !best_dup && known_max >= best_max) return;
+    if (known_max >= 0) {
+      s.alt.assign(cand.begin(), cand.end());
+      if (rewrite_duplicates(weight, E, s.alt.data(), S, G, gpus_per_domain, s))
+        keep_if_better(s.alt, refine_layer(weight, E, s.alt.data(), S, G, gpus_per_domain));
+    }
+    keep_if_better(cand, refine_layer(weight, E, cand.data(), S, G, gpus_per_domain));
+  };
+
   // DeepSeek's global layout is the reference every layer is held to. One sort of the experts
   // serves it and my global packing.
   s.fw.resize(E);

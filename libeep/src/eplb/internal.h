@@ -69,6 +69,16 @@ std::vector<int> movement_layer(const std::vector<double>& weight, const std::ve
                                 const std::vector<int>& best, double target,
                                 const Options& options);
 
+// Throws Error(kInvalidArgument) unless keep is empty or maps every new GPU to a distinct GPU of
+// the current plan or to -1.
+void check_keep(const std::vector<int>& keep, int from_gpus, int to_gpus);
+// keep as given, or the identity (GPU g inherits GPU g where the current plan has one).
+std::vector<int> keep_or_identity(const std::vector<int>& keep, int from_gpus, int to_gpus);
+// A layer of `from` (from_gpus GPUs) in the slot shape of the new plan: slot i of new GPU g holds
+// what slot i of GPU keep[g] held, -1 where there is no such slot (new GPUs, extra slots).
+std::vector<int> project_layer(const std::vector<int>& from, int from_gpus, int to_slots,
+                               int to_gpus, const std::vector<int>& keep);
+
 // Experts already in one of this GPU's k slots keep that slot; new_items fill the rest.
 void place_like(const int* old_slots, const int* new_items, int k, int* out);
 // align_to for one layer.

@@ -32,8 +32,11 @@ struct State {
   std::vector<std::vector<int>> hosts;  // expert -> GPUs (with multiplicity)
   double target;
 
-  State(const std::vector<double>& w_, const std::vector<int>& cur, int gpus, double t)
-      : w(w_), orig(cur), phy(cur), num_gpus(gpus), target(t) {
+  // orig: the current layout (-1: a slot with no predecessor, moved whatever it gets); start:
+  // a full layout to search from.
+  State(const std::vector<double>& w_, const std::vector<int>& cur, std::vector<int> start,
+        int gpus, double t)
+      : w(w_), orig(cur), phy(std::move(start)), num_gpus(gpus), target(t) {
     k = static_cast<int>(phy.size()) / num_gpus;
     num_experts = static_cast<int>(w.size());
     rebuild();
@@ -89,6 +92,72 @@ struct State {
   }
 };
 
+bool on_gpu(const std::vector<int>& phy, int g, int k, int e) {
+  return std::find(phy.begin() + g * k, phy.begin() + (g + 1) * k, e) != phy.begin() + (g + 1) * k;
+}
+
+// A full layout from a partial one (-1: empty slot), rewriting only empty slots where it can:
+// experts left without a replica go first (heaviest first, each to the lightest GPU with an
+// empty slot that does not hold it); when there are fewer empty slots than such experts, the
+// replicas whose loss raises the load per replica least are cleared first. Remaining empty slots
+// get replicas of the expert with the highest load per replica that the GPU lacks.
+std::vector<int> complete(const std::vector<double>& w, std::vector<int> phy, int num_gpus) {
+  int S = static_cast<int>(phy.size()), k = S / num_gpus, E = static_cast<int>(w.size());
+  std::vector<int> cnt(E, 0);
+  int empty = 0;
+  for (int e : phy) e >= 0 ? ++cnt[e] : ++empty;
+  std::vector<int> missing;
+  for (int e = 0; e < E; ++e)
+    if (!cnt[e]) missing.push_back(e);
+  std::sort(missing.begin(), missing.end(), [&](int a, int b) { return w[a] > w[b]; });
+  while (static_cast<int>(missing.size()) > empty) {
+    int best = -1;
+    double best_v = 0;
+    for (int s = 0; s < S; ++s) {
+      int e = phy[s];
+      if (e < 0 || cnt[e] < 2) continue;
+      double v = w[e] / (cnt[e] - 1);
+      if (best < 0 || v < best_v) best = s, best_v = v;
+    }
+    --cnt[phy[best]];
+    phy[best] = -1;
+    ++empty;
+  }
+  auto loads = [&] {
+    std::vector<double> l(num_gpus, 0.0);
+    for (int s = 0; s < S; ++s)
+      if (phy[s] >= 0) l[s / k] += w[phy[s]] / cnt[phy[s]];
+    return l;
+  };
+  std::vector<double> load = loads();
+  // The lightest GPU with an empty slot, optionally one that lacks expert e.
+  auto lightest = [&](int e) {
+    int best = -1;
+    for (int g = 0; g < num_gpus; ++g) {
+      if (!on_gpu(phy, g, k, -1) || (e >= 0 && on_gpu(phy, g, k, e))) continue;
+      if (best < 0 || load[g] < load[best]) best = g;
+    }
+    return best;
+  };
+  auto put = [&](int g, int e) {
+    *std::find(phy.begin() + g * k, phy.begin() + (g + 1) * k, -1) = e;
+    ++cnt[e];
+    load[g] += w[e] / cnt[e];
+    --empty;
+  };
+  for (int e : missing) put(lightest(e), e);
+  while (empty > 0) {
+    int g = lightest(-1), best = -1;
+    for (int e = 0; e < E; ++e) {
+      if (on_gpu(phy, g, k, e)) continue;
+      if (best < 0 || w[e] / (cnt[e] + 1) > w[best] / (cnt[best] + 1)) best = e;
+    }
+    if (best < 0) best = static_cast<int>(std::max_element(w.begin(), w.end()) - w.begin());
+    put(g, best);
+  }
+  return phy;
+}
+
 }  // namespace
 
 std::vector<int> movement_layer(const std::vector<double>& weight, const std::vector<int>& current,
@@ -106,7 +175,8 @@ std::vector<int> movement_layer(const std::vector<double>& weight, const std::ve
   int aligned_moves = moves(aligned);
   target *= 1 + 1e-12;
 
-  State st(weight, current, o.num_gpus, target);
+  // A projected plan may have empty slots and experts without a replica: complete it first.
+  State st(weight, current, complete(weight, current, o.num_gpus), o.num_gpus, target);
   int k = st.k, E = st.num_experts;
   int gpus_per_node = o.num_gpus / nodes;
   // With locality every expert may only live on the node its group lives on now; a current plan

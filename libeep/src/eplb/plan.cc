@@ -227,13 +227,48 @@ int64_t duplicate_replicas(const Plan& plan) {
   return dups;
 }
 
-Movement movement(const Plan& from, const Plan& to, int64_t expert_bytes) {
-  if (from.num_layers != to.num_layers || from.num_slots != to.num_slots ||
-      from.num_gpus != to.num_gpus || from.num_logical != to.num_logical)
-    invalid("plans differ in shape (layers, slots, GPUs or experts)");
+std::vector<int> keep_or_identity(const std::vector<int>& keep, int from_gpus, int to_gpus) {
+  if (!keep.empty()) return keep;
+  std::vector<int> k(to_gpus);
+  for (int g = 0; g < to_gpus; ++g) k[g] = g < from_gpus ? g : -1;
+  return k;
+}
+
+std::vector<int> project_layer(const std::vector<int>& from, int from_gpus, int to_slots,
+                               int to_gpus, const std::vector<int>& keep) {
+  int kf = static_cast<int>(from.size()) / from_gpus, kt = to_slots / to_gpus;
+  std::vector<int> out(to_slots, -1);
+  for (int g = 0; g < to_gpus; ++g)
+    if (keep[g] >= 0)
+      for (int i = 0; i < std::min(kf, kt); ++i) out[g * kt + i] = from[keep[g] * kf + i];
+  return out;
+}
+
+void check_keep(const std::vector<int>& keep, int from_gpus, int to_gpus) {
+  if (keep.empty()) return;
+  if (static_cast<int>(keep.size()) != to_gpus)
+    invalid("--keep lists " + std::to_string(keep.size()) + " GPUs, the plan has " +
+            std::to_string(to_gpus));
+  std::vector<char> seen(from_gpus, 0);
+  for (int g : keep) {
+    if (g < -1 || g >= from_gpus)
+      invalid("--keep names GPU " + std::to_string(g) + " outside [-1, " +
+              std::to_string(from_gpus) + ")");
+    if (g >= 0 && seen[g]++) invalid("--keep names GPU " + std::to_string(g) + " twice");
+  }
+}
+
+Movement movement(const Plan& from, const Plan& to, int64_t expert_bytes,
+                  const std::vector<int>& keep) {
+  if (from.num_layers != to.num_layers || from.num_logical != to.num_logical)
+    invalid("plans differ in shape (layers or experts)");
+  check_keep(keep, from.num_gpus, to.num_gpus);
+  auto k = keep_or_identity(keep, from.num_gpus, to.num_gpus);
   Movement m;
-  for (int l = 0; l < from.num_layers; ++l)
-    for (int s = 0; s < from.num_slots; ++s) m.moved_slots += from.phy2log[l][s] != to.phy2log[l][s];
+  for (int l = 0; l < from.num_layers; ++l) {
+    auto old = project_layer(from.phy2log[l], from.num_gpus, to.num_slots, to.num_gpus, k);
+    for (int s = 0; s < to.num_slots; ++s) m.moved_slots += old[s] != to.phy2log[l][s];
+  }
   m.moved_bytes = m.moved_slots * expert_bytes;
   return m;
 }

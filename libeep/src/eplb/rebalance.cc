@@ -1,5 +1,6 @@
 // Entry point: input checks and the choice between the algorithms and the movement-aware mode.
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "eep/common.h"
@@ -48,12 +49,12 @@ void check_inputs(const std::vector<std::vector<double>>& load, const Options& o
   if (!(o.tolerance >= 0 && o.tolerance < 1)) invalid("--tolerance must be in [0, 1)");
   if (o.current) {
     const Plan& c = *o.current;
-    if (c.num_layers != static_cast<int>(load.size()) || c.num_logical != n ||
-        c.num_slots != o.num_slots || c.num_gpus != o.num_gpus)
+    if (c.num_layers != static_cast<int>(load.size()) || c.num_logical != n)
       invalid("current plan is " + str(c.num_layers) + " layers x " + str(c.num_logical) +
-              " experts on " + str(c.num_slots) + " slots/" + str(c.num_gpus) +
-              " GPUs, the request " + str(load.size()) + " x " + str(n) + " on " +
-              str(o.num_slots) + "/" + str(o.num_gpus));
+              " experts, the load " + str(load.size()) + " x " + str(n));
+    check_keep(o.keep, c.num_gpus, o.num_gpus);
+  } else if (!o.keep.empty()) {
+    invalid("--keep needs --current");
   }
 }
 
@@ -75,13 +76,23 @@ Plan rebalance(const std::vector<std::vector<double>>& load, const Options& o) {
     // the sum over layers of the heaviest GPU may grow to sum(best) / (1 - tolerance). Layers
     // whose current layout already fits their share move nothing; the share they leave unused
     // goes to the layers that must move, in proportion to their load, so those move less.
+    // With another GPU or slot count (or GPUs relabelled by keep) the current plan is first
+    // projected onto the new slots (-1 where a slot has no predecessor) and never fits as is.
     int nodes = 1;
+    const Plan& c = *o.current;
+    auto keep = keep_or_identity(o.keep, c.num_gpus, o.num_gpus);
+    bool same = c.num_gpus == o.num_gpus && c.num_slots == o.num_slots;
+    for (int g = 0; g < o.num_gpus && same; ++g) same = keep[g] == g;
+    std::vector<std::vector<int>> proj(num_layers);
     std::vector<double> best(num_layers), target(num_layers), cur(num_layers);
     double slack = 0, needy = 0;
     for (int l = 0; l < num_layers; ++l) {
+      proj[l] = same ? c.phy2log[l]
+                     : project_layer(c.phy2log[l], c.num_gpus, o.num_slots, o.num_gpus, keep);
       best[l] = max_gpu_load(load[l], rows[l], o.num_gpus);
       target[l] = best[l] / (1.0 - o.tolerance);
-      cur[l] = max_gpu_load(load[l], o.current->phy2log[l], o.num_gpus);
+      cur[l] = same ? max_gpu_load(load[l], proj[l], o.num_gpus)
+                    : std::numeric_limits<double>::infinity();
       if (cur[l] <= target[l]) {
         slack += target[l] - cur[l];
       } else {
@@ -94,9 +105,8 @@ Plan rebalance(const std::vector<std::vector<double>>& load, const Options& o) {
       } else if (needy > 0) {
         target[l] += slack * best[l] / needy;
       }
-      rows[l] = o.algo == Algo::kDefault
-                    ? movement_layer(load[l], o.current->phy2log[l], rows[l], target[l], o)
-                    : align_layer(o.current->phy2log[l], rows[l], o.num_gpus, nodes);
+      rows[l] = o.algo == Algo::kDefault ? movement_layer(load[l], proj[l], rows[l], target[l], o)
+                                         : align_layer(proj[l], rows[l], o.num_gpus, nodes);
     }
   }
   return make_plan(std::move(rows), num_experts, o.num_gpus);
