@@ -22,7 +22,12 @@ for b in "${bins[@]}"; do
 done
 # Libraries the machine provides: the C runtime, the compiler runtime, the CUDA stack.
 keep_out='^(libc|libm|libdl|librt|libpthread|libresolv|ld-linux-x86-64|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnccl|libnvidia-.*)\.so'
-for b in "$dest"/bin/*; do
+# The CUDA plugin (CUDA builds): the programs find it in ../lib of their directory.
+if [[ -f $build/lib/libeep_cuda.so ]]; then
+  strip -o "$dest/lib/libeep_cuda.so" "$build/lib/libeep_cuda.so"
+fi
+for b in "$dest"/bin/* "$dest"/lib/libeep_cuda.so; do
+  [[ -f $b ]] || continue
   ldd "$b" | awk '/=>/ && $3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do
   base=$(basename "$lib")

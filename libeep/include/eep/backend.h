@@ -12,6 +12,7 @@
 
 #include "eep/model.h"
 #include "eep/placement.h"
+#include "eep/scheduler.h"
 
 namespace eep {
 
@@ -60,6 +61,13 @@ class Backend {
   // Runs one step on every engine of `group` in lockstep: an empty batch still joins every
   // collective (dummy step). logits gets [number of sampling seqs][vocab], in seqs order.
   virtual void forward(const StepBatch& batch, Group& group, std::vector<float>& logits) = 0;
+  // One step that returns the sampled token of each sampling seq (seqs order) instead of
+  // logits: params[i] and positions[i] (index of the token being generated) are those of the
+  // i-th sampling seq, drawn with eep::sample_token's rule. A GPU backend samples on the device
+  // (no [seqs][vocab] copy to the host); the default runs forward() and samples on the host.
+  virtual void forward_tokens(const StepBatch& batch, Group& group,
+                              const std::vector<const SamplingParams*>& params,
+                              const std::vector<int64_t>& positions, std::vector<int32_t>& tokens);
   // Tokens routed to each physical slot, cumulative: [layers][num_slots] (only local slots of
   // this rank are non-zero).
   virtual const std::vector<std::vector<int64_t>>& expert_load() const = 0;

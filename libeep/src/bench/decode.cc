@@ -34,10 +34,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Index of the largest logit, lowest on ties (the engine's greedy rule).
-int32_t argmax(const float* row, int n) {
-  return static_cast<int32_t>(std::max_element(row, row + n) - row);
-}
 
 // Distinct experts (slots: one rank holds every expert once) whose load moved between a and b,
 // summed over layers.
@@ -63,8 +59,11 @@ struct BatchRun {
       for (int b = 0; b < blocks_per_seq; ++b) tables[i].push_back(i * blocks_per_seq + b);
     std::mt19937_64 rng(o.common.seed * 1000003ULL + static_cast<uint64_t>(batch));
     std::uniform_int_distribution<int32_t> tok(0, cfg.vocab_size - 1);
-    std::vector<int32_t> next(batch);
-    std::vector<float> logits;
+    std::vector<int32_t> next(batch), sampled;
+    // Greedy, sampled where the backend samples (on the GPU: no logits copy to the host).
+    const SamplingParams greedy;
+    std::vector<const SamplingParams*> params;
+    std::vector<int64_t> positions;
 
     // Prefill in chunks of at most --prefill-chunk rows; a sequence may span chunks.
     const auto p0 = Clock::now();
@@ -87,9 +86,10 @@ struct BatchRun {
           done = 0;
         }
       }
-      backend.forward(b, group, logits);
-      for (size_t i = 0; i < samplers.size(); ++i)
-        next[samplers[i]] = argmax(&logits[i * cfg.vocab_size], cfg.vocab_size);
+      params.assign(samplers.size(), &greedy);
+      positions.assign(samplers.size(), o.context);
+      backend.forward_tokens(b, group, params, positions, sampled);
+      for (size_t i = 0; i < samplers.size(); ++i) next[samplers[i]] = sampled[i];
     }
     const double prefill_s = seconds_since(p0);
 
@@ -107,12 +107,14 @@ struct BatchRun {
         b.seqs.push_back(SeqSlice{tables[i].data(), blocks_per_seq, pos, i, 1, true});
       }
       const auto load = backend.expert_load();
+      params.assign(batch, &greedy);
+      positions.assign(batch, pos + 1);
       const auto t0 = Clock::now();
-      backend.forward(b, group, logits);
+      backend.forward_tokens(b, group, params, positions, sampled);
       step_s.push_back(seconds_since(t0));
       experts += touched(load, backend.expert_load());
       kv_bytes += static_cast<double>(batch) * (pos + 1) * kv_row;  // each row reads 0..pos
-      for (int i = 0; i < batch; ++i) next[i] = argmax(&logits[size_t(i) * cfg.vocab_size], cfg.vocab_size);
+      next = sampled;
     }
     double total = 0;
     for (double s : step_s) total += s;

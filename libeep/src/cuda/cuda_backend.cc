@@ -277,15 +277,63 @@ void CudaBackend::attention(int layer, const StepMeta& m) {
 
 void CudaBackend::forward(const StepBatch& batch, Group& group, std::vector<float>& logits) {
   try {
-    forward_on_device(batch, group, logits);
+    const int num_sample = forward_on_device(batch, group);
+    logits.resize(size_t(num_sample) * cfg_.vocab_size);
+    if (num_sample > 0)
+      EEP_CU(cudaMemcpyAsync(logits.data(), logits_.get(), logits.size() * sizeof(float),
+                             cudaMemcpyDeviceToHost, stream_));
+    EEP_CU(cudaStreamSynchronize(stream_));
   } catch (const kernels::CudaError& e) {
     // A kernel launch or cuBLAS failure: the device state is suspect; report it as a bug.
     throw Error(ErrorCode::kInternal, std::string("CUDA backend: ") + e.what());
   }
 }
 
-void CudaBackend::forward_on_device(const StepBatch& batch, Group& group,
-                                    std::vector<float>& logits) {
+void CudaBackend::forward_tokens(const StepBatch& batch, Group& group,
+                                 const std::vector<const SamplingParams*>& params,
+                                 const std::vector<int64_t>& positions,
+                                 std::vector<int32_t>& tokens) {
+  try {
+    const int num_sample = forward_on_device(batch, group);
+    EEP_CHECK(size_t(num_sample) == params.size() && positions.size() == params.size(),
+              ErrorCode::kInternal, "forward_tokens: one sampling parameter set per sampling seq");
+    tokens.resize(num_sample);
+    if (num_sample > 0) {
+      const int vocab = cfg_.vocab_size;
+      int32_t* ids = sampled_.reserve(num_sample);
+      bool greedy = true;
+      for (const SamplingParams* p : params) greedy = greedy && p->temperature == 0.0;
+      if (greedy) {
+        kernels::argmax_rows(logits_.get(), num_sample, vocab, ids, stream_);
+      } else {
+        // The host sampler's rule on the device (kernels/sampling.cu), row by row parameters.
+        std::vector<kernels::SamplingRow> rows(num_sample);
+        for (int i = 0; i < num_sample; ++i) {
+          rows[i].temperature = params[i]->temperature;
+          rows[i].top_p = params[i]->top_p;
+          rows[i].top_k = params[i]->top_k;
+          rows[i].seed = params[i]->seed;
+          rows[i].position = positions[i];
+        }
+        auto* dev_rows = reinterpret_cast<kernels::SamplingRow*>(
+            sampling_rows_.reserve(rows.size() * sizeof(kernels::SamplingRow)));
+        EEP_CU(cudaMemcpyAsync(dev_rows, rows.data(), rows.size() * sizeof(kernels::SamplingRow),
+                               cudaMemcpyHostToDevice, stream_));
+        const size_t ws_bytes = kernels::sample_tokens_workspace_bytes(num_sample, vocab);
+        void* ws = sampling_ws_.reserve(ws_bytes);
+        kernels::sample_tokens(logits_.get(), dev_rows, num_sample, vocab, ws, ws_bytes, ids,
+                               stream_);
+      }
+      EEP_CU(cudaMemcpyAsync(tokens.data(), ids, num_sample * sizeof(int32_t),
+                             cudaMemcpyDeviceToHost, stream_));
+    }
+    EEP_CU(cudaStreamSynchronize(stream_));
+  } catch (const kernels::CudaError& e) {
+    throw Error(ErrorCode::kInternal, std::string("CUDA backend: ") + e.what());
+  }
+}
+
+int CudaBackend::forward_on_device(const StepBatch& batch, Group& group) {
   activate();
   const int rows = batch.num_rows();
   const int hidden = cfg_.hidden_size;
@@ -373,16 +421,13 @@ void CudaBackend::forward_on_device(const StepBatch& batch, Group& group,
   bf16* normed = final_h_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
   kernels::add_rmsnorm(x, moe_out, final_norm_.get(), normed, rows, hidden, cfg_.rms_norm_eps,
                        stream_);
-  logits.resize(size_t(m.num_sample) * cfg_.vocab_size);
   if (m.num_sample > 0) {
     bf16* picked = h;  // h is free now
     kernels::gather_rows(normed, m.sample_rows, m.num_sample, hidden, picked, stream_);
     float* dl = logits_.reserve(size_t(m.num_sample) * cfg_.vocab_size);
     gemm(picked, lm_head_.get(), dl, CUDA_R_32F, m.num_sample, hidden, cfg_.vocab_size);
-    EEP_CU(cudaMemcpyAsync(logits.data(), dl, logits.size() * sizeof(float),
-                           cudaMemcpyDeviceToHost, stream_));
   }
-  EEP_CU(cudaStreamSynchronize(stream_));
+  return m.num_sample;  // logits_ holds [num_sample][vocab] once stream_ gets there
 }
 
 void check_cuda_device_usable() {
@@ -428,19 +473,3 @@ int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device
 }
 
 }  // namespace eep::cuda
-
-namespace eep {
-
-void check_cuda_device_usable() { cuda::check_cuda_device_usable(); }
-
-std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& cfg, const BackendOptions& opts) {
-  cuda::check_cuda_device_usable();
-  return std::make_unique<cuda::CudaBackend>(cfg, opts);
-}
-
-int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device,
-                              double memory_fraction, int min_ranks) {
-  return cuda::cuda_kv_blocks_for_memory(cfg, block_size, device, memory_fraction, min_ranks);
-}
-
-}  // namespace eep

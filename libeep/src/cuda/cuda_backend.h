@@ -36,6 +36,9 @@ class CudaBackend : public Backend {
   void load_dense(const WeightSource& src) override;
   void load_experts(const WeightSource& src, const Placement& placement, int rank) override;
   void forward(const StepBatch& batch, Group& group, std::vector<float>& logits) override;
+  void forward_tokens(const StepBatch& batch, Group& group,
+                      const std::vector<const SamplingParams*>& params,
+                      const std::vector<int64_t>& positions, std::vector<int32_t>& tokens) override;
   const std::vector<std::vector<int64_t>>& expert_load() const override { return load_; }
   void reset_expert_load() override;
   std::vector<std::string> dense_tensor_names() const override;
@@ -72,7 +75,9 @@ class CudaBackend : public Backend {
     const int32_t *seq_q_start, *seq_rows, *seq_start, *seq_tables;
   };
 
-  void forward_on_device(const StepBatch& batch, Group& group, std::vector<float>& logits);
+  // The step up to the logits of the sampling rows, left on the device in logits_ (enqueued on
+  // stream_, not waited for); returns the number of sampling rows.
+  int forward_on_device(const StepBatch& batch, Group& group);
   void attention(int layer, const StepMeta& m);
   // MoE FFN of one layer for h_[rows] across the group; result in moe_out_ (bf16 [rows][hidden]).
   void moe(int layer, const bf16* h, int rows, Group& group, bf16* out);
@@ -115,6 +120,8 @@ class CudaBackend : public Backend {
   PinnedArray<int32_t> meta_host_, ids_host_, idx_host_, hdr_send_, hdr_recv_, slot_ids_host_;
   PinnedArray<char> stage_send_, stage_recv_;
   DeviceArray<float> side_f32_;  // set_dense / stage_experts conversions
+  DeviceArray<int32_t> sampled_;
+  DeviceArray<char> sampling_rows_, sampling_ws_;
 };
 
 }  // namespace eep::cuda

@@ -690,7 +690,9 @@ NcclGroup& as_nccl(Group& g, const char* what) {
 
 }  // namespace
 
-std::unique_ptr<Group> make_nccl_group(StoreClient& store, const NcclGroupOptions& opts) {
+// The plugin's make_nccl_group: programs reach it through eep::make_nccl_group, which loads the
+// plugin (engine/cuda_plugin.h).
+std::unique_ptr<Group> make_nccl_group_in_plugin(StoreClient& store, const NcclGroupOptions& opts) {
   return std::make_unique<NcclGroup>(store, opts);
 }
 

@@ -18,6 +18,9 @@
 
 namespace eep {
 
+// make_nccl_group's implementation inside the CUDA plugin (callers use eep::make_nccl_group).
+std::unique_ptr<Group> make_nccl_group_in_plugin(StoreClient& store, const NcclGroupOptions& opts);
+
 // ncclCommShrink: a group of the parent's members minus exclude_ranks (ranks of the parent),
 // renumbered in order (rank r keeps r minus the number of excluded ranks below it). Every member
 // that is NOT excluded calls it with the same list; excluded members must not call it (they

@@ -282,24 +282,23 @@ void Engine::step() {
       }
       batch.seqs.push_back(s);
     }
-    std::vector<float> logits;
+    // Sampling parameters of the sampling chunks; position = index of the token being made.
+    std::vector<const SamplingParams*> params;
+    std::vector<int64_t> positions;
+    for (const ScheduledChunk& c : chunks) {
+      if (!c.sample) continue;
+      params.push_back(&c.seq->params);
+      positions.push_back(c.seq->total_len());
+    }
+    std::vector<int32_t> sampled;
     try {
-      backend_->forward(batch, *group_, logits);
+      backend_->forward_tokens(batch, *group_, params, positions, sampled);
     } catch (const Error& e) {
       if (e.code() == ErrorCode::kInternal) throw;
       fail_group(e.what());
       return;
     }
     ++steps_;
-    const int vocab = weights_->config().vocab_size;
-    std::vector<int32_t> sampled;
-    size_t li = 0;
-    for (const ScheduledChunk& c : chunks) {
-      if (!c.sample) continue;
-      int64_t position = c.seq->total_len();  // index of the token being generated
-      sampled.push_back(sample_token(&logits[li * vocab], vocab, c.seq->params, position));
-      ++li;
-    }
     // Stream what this step produced (complete() moves finished sequences out).
     std::map<std::string, proto::Body> items;
     size_t si = 0;
