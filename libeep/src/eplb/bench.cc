@@ -168,6 +168,40 @@ int run_bench(int argc, char** argv) {
                                 {"deepseek_replan", b_ds_drift / steps}};
     out["configs"].push_back(jc);
   }
+  // Elastic scaling: the plan for one size as --current of a plan for the other (same load; GPU
+  // g keeps GPU g). moved = rewritten slots / slots of the new plan.
+  out["scaling"] = nlohmann::json::array();
+  for (int dir = 0; dir < 2; ++dir) {
+    const Config& from = configs[dir == 0 ? 1 : 0];
+    const Config& to = configs[dir == 0 ? 0 : 1];
+    std::mt19937_64 rng(seed);
+    Matrix load = skewed_load(rng, from.layers, from.experts);
+    auto options = [](const Config& c) {
+      Options o;
+      o.num_gpus = c.gpus, o.num_nodes = c.nodes, o.num_groups = c.groups, o.num_slots = c.slots;
+      return o;
+    };
+    Plan cur = rebalance(load, options(from));
+    Options o = options(to);
+    Plan best = rebalance(load, o);
+    o.current = &cur;
+    Plan next;
+    double ms = median_ms(std::max(1, runs / 4), [&] { next = rebalance(load, o); });
+    double moved = static_cast<double>(movement(cur, next, 1).moved_slots) / (to.layers * to.slots);
+    double replan = static_cast<double>(movement(cur, best, 1).moved_slots) / (to.layers * to.slots);
+    std::printf("%-10s %-22s %10.3f %12.4f %10lld %13.1f%% (replan %.1f%%, best %.4f)\n",
+                dir == 0 ? "shrink" : "grow", (std::string(from.name) + "->" + to.name).c_str(), ms,
+                balancedness(load, next), static_cast<long long>(duplicate_replicas(next)),
+                100 * moved, 100 * replan, balancedness(load, best));
+    out["scaling"].push_back({{"from", from.name},
+                              {"to", to.name},
+                              {"plan_ms_median", ms},
+                              {"balancedness", balancedness(load, next)},
+                              {"balancedness_best", balancedness(load, best)},
+                              {"duplicate_replicas", duplicate_replicas(next)},
+                              {"moved_fraction", moved},
+                              {"moved_fraction_replan", replan}});
+  }
   std::printf("(plan ms: median of %d runs, whole plan of all layers, one thread; "
               "'default --current' row: balancedness and time averaged over %d drift steps)\n",
               runs, steps);
