@@ -6,6 +6,7 @@
 #include <string>
 
 #include "eep/bench.h"
+#include "eep/alloc.h"
 #include "eep/common.h"
 #include "eep/eplb.h"
 
@@ -25,6 +26,7 @@ const char* kUsage =
 }
 
 int main(int argc, char** argv) {
+  eep::keep_large_buffers_in_heap();
   if (argc < 2) {
     std::fputs(kUsage, stderr);
     return eep::kExitUsage;

@@ -2,11 +2,13 @@
 #include <cstdio>
 
 #include "eep/cli.h"
+#include "eep/alloc.h"
 #include "eep/common.h"
 #include "eep/engine.h"
 #include "eep/model.h"
 
 int main(int argc, char** argv) {
+  eep::keep_large_buffers_in_heap();
   eep::EngineOptions o;
   std::string write_dir, dtype = "f32";
   CLI::App app{"eep-engine: one eep engine core (one data-parallel rank)", "eep-engine"};

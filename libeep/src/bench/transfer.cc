@@ -25,7 +25,7 @@
 
 #include "bench/local_store.h"
 #include "bench/micro.h"
-#include "bench/weight_move.h"
+#include "elastic/weight_move.h"
 #include "eep/bench.h"
 #include "eep/cli.h"
 #include "eep/common.h"

@@ -1,5 +1,9 @@
 #include "eep/common.h"
 
+#include <malloc.h>
+
+#include "eep/alloc.h"
+
 #include <cstdlib>
 #include <mutex>
 #include <sstream>
@@ -52,6 +56,11 @@ std::shared_ptr<spdlog::logger> logger(const std::string& subsystem) {
   log->set_level(level_for(subsystem));
   spdlog::register_logger(log);
   return log;
+}
+
+void keep_large_buffers_in_heap() {
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
 }
 
 }  // namespace eep

@@ -2,6 +2,7 @@
 // old group keeps serving: join a transfer group over old+new members, move weights peer to peer
 // (plan_transfers), stage the new expert slots, build the new group. Commit happens between
 // steps at the step whose all-reduce first carries a commit flag, the same step on every member.
+#include "elastic/weight_move.h"
 #include "engine/engine_impl.h"
 
 namespace eep {
@@ -56,7 +57,6 @@ void Engine::prepare_worker(PendingTransition* pt) {
   try {
     if (opts_.test_prepare_delay.count() > 0) std::this_thread::sleep_for(opts_.test_prepare_delay);
     const Transition& t = pt->t;
-    const ModelConfig& cfg = weights_->config();
     const auto all = t.union_members();
     const int me = t.union_rank_of(engine_id_);
     const std::string base = "eep/g" + std::to_string(t.generation);
@@ -71,43 +71,9 @@ void Engine::prepare_worker(PendingTransition* pt) {
     auto xfer = make_gloo_group(*store_, xo);
 
     // 2. Weights peer to peer, in the plan's global order (deadlock-free with blocking calls).
-    std::map<std::string, size_t> numel;
-    for (const auto& [name, shape] : tensor_layout(cfg)) {
-      size_t n = 1;
-      for (int64_t d : shape) n *= static_cast<size_t>(d);
-      numel[name] = n;
-    }
-    const size_t expert_numel = 3 * static_cast<size_t>(cfg.hidden_size) * cfg.moe_intermediate_size;
-    std::map<std::pair<int, int>, std::vector<float>> received;
-    std::vector<float> buf;
-    const auto plan = plan_transfers(t, backend_->dense_tensor_names());
-    uint32_t tag = 0;
-    size_t bytes_in = 0, bytes_out = 0;
-    for (const WeightTransfer& w : plan) {
-      ++tag;
-      if (pt->cancelled) break;
-      const bool dense = w.kind == WeightTransfer::Kind::kDense;
-      if (w.src == me) {
-        if (dense) {
-          backend_->get_dense(w.tensor, buf);
-        } else {
-          EEP_CHECK(backend_->get_expert(w.layer, w.expert, buf), ErrorCode::kInternal,
-                    "asked to send an expert this engine does not hold");
-        }
-        xfer->send(buf.data(), buf.size() * sizeof(float), w.dst, tag);
-        bytes_out += buf.size() * sizeof(float);
-      } else if (w.dst == me) {
-        buf.assign(dense ? numel.at(w.tensor) : expert_numel, 0.0f);
-        xfer->recv(buf.data(), buf.size() * sizeof(float), w.src, tag);
-        bytes_in += buf.size() * sizeof(float);
-        if (dense) {
-          backend_->set_dense(w.tensor, std::move(buf));
-        } else {
-          received[{w.layer, w.expert}] = std::move(buf);
-        }
-        buf = {};
-      }
-    }
+    MovedWeights moved = move_weights(*backend_, *xfer, t, me, &pt->cancelled);
+    auto& received = moved.received;
+    const size_t bytes_in = moved.bytes_in, bytes_out = moved.bytes_out;
     xfer->barrier();  // nobody tears the transfer group down under a peer still receiving
     xfer.reset();
     if (pt->is_new) dense_loaded_ = true;

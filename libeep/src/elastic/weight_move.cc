@@ -1,4 +1,4 @@
-#include "bench/weight_move.h"
+#include "elastic/weight_move.h"
 
 #include "eep/common.h"
 #include "eep/model.h"

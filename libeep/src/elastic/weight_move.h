@@ -1,8 +1,7 @@
 // The weight-moving step of an elastic transition (design.md §4, prepare), as a function of a
 // backend and a transfer group: every member executes its part of plan_transfers in the plan's
-// global order with blocking send/recv. eep-bench transfer times it; it is the loop of
-// Engine::prepare_worker (engine_elastic.cc) taken out so both can share it (see
-// docs/bench-micro.md: the engine should call this instead of its own copy).
+// global order with blocking send/recv. Engine::prepare_worker (engine_elastic.cc) runs it,
+// and eep-bench transfer times the same code.
 #pragma once
 
 #include <atomic>
