@@ -100,6 +100,31 @@ class GroupedGemm {
             int n, int k);
 };
 
+// ---- expert grouped GEMM, offsets on the device (kernels/grouped_gemm_device.cu) -----------
+// y[rows of e] = x[rows of e] * w[e]^T for experts e in [0, num_experts): rows of e are
+// offsets[e] .. offsets[e+1]-1, offsets a DEVICE int32 array [num_experts+1] (offsets[0] = 0,
+// non-decreasing), w [num_experts][n][k] bf16 (Linear layout), x [rows][k], y [rows][n] bf16,
+// fp32 accumulation. max_rows (host) bounds offsets[num_experts]: the launch configuration
+// (tile shape, grid) depends only on host arguments, so a call can be captured into a CUDA
+// graph and replayed with other offsets/x (no host sync, no allocation, no host read of device
+// data). Experts with no rows get no tile. Rows of y outside every expert are not written.
+// Preconditions (checked, CudaError): 1 <= num_experts <= 1024, n % 8 == 0, k % 8 == 0, x/w/y
+// 16-byte aligned, offsets[num_experts] <= max_rows (not checked: device data).
+// The first call of each tile shape on a device does a one-time setup (shared-memory limit,
+// occupancy query; no stream work): make one uncaptured call per shape before capturing, or
+// capture in cudaStreamCaptureModeRelaxed/ThreadLocal. Shapes are picked by
+// max_rows / num_experts (<= 4, <= 48, <= 192, larger).
+void grouped_gemm_device(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets,
+                         int num_experts, int max_rows, int n, int k, cudaStream_t stream);
+// The gate|up GEMM with SwiGLU in its epilogue: w [num_experts][2*inter][k] holds each expert's
+// gate rows then its up rows; act [rows][inter] = silu(gate) * up with gate and up rounded to
+// bf16 first (what silu_mul_fused computes from a stored [rows][2*inter] gate|up output).
+// Same contract as grouped_gemm_device with n = 2*inter; inter % 64 == 0.
+void grouped_gemm_swiglu_device(const bf16* x, const bf16* w, bf16* act, const int32_t* offsets,
+                                int num_experts, int max_rows, int inter, int k,
+                                cudaStream_t stream);
+// ---- end of expert grouped GEMM, offsets on the device --------------------------------------
+
 // ---- paged decode attention ----------------------------------------------------------------
 // One query per sequence: q [num_seqs][num_heads][head_dim]; the KV cache of one layer is
 // k_cache/v_cache [num_blocks][block_size][num_kv_heads][head_dim]; block_tables

@@ -71,17 +71,32 @@ fi
       for (i = 2; i <= NF; ++i) { split($i, kv, "="); f[kv[1]] = kv[2] }
       key = f["tokens"] " " f["gemm"]
       if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
-      tf[key, f["impl"]] = f["tflops"]; ms[key, f["impl"]] = f["ms"]
-      if (f["impl"] != "torch_grouped_mm" && f["tflops"] + 0 > best[key] + 0) { best[key] = f["tflops"]; bi[key] = f["impl"] }
+      tf[key, f["impl"]] = f["tflops"]; gb[key, f["impl"]] = f["w_gbps"]
+      if (f["impl"] ~ /^cublas/ && f["tflops"] + 0 > best[key] + 0) best[key] = f["tflops"]
     }
+    function v(x) { return x == "" ? "-" : x }
+    function r(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2fx", a / b) : "-" }
     END {
-      printf "%-7s %-8s %12s %15s %15s %13s %17s %11s\n", "tokens", "gemm", "cublas_loop", "cublas_grouped", "cublas_streams", "cublas_split", "torch_grouped_mm", "best/torch"
-      printf "%-7s %-8s %12s %15s %15s %13s %17s %11s\n", "", "", "TFLOP/s", "TFLOP/s", "TFLOP/s", "TFLOP/s", "TFLOP/s", ""
+      n = split("cublas_loop cublas_grouped cublas_streams cublas_split torch_grouped_mm device_offsets device_swiglu", im, " ")
+      printf "TFLOP/s (device_swiglu: gate_up with SwiGLU fused, same FLOPs counted)\n"
+      printf "%-7s %-8s", "tokens", "gemm"
+      for (j = 1; j <= n; ++j) printf " %14s", im[j]
+      printf " %12s %12s\n", "best_cublas/t", "device/torch"
       for (i = 1; i <= nk; ++i) {
         k = order[i]; split(k, p, " ")
-        t = tf[k, "torch_grouped_mm"]
-        printf "%-7s %-8s %12s %15s %15s %13s %17s %11s\n", p[1], p[2], tf[k, "cublas_loop"], tf[k, "cublas_grouped"],
-          tf[k, "cublas_streams"], tf[k, "cublas_split"], (t == "" ? "-" : t), (t + 0 > 0 ? sprintf("%.2fx", best[k] / t) : "-")
+        printf "%-7s %-8s", p[1], p[2]
+        for (j = 1; j <= n; ++j) printf " %14s", v(tf[k, im[j]])
+        printf " %12s %12s\n", r(best[k], tf[k, "torch_grouped_mm"]), r(tf[k, "device_offsets"], tf[k, "torch_grouped_mm"])
+      }
+      printf "\nweights read, GB/s (used experts x n x k x 2 bytes / time)\n"
+      printf "%-7s %-8s", "tokens", "gemm"
+      for (j = 1; j <= n; ++j) printf " %14s", im[j]
+      printf "\n"
+      for (i = 1; i <= nk; ++i) {
+        k = order[i]; split(k, p, " ")
+        printf "%-7s %-8s", p[1], p[2]
+        for (j = 1; j <= n; ++j) printf " %14s", v(gb[k, im[j]])
+        printf "\n"
       }
     }'
   echo

@@ -1,10 +1,17 @@
 // Expert grouped GEMM micro-benchmark on Qwen3-30B-A3B shapes: hidden 2048, moe_intermediate
-// 768, 128 experts, top-8. For 256, 2048 and 8192 tokens routed uniformly at random (distinct
-// experts per token, fixed seed) it times gate_up (n = 2*768, k = 2048, gate and up weights
-// concatenated) and down (n = 2048, k = 768) with each GroupedGemmImpl: cudaEvent timing per
-// call, 5 warm-ups, median of 30. Weights (805 + 403 MB) are far larger than L2, so every call
-// reads them from HBM. Writes the per-expert row counts to DIR/counts_<tokens>.txt (argv[1],
-// default ".") so that grouped_mm_torch.py times torch._grouped_mm on the same groups.
+// 768, 128 experts, top-8. For 1, 8, 32, 256, 2048 and 8192 tokens routed uniformly at random
+// (distinct experts per token, fixed seed) it times gate_up (n = 2*768, k = 2048, gate and up
+// weights concatenated) and down (n = 2048, k = 768) with each GroupedGemmImpl (host offsets),
+// with grouped_gemm_device (offsets on the device: "device_offsets") and, for gate_up, with
+// grouped_gemm_swiglu_device (SwiGLU in the epilogue, writes act [rows][768]:
+// "device_swiglu"). Timing: cudaEvent pair per call, 5 warm-ups, median of 30; before each
+// timed call a 128 MB memset evicts L2 (the few experts of a small batch would otherwise stay
+// in the 50 MB L2 between calls) and a ~100 us spin kernel keeps the GPU busy while the host
+// enqueues the events and the call, so host launch latency stays out of the interval (as
+// grouped_mm_torch.py does with torch.cuda._sleep). w_gbps = the used experts' weight bytes
+// over the time (the memory-bound floor at small batches). Writes the per-expert row counts to
+// DIR/counts_<tokens>.txt (argv[1], default ".") so that grouped_mm_torch.py times
+// torch._grouped_mm on the same groups.
 #include <algorithm>
 #include <fstream>
 #include <numeric>
@@ -29,6 +36,12 @@ std::vector<int> route(int tokens, unsigned seed) {
     for (int j = 0; j < kTopK; ++j) counts[all[j]]++;
   }
   return counts;
+}
+
+__global__ void spin_kernel(long long cycles) {
+  const long long t0 = clock64();
+  while (clock64() - t0 < cycles) {
+  }
 }
 
 const char* impl_name(K::GroupedGemmImpl impl) {
@@ -68,9 +81,15 @@ int main(int argc, char** argv) {
   TEST_CUDA(cudaEventCreate(&stop));
   K::GroupedGemm gg(kExperts);
 
-  std::printf("%-15s %6s %-8s %6s %9s %8s %9s\n", "impl", "tokens", "gemm", "rows", "ms",
-              "TFLOP/s", "GB/s(min)");
-  for (int tokens : {256, 2048, 8192}) {
+  DeviceBuffer<unsigned char> flush(size_t(128) << 20);
+  DeviceBuffer<int32_t> d_off(kExperts + 1);
+  int clock_khz = 0;
+  TEST_CUDA(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
+  const long long spin_cycles = (long long)clock_khz * 100 / 1000;  // ~100 us
+
+  std::printf("%-15s %6s %-8s %6s %9s %8s %9s %9s\n", "impl", "tokens", "gemm", "rows", "ms",
+              "TFLOP/s", "GB/s(min)", "w_GB/s");
+  for (int tokens : {1, 8, 32, 256, 2048, 8192}) {
     const auto counts = route(tokens, 1000u + tokens);
     std::vector<int> off(kExperts + 1, 0);
     for (int e = 0; e < kExperts; ++e) off[e + 1] = off[e] + counts[e];
@@ -80,18 +99,34 @@ int main(int argc, char** argv) {
     }
     const int rows = off[kExperts];
     const int used = int(std::count_if(counts.begin(), counts.end(), [](int c) { return c > 0; }));
-    for (auto impl : {K::GroupedGemmImpl::kCublasLoop, K::GroupedGemmImpl::kCublasGrouped,
-                      K::GroupedGemmImpl::kCublasStreams, K::GroupedGemmImpl::kCublasSplit}) {
+    d_off.upload(std::vector<int32_t>(off.begin(), off.end()));
+    // 0..3: the cuBLAS GroupedGemmImpl variants; 4: device_offsets; 5: device_swiglu.
+    for (int impl_i = 0; impl_i < 6; ++impl_i) {
+      const auto impl = K::GroupedGemmImpl(std::min(impl_i, 3));
+      const char* name = impl_i == 4 ? "device_offsets" : impl_i == 5 ? "device_swiglu"
+                                                                      : impl_name(impl);
       for (int which = 0; which < 2; ++which) {
         const bool gate_up = which == 0;
+        if (impl_i == 5 && !gate_up) continue;
         const int n = gate_up ? 2 * kInter : kHidden, k = gate_up ? kHidden : kInter;
         const bf16* in = gate_up ? x.get() : act.get();
         const bf16* w = gate_up ? w_gu.get() : w_down.get();
         bf16* out = gate_up ? gu.get() : y.get();
-        auto call = [&] { gg.run(impl, in, w, out, off.data(), kExperts, n, k, stream); };
+        auto call = [&] {
+          if (impl_i == 4)
+            K::grouped_gemm_device(in, w, out, d_off.get(), kExperts, rows, n, k, stream);
+          else if (impl_i == 5)
+            K::grouped_gemm_swiglu_device(in, w, act.get(), d_off.get(), kExperts, rows, kInter,
+                                          k, stream);
+          else
+            gg.run(impl, in, w, out, off.data(), kExperts, n, k, stream);
+        };
         for (int i = 0; i < kWarmup; ++i) call();
         std::vector<float> ms(kRepeats);
         for (int i = 0; i < kRepeats; ++i) {
+          TEST_CUDA(cudaMemsetAsync(flush.get(), i & 0xff, flush.size(), stream));
+          spin_kernel<<<1, 1, 0, stream>>>(spin_cycles);
+          TEST_CUDA(cudaGetLastError());
           TEST_CUDA(cudaEventRecord(start, stream));
           call();
           TEST_CUDA(cudaEventRecord(stop, stream));
@@ -102,15 +137,17 @@ int main(int argc, char** argv) {
         const double med = ms[kRepeats / 2];
         const double flops = 2.0 * rows * n * k;
         // Fewest bytes: the used experts' weights, the input and the output, once each.
-        const double bytes = 2.0 * (double(used) * n * k + double(rows) * k + double(rows) * n);
-        std::printf("%-15s %6d %-8s %6d %9.4f %8.1f %9.0f\n", impl_name(impl), tokens,
+        const int out_cols = impl_i == 5 ? n / 2 : n;
+        const double wbytes = 2.0 * double(used) * n * k;
+        const double bytes = wbytes + 2.0 * (double(rows) * k + double(rows) * out_cols);
+        std::printf("%-15s %6d %-8s %6d %9.4f %8.2f %9.0f %9.0f\n", name, tokens,
                     gate_up ? "gate_up" : "down", rows, med, flops / (med * 1e-3) / 1e12,
-                    bytes / (med * 1e-3) / 1e9);
-        std::printf("RESULT impl=%s tokens=%d gemm=%s rows=%d n=%d k=%d ms=%.5f tflops=%.2f "
-                    "min_gbps=%.0f spread_ms=%.5f..%.5f\n",
-                    impl_name(impl), tokens, gate_up ? "gate_up" : "down", rows, n, k, med,
-                    flops / (med * 1e-3) / 1e12, bytes / (med * 1e-3) / 1e9, ms.front(),
-                    ms.back());
+                    bytes / (med * 1e-3) / 1e9, wbytes / (med * 1e-3) / 1e9);
+        std::printf("RESULT impl=%s tokens=%d gemm=%s rows=%d used=%d n=%d k=%d ms=%.5f "
+                    "tflops=%.2f min_gbps=%.0f w_gbps=%.0f spread_ms=%.5f..%.5f\n",
+                    name, tokens, gate_up ? "gate_up" : "down", rows, used, n, k, med,
+                    flops / (med * 1e-3) / 1e12, bytes / (med * 1e-3) / 1e9,
+                    wbytes / (med * 1e-3) / 1e9, ms.front(), ms.back());
       }
     }
   }

@@ -3,7 +3,9 @@
 
 Same shapes (Qwen3-30B-A3B: hidden 2048, moe_intermediate 768, 128 experts), bf16, weights in
 Linear layout [E][n][k] passed transposed (a [E][k][n] view), group ends as int32 offsets; cuda
-event timing per call, 5 warm-ups, median of 30. Checks one result against per-expert matmuls.
+event timing per call, 5 warm-ups, median of 30; before each timed call a 128 MB write evicts L2
+and torch.cuda._sleep (~100 us) keeps the GPU busy while the host enqueues the call, as
+grouped_gemm_bench does. Checks one result against per-expert matmuls.
 """
 import statistics
 import sys
@@ -25,7 +27,9 @@ def main() -> int:
     w_gu = (torch.rand(EXPERTS, 2 * INTER, HIDDEN, device=dev, generator=g) - 0.5).mul_(0.1).bfloat16()
     w_down = (torch.rand(EXPERTS, HIDDEN, INTER, device=dev, generator=g) - 0.5).mul_(0.1).bfloat16()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for tokens in (256, 2048, 8192):
+    flush = torch.empty(128 << 20, dtype=torch.uint8, device=dev)
+    spin = 200000  # cycles: ~100 us at the H100's ~1.98 GHz
+    for tokens in (1, 8, 32, 256, 2048, 8192):
         counts = [int(v) for v in open(f"{d}/counts_{tokens}.txt").read().split()]
         assert len(counts) == EXPERTS
         rows = sum(counts)
@@ -43,7 +47,9 @@ def main() -> int:
             for _ in range(WARMUP):
                 call()
             ms = []
-            for _ in range(REPEATS):
+            for i in range(REPEATS):
+                flush.fill_(i & 0xFF)
+                torch.cuda._sleep(spin)
                 start.record()
                 call()
                 stop.record()
@@ -51,10 +57,12 @@ def main() -> int:
                 ms.append(start.elapsed_time(stop))
             med = statistics.median(sorted(ms))
             flops = 2.0 * rows * n * k
-            nbytes = 2.0 * (used * n * k + rows * k + rows * n)
-            print(f"RESULT impl=torch_grouped_mm tokens={tokens} gemm={name} rows={rows} n={n} k={k} "
+            wbytes = 2.0 * used * n * k
+            nbytes = wbytes + 2.0 * (rows * k + rows * n)
+            print(f"RESULT impl=torch_grouped_mm tokens={tokens} gemm={name} rows={rows} used={used} n={n} k={k} "
                   f"ms={med:.5f} tflops={flops / (med * 1e-3) / 1e12:.2f} "
-                  f"min_gbps={nbytes / (med * 1e-3) / 1e9:.0f} spread_ms={min(ms):.5f}..{max(ms):.5f} "
+                  f"min_gbps={nbytes / (med * 1e-3) / 1e9:.0f} w_gbps={wbytes / (med * 1e-3) / 1e9:.0f} "
+                  f"spread_ms={min(ms):.5f}..{max(ms):.5f} "
                   f"rel_err={err:.2e}")
     return 0
 

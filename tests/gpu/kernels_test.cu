@@ -152,6 +152,26 @@ std::vector<int> random_offsets(int num_experts, int total, bool with_empty) {
   return off;
 }
 
+// Reference for experts' rows: y = x * w[e]^T (fp32), and with swiglu act = silu(gate) * up.
+std::vector<float> grouped_ref(const std::vector<float>& xf, const std::vector<float>& wf,
+                               const std::vector<int>& off, int n, int k, bool swiglu) {
+  const int num_experts = int(off.size()) - 1, total = off.back();
+  std::vector<float> ref(size_t(total) * n);
+  for (int e = 0; e < num_experts; ++e) {
+    const int m = off[e + 1] - off[e];
+    if (m)
+      eep::ops::matmul_nt(xf.data() + size_t(off[e]) * k, wf.data() + size_t(e) * n * k,
+                          ref.data() + size_t(off[e]) * n, m, k, n);
+  }
+  if (!swiglu) return ref;
+  const int inter = n / 2;
+  std::vector<float> act(size_t(total) * inter);
+  for (int r = 0; r < total; ++r)
+    eep::ops::silu_mul(ref.data() + size_t(r) * n, ref.data() + size_t(r) * n + inter,
+                       act.data() + size_t(r) * inter, inter);
+  return act;
+}
+
 void test_grouped_gemm(K::GroupedGemm& gg, K::GroupedGemmImpl impl, const char* name,
                        int num_experts, int total, int n, int k) {
   const auto off = random_offsets(num_experts, total, true);
@@ -164,16 +184,171 @@ void test_grouped_gemm(K::GroupedGemm& gg, K::GroupedGemmImpl impl, const char* 
   y.poison();
   gg.run(impl, x.get(), w.get(), y.get(), off.data(), num_experts, n, k, 0);
   sync();
-  std::vector<float> ref(size_t(total) * n);
-  for (int e = 0; e < num_experts; ++e) {
-    const int m = off[e + 1] - off[e];
-    if (m)
-      eep::ops::matmul_nt(xf.data() + size_t(off[e]) * k, wf.data() + size_t(e) * n * k,
-                          ref.data() + size_t(off[e]) * n, m, k, n);
-  }
+  const auto ref = grouped_ref(xf, wf, off, n, k, false);
   report(std::string("grouped_gemm ") + name + " E=" + std::to_string(num_experts) + " rows=" +
              std::to_string(total) + " n=" + std::to_string(n) + " k=" + std::to_string(k),
          rel_err(to_float(y.download()), ref), 1e-2);
+}
+
+// ---- grouped GEMM, offsets on the device (grouped_gemm_device, grouped_gemm_swiglu_device) --
+// Rows [total, max_rows) of out (cols wide) must still hold the 0xff poison.
+long poisoned_tail_mismatches(const DeviceBuffer<bf16>& out, int total, int cols) {
+  const auto h = out.download();
+  long bad = 0;
+  for (size_t i = size_t(total) * cols; i < h.size(); ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, &h[i], 2);
+    bad += bits != 0xffff;
+  }
+  return bad;
+}
+
+// off: host offsets (uploaded to the device); max_rows >= off.back() sizes the call and y.
+void test_grouped_gemm_device(const std::vector<int>& off, int max_rows, int n, int k,
+                              bool swiglu, const std::string& what) {
+  const int num_experts = int(off.size()) - 1, total = off.back();
+  const int out_cols = swiglu ? n / 2 : n;
+  std::vector<float> xf, wf;
+  auto xh = random_bf16(g_rng, size_t(std::max(total, 1)) * k, 1.0f, xf);
+  auto wh = random_bf16(g_rng, size_t(num_experts) * n * k, 0.05f, wf);
+  DeviceBuffer<bf16> x(xh.size()), w(wh.size()), y(size_t(max_rows) * out_cols);
+  DeviceBuffer<int32_t> doff(off.size());
+  x.upload(xh);
+  w.upload(wh);
+  doff.upload(std::vector<int32_t>(off.begin(), off.end()));
+  y.poison();
+  if (swiglu)
+    K::grouped_gemm_swiglu_device(x.get(), w.get(), y.get(), doff.get(), num_experts, max_rows,
+                                  n / 2, k, 0);
+  else
+    K::grouped_gemm_device(x.get(), w.get(), y.get(), doff.get(), num_experts, max_rows, n, k, 0);
+  sync();
+  const auto ref = grouped_ref(xf, wf, off, n, k, swiglu);
+  auto out = to_float(y.download());
+  out.resize(ref.size());
+  int empty = 0;
+  for (int e = 0; e < num_experts; ++e) empty += off[e + 1] == off[e];
+  const std::string tag = std::string(swiglu ? "ggd_swiglu " : "ggd ") + what + " E=" +
+                          std::to_string(num_experts) + " rows=" + std::to_string(total) + "/" +
+                          std::to_string(max_rows) + " n=" + std::to_string(n) + " k=" +
+                          std::to_string(k) + " empty=" + std::to_string(empty);
+  report(tag, rel_err(out, ref), 1e-2);
+  if (max_rows > total) report_exact(tag + " rows past the total untouched",
+                                     poisoned_tail_mismatches(y, total, out_cols));
+}
+
+std::vector<int> counts_to_offsets(const std::vector<int>& counts) {
+  std::vector<int> off(counts.size() + 1, 0);
+  for (size_t e = 0; e < counts.size(); ++e) off[e + 1] = off[e] + counts[e];
+  return off;
+}
+
+// CUDA-graph capture: one call captured (global capture mode: any host sync or allocation in
+// the launcher would fail the capture), then new offsets (another routing with the same
+// max_rows) and new x written on the device, the graph replayed, and the result checked.
+void test_grouped_gemm_device_graph(int num_experts, int max_rows, int n, int k, bool swiglu) {
+  const int out_cols = swiglu ? n / 2 : n;
+  std::vector<float> xf, wf;
+  auto wh = random_bf16(g_rng, size_t(num_experts) * n * k, 0.05f, wf);
+  DeviceBuffer<bf16> x(size_t(max_rows) * k), w(wh.size()), y(size_t(max_rows) * out_cols);
+  DeviceBuffer<int32_t> doff(num_experts + 1);
+  w.upload(wh);
+  auto off = random_offsets(num_experts, max_rows, true);
+  doff.upload(std::vector<int32_t>(off.begin(), off.end()));
+  x.upload(random_bf16(g_rng, x.size(), 1.0f, xf));
+  cudaStream_t s;
+  TEST_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  auto call = [&] {
+    if (swiglu)
+      K::grouped_gemm_swiglu_device(x.get(), w.get(), y.get(), doff.get(), num_experts, max_rows,
+                                    n / 2, k, s);
+    else
+      K::grouped_gemm_device(x.get(), w.get(), y.get(), doff.get(), num_experts, max_rows, n, k, s);
+  };
+  call();  // one uncaptured call: the one-time per-shape setup
+  TEST_CUDA(cudaStreamSynchronize(s));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  TEST_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  call();
+  TEST_CUDA(cudaStreamEndCapture(s, &graph));
+  TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  double worst = 0.0;
+  for (int round = 0; round < 3; ++round) {
+    // New routing: fewer rows than max_rows, other experts empty; new activations.
+    const int total = round == 2 ? 1 : max_rows - 1 - round * (max_rows / 3);
+    off = random_offsets(num_experts, total, round != 1);
+    doff.upload(std::vector<int32_t>(off.begin(), off.end()));
+    x.upload(random_bf16(g_rng, x.size(), 1.0f, xf));
+    y.poison();
+    TEST_CUDA(cudaGraphLaunch(exec, s));
+    TEST_CUDA(cudaStreamSynchronize(s));
+    const auto ref = grouped_ref(xf, wf, off, n, k, swiglu);
+    auto out = to_float(y.download());
+    out.resize(ref.size());
+    const double err = rel_err(out, ref);
+    worst = std::isfinite(err) && std::isfinite(worst) ? std::max(worst, err) : NAN;
+    if (poisoned_tail_mismatches(y, total, out_cols)) worst = NAN;
+  }
+  TEST_CUDA(cudaGraphExecDestroy(exec));
+  TEST_CUDA(cudaGraphDestroy(graph));
+  TEST_CUDA(cudaStreamDestroy(s));
+  report(std::string(swiglu ? "ggd_swiglu" : "ggd") + " graph replay x3 E=" +
+             std::to_string(num_experts) + " max_rows=" + std::to_string(max_rows) + " n=" +
+             std::to_string(n) + " k=" + std::to_string(k),
+         worst, 1e-2);
+}
+
+void test_grouped_gemm_device_all() {
+  // Decode shapes (Qwen3-30B-A3B): 1 token, 8 tokens, 256 tokens of top-8 over 128 experts.
+  for (bool sw : {false, true}) {
+    test_grouped_gemm_device(random_offsets(128, 8, true), 8, 1536, 2048, sw, "1tok");
+    test_grouped_gemm_device(random_offsets(128, 64, true), 64, 1536, 2048, sw, "8tok");
+    test_grouped_gemm_device(random_offsets(128, 2048, true), 2048, 1536, 2048, sw, "256tok");
+  }
+  test_grouped_gemm_device(random_offsets(128, 8, true), 8, 2048, 768, false, "1tok");
+  test_grouped_gemm_device(random_offsets(128, 2048, true), 2048, 2048, 768, false, "256tok");
+  // One row in total; max_rows far larger than the total (rows past it stay untouched).
+  test_grouped_gemm_device(counts_to_offsets({0, 0, 0, 1, 0, 0, 0, 0}), 1, 2048, 768, false, "1row");
+  test_grouped_gemm_device(counts_to_offsets({0, 0, 0, 1, 0, 0, 0, 0}), 1, 1536, 2048, true, "1row");
+  test_grouped_gemm_device(random_offsets(16, 100, true), 3000, 384, 512, false, "max_rows>total");
+  test_grouped_gemm_device(random_offsets(16, 100, true), 3000, 384, 512, true, "max_rows>total");
+  // Prefill shapes: every tile shape, experts with hundreds of rows, one expert with all rows.
+  test_grouped_gemm_device(random_offsets(16, 1500, true), 1500, 1536, 2048, true, "prefill");
+  test_grouped_gemm_device(random_offsets(16, 1500, true), 1500, 2048, 768, false, "prefill");
+  test_grouped_gemm_device(random_offsets(6, 3000, true), 3000, 1536, 512, false, "prefill");
+  test_grouped_gemm_device(random_offsets(6, 3000, true), 3000, 1536, 512, true, "prefill");
+  test_grouped_gemm_device(counts_to_offsets({0, 0, 700, 0}), 700, 256, 768, false, "one expert");
+  test_grouped_gemm_device(counts_to_offsets({0, 45, 0, 0}), 45, 256, 768, true, "one expert");
+  // Odd small sizes (n, k multiples of 8 but of no tile), every shape.
+  test_grouped_gemm_device(random_offsets(5, 37, true), 37, 72, 40, false, "odd");
+  test_grouped_gemm_device(random_offsets(5, 3, false), 3, 200, 24, false, "odd");
+  test_grouped_gemm_device(random_offsets(3, 500, false), 500, 200, 136, false, "odd");
+  test_grouped_gemm_device(random_offsets(3, 1000, true), 1000, 8, 1000, false, "odd");
+  test_grouped_gemm_device(random_offsets(7, 50, true), 50, 128, 200, true, "odd");
+  // Graph capture and replay with other offsets, each tile shape.
+  test_grouped_gemm_device_graph(128, 1024, 512, 256, false);
+  test_grouped_gemm_device_graph(128, 1024, 512, 256, true);
+  test_grouped_gemm_device_graph(128, 8, 2048, 768, false);
+  test_grouped_gemm_device_graph(8, 1200, 512, 256, true);
+  test_grouped_gemm_device_graph(4, 1200, 512, 256, false);
+  // Preconditions.
+  long missed = 0;
+  auto expect_throw = [&](auto f) {
+    try {
+      f();
+      ++missed;
+    } catch (const K::CudaError&) {
+    }
+  };
+  DeviceBuffer<bf16> b(4096);
+  DeviceBuffer<int32_t> o(3);
+  expect_throw([&] { K::grouped_gemm_device(b.get(), b.get(), b.get(), o.get(), 2, 4, 16, 12, 0); });
+  expect_throw([&] { K::grouped_gemm_device(b.get(), b.get(), b.get(), o.get(), 2, 4, 12, 16, 0); });
+  expect_throw([&] { K::grouped_gemm_device(b.get(), b.get(), b.get(), o.get(), 0, 4, 16, 16, 0); });
+  expect_throw([&] { K::grouped_gemm_device(b.get() + 1, b.get(), b.get(), o.get(), 2, 4, 16, 16, 0); });
+  expect_throw([&] { K::grouped_gemm_swiglu_device(b.get(), b.get(), b.get(), o.get(), 2, 4, 96, 16, 0); });
+  report_exact("ggd invalid arguments throw CudaError", missed);
 }
 
 // ---- paged attention ------------------------------------------------------------------------
@@ -750,6 +925,13 @@ int main() {
   std::printf("device: %s (sm_%d%d, %d SMs), seed %u (EEP_TEST_SEED)\n", prop.name, prop.major,
               prop.minor, prop.multiProcessorCount, g_seed);
   try {
+    // EEP_TEST_ONLY=ggd: only the device-offset grouped GEMM checks (e.g. under compute-sanitizer).
+    const char* only = std::getenv("EEP_TEST_ONLY");
+    if (only && std::string(only) == "ggd") {
+      test_grouped_gemm_device_all();
+      std::printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "ALL PASSED", g_failures);
+      return g_failures ? 1 : 0;
+    }
     test_rmsnorm(37, 2048, "rows 37x2048");
     test_rmsnorm(37 * 32, 128, "per-head 1184x128");
     test_rmsnorm(5, 1001, "odd 5x1001");
@@ -770,6 +952,7 @@ int main() {
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split(fallback)", 8, 300, 192, 256);
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split", 16, 4096, 384, 512);
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split", 128, 32768, 256, 2048);
+    test_grouped_gemm_device_all();
     test_paged_attention(6, 32, 4, 128, 16, 700);
     test_paged_attention(3, 8, 8, 64, 32, 100);
     test_paged_attention(2, 16, 2, 256, 16, 300);
