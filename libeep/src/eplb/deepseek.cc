@@ -18,10 +18,31 @@
 namespace eep::eplb {
 
 void order_desc(const float* w, int n, std::vector<uint64_t>& keys, int* order) {
-  keys.resize(n);
-  for (int i = 0; i < n; ++i) keys[i] = desc_key(w[i], i);
-  std::sort(keys.begin(), keys.end());
-  for (int i = 0; i < n; ++i) order[i] = static_cast<int>(keys[i] & 0xffffffffu);
+  // LSD radix sort on the 32 weight bits of desc_key (8 bits a pass, stable): the same order as
+  // sorting the 64-bit keys, as the index bits start ascending. A few times faster than
+  // std::sort at a few hundred experts; passes where every key has the same byte are skipped.
+  keys.resize(2 * static_cast<size_t>(n));
+  uint64_t* a = keys.data();
+  uint64_t* b = a + n;
+  for (int i = 0; i < n; ++i) a[i] = desc_key(w[i], i);
+  if (n < 64) {  // small: std::sort is as fast
+    std::sort(a, a + n);
+  } else {
+    int count[256];
+    for (int shift = 32; shift < 64; shift += 8) {
+      std::fill(count, count + 256, 0);
+      for (int i = 0; i < n; ++i) ++count[(a[i] >> shift) & 0xff];
+      if (count[(a[0] >> shift) & 0xff] == n) continue;
+      for (int d = 0, sum = 0; d < 256; ++d) {
+        int c = count[d];
+        count[d] = sum;
+        sum += c;
+      }
+      for (int i = 0; i < n; ++i) b[count[(a[i] >> shift) & 0xff]++] = a[i];
+      std::swap(a, b);
+    }
+  }
+  for (int i = 0; i < n; ++i) order[i] = static_cast<int>(a[i] & 0xffffffffu);
 }
 
 namespace {
@@ -34,6 +55,7 @@ struct Scratch {
   std::vector<FI> heap;
   std::vector<float> w, group_w, node_w, phy_w;
   std::vector<int> gpack, grank, mlog2log, mcnt, picks, items, tree, node_order;
+  std::vector<int> holder_start, holder_fill, holders;
   std::vector<float> item_w, tree_w, pack_w;
   std::vector<char> seen;
 };
@@ -93,9 +115,13 @@ Scratch& scratch() {
 }  // namespace
 
 void deepseek_domain(const float* w, int n, const int* order, int num_slots, int num_packs,
-                     int* out) {
+                     int* out, bool avoid_duplicates) {
   Scratch& s = scratch();
   int extra = num_slots - n;
+  // Without duplicates no expert may have more replicas than there are GPUs (unless the slots
+  // cannot be filled otherwise).
+  int cap = avoid_duplicates && static_cast<int64_t>(n) * num_packs >= num_slots ? num_packs
+                                                                                : num_slots;
   // Step 2: replication, each extra slot to the expert with the highest load per replica (lowest
   // index on ties). Only the `extra` heaviest experts can get one: a lighter expert is never
   // the highest while a heavier one still has a single replica.
@@ -110,8 +136,12 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
     int e = -heap.back().second;
     s.picks[j] = e;
     ++s.mcnt[e];
-    heap.back().first = w[e] / static_cast<float>(s.mcnt[e]);
-    std::push_heap(heap.begin(), heap.end());
+    if (s.mcnt[e] < cap) {
+      heap.back().first = w[e] / static_cast<float>(s.mcnt[e]);
+      std::push_heap(heap.begin(), heap.end());
+    } else {
+      heap.pop_back();
+    }
   }
   int per_pack = num_slots / num_packs;
   if (per_pack == 1) {  // the reference keeps slot order: expert e, then the extras as picked
@@ -167,12 +197,36 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   for (int x = size - 1; x >= 1; --x) pull(x);
   s.fill.assign(num_packs, 0);
   s.pack_w.assign(num_packs, 0.f);
-  for (int i = 0; i < num_slots; ++i) {
-    int p = ti[1];
-    out[p * per_pack + s.fill[p]++] = s.items[i];
-    s.pack_w[p] += s.item_w[i];
-    tv[size + p] = s.fill[p] < per_pack ? s.pack_w[p] : inf;
+  // avoid_duplicates: the GPUs already holding a replicated expert weigh +inf while its next
+  // replica is placed (holders[e] lists them). When DeepSeek's own choice creates no duplicate,
+  // every choice is the same, so the layout is DeepSeek's; otherwise the lightest GPU with room
+  // that lacks the expert (or, when there is none, DeepSeek's choice).
+  auto set_leaf = [&](int p, float v) {
+    tv[size + p] = v;
     for (int x = (p + size) >> 1; x >= 1; x >>= 1) pull(x);
+  };
+  auto leaf = [&](int p) { return s.fill[p] < per_pack ? s.pack_w[p] : inf; };
+  if (avoid_duplicates) {
+    s.holder_start.assign(n + 1, 0);
+    for (int e = 0; e < n; ++e) s.holder_start[e + 1] = s.holder_start[e] + s.mcnt[e];
+    s.holder_fill.assign(n, 0);
+    s.holders.resize(num_slots);
+  }
+  for (int i = 0; i < num_slots; ++i) {
+    int e = s.items[i], p = ti[1];
+    int* held = nullptr;
+    int nheld = 0;
+    if (avoid_duplicates && s.mcnt[e] > 1) {
+      held = &s.holders[s.holder_start[e]];
+      nheld = s.holder_fill[e]++;
+      for (int h = 0; h < nheld; ++h) set_leaf(held[h], inf);
+      if (tv[1] < inf) p = ti[1];
+      for (int h = 0; h < nheld; ++h) set_leaf(held[h], leaf(held[h]));
+      held[nheld] = p;
+    }
+    out[p * per_pack + s.fill[p]++] = e;
+    s.pack_w[p] += s.item_w[i];
+    set_leaf(p, leaf(p));
   }
 }
 

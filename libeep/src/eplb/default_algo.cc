@@ -31,6 +31,10 @@ namespace {
 constexpr double kEps = 1e-12;
 // Relative distance to the lower bound at which refinement stops (balancedness >= ~0.9999).
 constexpr double kGoodEnough = 1e-4;
+// Relative distance to the lower bound beyond which default_layer tries more global candidates.
+constexpr double kSearchMore = 1 + 1e-2;
+// Layers with at most this many slots always get every candidate.
+constexpr int kSmallSlots = 128;
 
 using DI = std::pair<double, int>;
 
@@ -46,9 +50,10 @@ struct Scratch {
   // refinement and evaluation
   std::vector<int> rcnt;
   std::vector<double> load, rw;
-  std::vector<int> srt, gorder;
+  std::vector<int> srt, gorder, stamp;
+  std::vector<uint64_t> mask;
   // candidates of default_layer
-  std::vector<int> best, cand, dsg, gorder_e, alt;
+  std::vector<int> best, cand, dsg, dsp, gorder_e, alt;
 };
 
 Scratch& scratch() {
@@ -187,8 +192,8 @@ void pack_replicas(const double* w, const int* cnt, int n, const int* order, int
 
 // Swap refinement on GPUs [first, first + n) of phy2log (replica weights w / cnt). Keeps counts;
 // never adds duplicates. Returns the heaviest GPU's load of the range.
-double refine_range(const double* w, const int* cnt, int* phy, int first, int n, int k,
-                    Scratch& s) {
+double refine_range(const double* w, const int* cnt, int num_experts, int* phy, int first, int n,
+                    int k, Scratch& s) {
   int* p = phy + static_cast<size_t>(first) * k;  // the range's slots, GPU-major
   s.load.assign(n, 0.0);
   s.rw.resize(static_cast<size_t>(n) * k);
@@ -205,8 +210,15 @@ double refine_range(const double* w, const int* cnt, int* phy, int first, int n,
     std::swap(rw[i], rw[j]);
   };
   // Repair duplicates first: swap a duplicate with a replica of another GPU in the domain that
-  // creates none, choosing the closest load.
-  for (int g = 0; g < n; ++g) {
+  // creates none, choosing the closest load. (Usually there is none: one pass over the slots,
+  // marking each expert with the last GPU seen holding it, tells.)
+  s.stamp.assign(num_experts, -1);
+  bool dup = false;
+  for (int i = 0; i < n * k; ++i) {
+    dup |= s.stamp[p[i]] == i / k;
+    s.stamp[p[i]] = i / k;
+  }
+  for (int g = 0; g < n && dup; ++g) {
     for (int i = 0; i < k; ++i) {
       int si = g * k + i, e = p[si];
       int copies = 0;
@@ -234,6 +246,14 @@ double refine_range(const double* w, const int* cnt, int* phy, int first, int n,
   for (int i = 0; i < n * k; ++i) heaviest = std::max(heaviest, rw[i]);
   bound = std::max(bound, heaviest);
   double good = bound * (1 + kGoodEnough);
+  // Which experts each GPU holds, one bit each: the duplicate test of a candidate swap is then
+  // two loads instead of two scans of k slots.
+  int words = (num_experts + 63) / 64;
+  s.mask.assign(static_cast<size_t>(n) * words, 0);
+  uint64_t* mask = s.mask.data();
+  auto flip = [&](int g, int e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
+  auto has = [&](int g, int e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
+  for (int i = 0; i < n * k; ++i) flip(i / k, p[i]);
   // Each GPU's slots by replica weight, heaviest first; GPUs by load, lightest first.
   s.srt.resize(static_cast<size_t>(n) * k);
   int* srt = s.srt.data();
@@ -283,7 +303,7 @@ double refine_range(const double* w, const int* cnt, int* phy, int first, int n,
           if (d <= 0 || d >= gap) continue;
           double nm = std::max(la - d, load[b] + d);
           if (nm >= best_new) continue;
-          if (holds(p + b * k, k, p[x]) || holds(p + a * k, k, p[y])) continue;
+          if (has(b, p[x]) || has(a, p[y])) continue;
           best_new = nm, bs = x, bt = y;
         }
       }
@@ -291,6 +311,7 @@ double refine_range(const double* w, const int* cnt, int* phy, int first, int n,
     }
     if (bs < 0) break;
     int b = bt / k;
+    flip(a, p[bs]), flip(b, p[bs]), flip(a, p[bt]), flip(b, p[bt]);
     do_swap(bs, bt);
     sort_gpu(a);
     sort_gpu(b);
@@ -385,6 +406,20 @@ void pack_layer(const double* weight, int num_experts, const Options& o, bool lo
   }
 }
 
+// Lower bound of the heaviest GPU of any layout with the replica counts of s.dsg's start (the
+// greedy counts minimise the heaviest replica): the mean and the heaviest replica.
+double lower_bound(const double* weight, int num_experts, int num_slots, int num_gpus,
+                   Scratch& s) {
+  s.rcnt.assign(num_experts, 0);
+  for (int i = 0; i < num_slots; ++i) ++s.rcnt[s.dsg[i]];
+  double sum = 0, heaviest = 0;
+  for (int e = 0; e < num_experts; ++e) {
+    sum += weight[e];
+    heaviest = std::max(heaviest, weight[e] / s.rcnt[e]);
+  }
+  return std::max(sum / num_gpus, heaviest);
+}
+
 bool has_duplicates(const int* phy, int num_slots, int num_gpus) {
   int k = num_slots / num_gpus;
   for (int g = 0; g < num_gpus; ++g)
@@ -459,7 +494,8 @@ double refine_layer(const double* weight, int num_experts, int* phy2log, int num
   for (int i = 0; i < num_slots; ++i) ++s.rcnt[phy2log[i]];
   double mx = 0;
   for (int first = 0; first < num_gpus; first += gpus_per_domain)
-    mx = std::max(mx, refine_range(weight, s.rcnt.data(), phy2log, first, gpus_per_domain, k, s));
+    mx = std::max(mx, refine_range(weight, s.rcnt.data(), num_experts, phy2log, first,
+                                   gpus_per_domain, k, s));
   return mx;
 }
 
@@ -494,41 +530,66 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
     keep_if_better(cand, refine_layer(weight, E, cand.data(), S, G, gpus_per_domain));
   };
 
-  // DeepSeek's global layout is the reference every layer is held to. One sort of the experts
-  // serves it and my global packing.
+  // The start and the reference: DeepSeek's global layout made duplicate-free (replica counts
+  // capped at the GPU count, each replica onto the lightest GPU with room that lacks it). When
+  // DeepSeek's own global layout has no duplicate this is that layout, so refining it can only
+  // beat DeepSeek, and its heaviest GPU is DeepSeek's (the locality rule's reference) without a
+  // second computation. One sort of the experts serves every global candidate.
   s.fw.resize(E);
   for (int e = 0; e < E; ++e) s.fw[e] = static_cast<float>(weight[e]);
   s.gorder_e.resize(E);
   order_desc(s.fw.data(), E, s.keys, s.gorder_e.data());
-  deepseek_domain(s.fw.data(), E, s.gorder_e.data(), S, G, s.dsg.data());
-  double dsg_max = max_gpu_load(weight, E, s.dsg.data(), S, G);
+  deepseek_domain(s.fw.data(), E, s.gorder_e.data(), S, G, s.dsg.data(), true);
+  double ref_max = max_gpu_load(weight, E, s.dsg.data(), S, G);
+  // Small shapes are cheap: there DeepSeek's own global layout (duplicates and all) is computed
+  // too and is the reference when lighter, as a duplicate gives it a finer split.
+  bool small = S <= kSmallSlots;
+  double dsp_max = 0;
+  if (small) {
+    s.dsp.resize(S);
+    deepseek_domain(s.fw.data(), E, s.gorder_e.data(), S, G, s.dsp.data());
+    dsp_max = max_gpu_load(weight, E, s.dsp.data(), S, G);
+    ref_max = std::min(ref_max, dsp_max);
+  }
   if (node_local(o)) {
     int gpn = G / o.num_nodes;
     // Mine: a node-local layout is never lighter than its heaviest node spread over the node's
-    // GPUs. When that bound is above DeepSeek's global layout a global candidate wins anyway.
+    // GPUs. When that bound is above the reference a global candidate wins anyway.
     int group_size = E / o.num_groups;
     s.group_w.assign(o.num_groups, 0);
     for (int e = 0; e < E; ++e) s.group_w[e / group_size] += weight[e];
     s.node_of.resize(o.num_groups);
     double bound =
         pack_groups(s.group_w.data(), o.num_groups, o.num_nodes, s.node_of.data(), s) / gpn;
-    if (bound <= dsg_max) {
+    if (bound <= ref_max) {
       pack_layer(weight, E, o, true, nullptr, s.cand.data(), s);
       consider(s.cand, gpn, -1);
     }
     // DeepSeek's hierarchical layout, under the same bound.
     double ds_bound = deepseek_node_bound(weight, E, o.num_groups, o.num_nodes, G);
-    if (have ? ds_bound < best_max : ds_bound <= dsg_max) {
+    if (have ? ds_bound < best_max : ds_bound <= ref_max) {
       deepseek_layer(weight, E, S, o.num_groups, o.num_nodes, G, s.cand.data());
       consider(s.cand, gpn, max_gpu_load(weight, E, s.cand.data(), S, G));
     }
   }
-  // Global candidates only when the node-local layout is heavier than DeepSeek's global one:
-  // then locality would cost balance, which the default does not accept.
-  if (!have || best_max > dsg_max) {
-    pack_layer(weight, E, o, false, s.gorder_e.data(), s.cand.data(), s);
+  // Global candidates only when the node-local layout is heavier than the reference: then
+  // locality would cost balance, which the default does not accept.
+  if (!have || best_max > ref_max) {
+    s.cand.assign(s.dsg.begin(), s.dsg.end());
     consider(s.cand, G, -1);
-    consider(s.dsg, G, dsg_max);
+    // On small shapes (cheap anyway) and far from the lower bound (a few hot experts) more
+    // candidates are worth their time: my packing, and DeepSeek's layout with its duplicates
+    // repaired two ways. (At DeepSeek-V3 sizes these never won on the benchmark's loads.)
+    if (best_dup || small || best_max > kSearchMore * lower_bound(weight, E, S, G, s)) {
+      pack_layer(weight, E, o, false, s.gorder_e.data(), s.cand.data(), s);
+      consider(s.cand, G, -1);
+      if (!small) {
+        s.dsp.resize(S);
+        deepseek_domain(s.fw.data(), E, s.gorder_e.data(), S, G, s.dsp.data());
+        dsp_max = max_gpu_load(weight, E, s.dsp.data(), S, G);
+      }
+      consider(s.dsp, G, dsp_max);
+    }
   }
   // With one node DeepSeek's own choice is "hierarchical" over that node: the same packing up to
   // the order of groups, which can break ties differently.

@@ -32,8 +32,11 @@ std::vector<int> deepseek_layer(const std::vector<double>& weight, int num_slots
 // Steps 2 and 3 of DeepSeek's algorithm in one domain (a node, or the whole cluster): replicas
 // of n experts (float weights w) onto num_slots slots of num_packs GPUs. order: the experts by
 // weight descending (order_desc of w). Writes domain-local expert ids by slot to out.
+// avoid_duplicates: no expert gets more replicas than there are GPUs and a replica never goes to
+// a GPU that holds its expert while another has room; the result is DeepSeek's layout whenever
+// that has no duplicate (the default algorithm starts from it).
 void deepseek_domain(const float* w, int n, const int* order, int num_slots, int num_packs,
-                     int* out);
+                     int* out, bool avoid_duplicates = false);
 // Lower bound of the heaviest GPU of DeepSeek's hierarchical layout: the heaviest node (groups
 // packed as DeepSeek packs them) spread evenly over its GPUs.
 double deepseek_node_bound(const double* weight, int num_experts, int num_groups, int num_nodes,
