@@ -65,12 +65,13 @@ double max_gpu_load(const std::vector<double>& weight, const std::vector<int>& p
 double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
                     int num_gpus, int gpus_per_domain);
 
-// Movement-aware: one layer starting from `current`, reaching max GPU load <= target with as
-// few rewritten slots as it finds. Falls back to aligning `best` when the search cannot reach
-// the target.
-std::vector<int> movement_layer(const std::vector<double>& weight, const std::vector<int>& current,
-                                const std::vector<int>& best, double target,
-                                const Options& options);
+// Movement-aware rows (movement.cc): per layer, starting from current[l] (-1: a slot without
+// predecessor), a layout whose heaviest GPUs sum to at most sum(best maxima) / (1 - tolerance)
+// with as few rewritten slots as the search finds, the tolerance spent where it saves most moves.
+std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double>>& load,
+                                            const std::vector<std::vector<int>>& current,
+                                            const std::vector<std::vector<int>>& best,
+                                            const Options& options);
 
 // Throws Error(kInvalidArgument) unless keep is empty or maps every new GPU to a distinct GPU of
 // the current plan or to -1.

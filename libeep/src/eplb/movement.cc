@@ -1,18 +1,22 @@
-// Movement-aware rebalancing of one layer. Moving an expert costs a weight transfer per slot, so
-// the search starts from the current placement and rewrites single slots, greedily taking the
+// Movement-aware rebalancing. Moving an expert costs a weight transfer per slot, so each layer's
+// search starts from the current placement and rewrites single slots, greedily taking the
 // operation with the best reduction of overload per newly moved slot:
 //   - swap: two slots on different GPUs exchange experts (two moves, counts unchanged);
 //   - add a replica of an expert held by the heaviest GPU in a slot elsewhere whose expert has
 //     spare replicas (one move: the hot expert's per-replica load drops everywhere it lives);
-//   - rewrite a slot of the heaviest GPU to a lighter expert, taking a replica from the expert
-//     it held (one move).
-// Overload is the sum over GPUs of max(0, load - target). It stops when the heaviest GPU is
-// within target. When the search cannot get there (or the aligned best plan moves fewer
-// slots), the best plan relabelled to overlap the current one most (align_layer) is used; it
-// meets the target by construction. No operation ever adds a duplicate replica to a GPU, and
-// with node locality every expert stays on the node its group lives on.
+//   - rewrite a slot of the heaviest GPU to another expert, taking a replica from the expert it
+//     held (one move).
+// Overload is the sum over GPUs of max(0, load - floor). No operation ever adds a duplicate
+// replica to a GPU. Each layer's search records its trajectory (slots moved and heaviest GPU
+// after every operation); movement_rows then spends the plan's tolerance GLOBALLY, as the
+// balancedness is global (sum of means / sum of maxima): a greedy over the layers' trajectories
+// takes the steps with the largest drop of the heaviest GPU per moved slot until the sum of the
+// maxima fits. Layers where moving is cheap go below their share so that expensive ones move
+// less. The best plan relabelled to overlap the current one most (align_layer) is every layer's
+// last point, so the budget is always met.
 #include <algorithm>
 #include <cmath>
+#include <queue>
 #include <vector>
 
 #include "eplb/internal.h"
@@ -21,74 +25,92 @@ namespace eep::eplb {
 
 namespace {
 
-struct State {
-  const std::vector<double>& w;
-  const std::vector<int>& orig;
-  std::vector<int> phy;
-  int num_gpus, k, num_experts;
-  std::vector<int> cnt;
-  std::vector<int> on;  // [gpu * E + e]
+// Each layer's search goes down to best / (1 - kMovementFloor * tolerance): below its even share
+// (1), so that layers where moving is cheap can fund the others, not much further (time).
+constexpr double kMovementFloor = 0.5;
+
+// Search state of one layer. Loads are recomputed from scratch after every operation (O(slots)),
+// so the recorded maxima are exact; candidate gains use incremental deltas.
+struct Search {
+  const double* w;
+  const int* orig;  // current layout; -1: a slot without predecessor (always counts as moved)
+  int E, G, k, S;
+  double floor;
+  std::vector<int> phy, cnt, on;  // on[g * E + e]: replicas of e on GPU g
+  std::vector<std::vector<int>> slots_of;
   std::vector<double> load;
-  std::vector<std::vector<int>> hosts;  // expert -> GPUs (with multiplicity)
-  double target;
+  int moved = 0;
+  // scratch for rewrite_gain: per-GPU deltas and the GPUs touched
+  std::vector<double> delta;
+  std::vector<char> mark;
+  std::vector<int> touched;
 
-  // orig: the current layout (-1: a slot with no predecessor, moved whatever it gets); start:
-  // a full layout to search from.
-  State(const std::vector<double>& w_, const std::vector<int>& cur, std::vector<int> start,
-        int gpus, double t)
-      : w(w_), orig(cur), phy(std::move(start)), num_gpus(gpus), target(t) {
-    k = static_cast<int>(phy.size()) / num_gpus;
-    num_experts = static_cast<int>(w.size());
-    rebuild();
-  }
-
-  void rebuild() {
-    cnt.assign(num_experts, 0);
-    on.assign(static_cast<size_t>(num_gpus) * num_experts, 0);
-    hosts.assign(num_experts, {});
-    for (size_t s = 0; s < phy.size(); ++s) {
+  Search(const double* weight, int num_experts, const int* current, std::vector<int> start,
+         int num_gpus, double floor_target)
+      : w(weight), orig(current), E(num_experts), G(num_gpus), floor(floor_target),
+        phy(std::move(start)) {
+    S = static_cast<int>(phy.size());
+    k = S / G;
+    cnt.assign(E, 0);
+    on.assign(static_cast<size_t>(G) * E, 0);
+    slots_of.assign(E, {});
+    for (int s = 0; s < S; ++s) {
       ++cnt[phy[s]];
-      ++on[(s / k) * num_experts + phy[s]];
-      hosts[phy[s]].push_back(static_cast<int>(s / k));
+      ++on[(s / k) * E + phy[s]];
+      slots_of[phy[s]].push_back(s);
+      moved += phy[s] != orig[s];
     }
-    load.assign(num_gpus, 0.0);
-    for (size_t s = 0; s < phy.size(); ++s) load[s / k] += w[phy[s]] / cnt[phy[s]];
+    delta.assign(G, 0.0);
+    mark.assign(G, 0);
+    recompute();
   }
-
-  double excess(double l) const { return l > target ? l - target : 0.0; }
-  int holds(int g, int e) const { return on[static_cast<size_t>(g) * num_experts + e]; }
+  void recompute() {
+    load.assign(G, 0.0);
+    for (int s = 0; s < S; ++s) load[s / k] += w[phy[s]] / cnt[phy[s]];
+  }
+  double ex(double l) const { return l > floor ? l - floor : 0.0; }
+  bool holds(int g, int e) const { return on[static_cast<size_t>(g) * E + e] > 0; }
   // Newly moved slots if slot s takes expert e.
   int move_cost(int s, int e) const { return (e != orig[s]) - (phy[s] != orig[s]); }
+  double max_load() const { return *std::max_element(load.begin(), load.end()); }
 
-  // Change of overload when slot t (on GPU b) is rewritten from its expert z to x.
-  double rewrite_gain(int t, int x) const {
-    int b = t / k, z = phy[t];
-    double before = 0, after = 0;
-    // GPUs touched: hosts of x, hosts of z, b. Accumulate per-GPU deltas in a tiny list.
-    thread_local std::vector<int> touched;
-    thread_local std::vector<double> delta;
+  // Change of overload when slot t is rewritten from its expert y to z.
+  double rewrite_gain(int t, int z) {
+    int y = phy[t];
     touched.clear();
-    delta.clear();
     auto add = [&](int g, double d) {
-      for (size_t i = 0; i < touched.size(); ++i)
-        if (touched[i] == g) {
-          delta[i] += d;
-          return;
-        }
-      touched.push_back(g);
-      delta.push_back(d);
+      if (!mark[g]) mark[g] = 1, touched.push_back(g);
+      delta[g] += d;
     };
-    double ox = w[x] / cnt[x], nx = w[x] / (cnt[x] + 1);
-    double oz = w[z] / cnt[z], nz = w[z] / (cnt[z] - 1);
-    for (int g : hosts[x]) add(g, nx - ox);
-    for (int g : hosts[z]) add(g, nz - oz);
-    // Slot t itself: it held z (counted above at the new per-replica load) and now holds x.
-    add(b, -nz + nx);
-    for (size_t i = 0; i < touched.size(); ++i) {
-      before += excess(load[touched[i]]);
-      after += excess(load[touched[i]] + delta[i]);
+    double oz = w[z] / cnt[z], nz = w[z] / (cnt[z] + 1);
+    double oy = w[y] / cnt[y], ny = w[y] / (cnt[y] - 1);
+    for (int u : slots_of[z]) add(u / k, nz - oz);
+    for (int u : slots_of[y]) add(u / k, u == t ? nz - oy : ny - oy);
+    double gain = 0;
+    for (int g : touched) {
+      gain += ex(load[g]) - ex(load[g] + delta[g]);
+      delta[g] = 0.0, mark[g] = 0;
     }
-    return before - after;
+    return gain;
+  }
+
+  void move_slot(int s, int from, int to) {  // slots_of bookkeeping
+    auto& v = slots_of[from];
+    v.erase(std::find(v.begin(), v.end(), s));
+    slots_of[to].push_back(s);
+  }
+  void set(int s, int e) {
+    int y = phy[s], g = s / k;
+    moved += move_cost(s, e);
+    --on[g * E + y], ++on[g * E + e];
+    --cnt[y], ++cnt[e];
+    move_slot(s, y, e);
+    phy[s] = e;
+  }
+  void swap(int s, int t) {
+    int x = phy[s], y = phy[t];
+    set(s, y);
+    set(t, x);  // counts return to what they were
   }
 };
 
@@ -158,99 +180,213 @@ std::vector<int> complete(const std::vector<double>& w, std::vector<int> phy, in
   return phy;
 }
 
-}  // namespace
 
-std::vector<int> movement_layer(const std::vector<double>& weight, const std::vector<int>& current,
-                                const std::vector<int>& best, double target,
-                                const Options& o) {
-  // Locality is not enforced slot by slot here: the default may itself pick a global layout.
-  bool local = false;
-  int nodes = local ? o.num_nodes : 1;
-  auto aligned = align_layer(current, best, o.num_gpus, nodes);
-  auto moves = [&](const std::vector<int>& p) {
-    int n = 0;
-    for (size_t s = 0; s < p.size(); ++s) n += p[s] != current[s];
-    return n;
-  };
-  int aligned_moves = moves(aligned);
-  target *= 1 + 1e-12;
+// One operation of a layer's trajectory: slot s2 >= 0 swaps with s1; else s1 takes expert e.
+struct Op {
+  int s1, s2, e;
+};
 
-  // A projected plan may have empty slots and experts without a replica: complete it first.
-  State st(weight, current, complete(weight, current, o.num_gpus), o.num_gpus, target);
-  int k = st.k, E = st.num_experts;
-  int gpus_per_node = o.num_gpus / nodes;
-  // With locality every expert may only live on the node its group lives on now; a current plan
-  // that breaks locality is not repaired slot by slot: the aligned best plan is used instead.
-  std::vector<int> node_of(E, 0);
-  if (local) {
-    int group_size = E / o.num_groups;
-    std::vector<int> votes(static_cast<size_t>(o.num_groups) * nodes, 0);
-    for (size_t s = 0; s < current.size(); ++s)
-      ++votes[(current[s] / group_size) * nodes + (s / k) / gpus_per_node];
-    for (int g = 0; g < o.num_groups; ++g) {
-      int bn = static_cast<int>(std::max_element(votes.begin() + g * nodes,
-                                                 votes.begin() + (g + 1) * nodes) -
-                                (votes.begin() + g * nodes));
-      for (int e = g * group_size; e < (g + 1) * group_size; ++e) node_of[e] = bn;
-    }
-    for (size_t s = 0; s < current.size(); ++s)
-      if (node_of[current[s]] != static_cast<int>((s / k) / gpus_per_node)) return aligned;
-  }
-  auto node = [&](int g) { return g / gpus_per_node; };
+struct Trajectory {
+  std::vector<int> start;       // the current layout, completed
+  std::vector<Op> ops;
+  std::vector<int> moves;       // moves[i]: slots moved after the first i operations
+  std::vector<double> maxima;   // heaviest GPU after the first i operations
+};
 
-  int budget = std::min(aligned_moves, static_cast<int>(current.size()));
-  for (int iter = 0; iter < 4 * static_cast<int>(current.size()); ++iter) {
+// The greedy search of one layer from `current` towards max load <= floor; stops there, when no
+// operation helps, or when it has moved max_moves slots.
+Trajectory search_layer(const std::vector<double>& weight, const std::vector<int>& current,
+                        double floor, int max_moves, int num_gpus) {
+  Trajectory tr;
+  tr.start = complete(weight, current, num_gpus);
+  Search st(weight.data(), static_cast<int>(weight.size()), current.data(), tr.start, num_gpus,
+            floor * (1 + 1e-12));
+  tr.moves.push_back(st.moved);
+  tr.maxima.push_back(st.max_load());
+  int k = st.k, E = st.E, S = st.S;
+  for (int iter = 0; iter < 4 * S; ++iter) {
     int a = static_cast<int>(std::max_element(st.load.begin(), st.load.end()) - st.load.begin());
-    if (st.load[a] <= target) break;
-    // Current moved count; stop early once the search cannot beat the aligned plan.
-    if (moves(st.phy) >= budget) break;
+    double la = st.load[a];
+    if (la <= st.floor || st.moved >= max_moves) break;
     double best_score = 0;
-    int op = -1, s1 = -1, s2 = -1, ex = -1;
-    auto offer = [&](double gain, int cost, int kind, int p, int q, int e) {
-      if (gain <= 1e-12 * std::max(1.0, target)) return;
+    Op best{-1, -1, -1};
+    auto offer = [&](double gain, int cost, Op op) {
+      if (gain <= 1e-12 * std::max(1.0, st.floor)) return;
       // Operations that move nothing new (undoing an earlier move) come first.
       double score = cost <= 0 ? 1e300 + gain : gain / cost;
-      if (score > best_score) best_score = score, op = kind, s1 = p, s2 = q, ex = e;
+      if (score > best_score) best_score = score, best = op;
     };
+    double ex_a = st.ex(la);
     for (int i = 0; i < k; ++i) {
       int s = a * k + i, x = st.phy[s];
       double wx = weight[x] / st.cnt[x];
-      for (int t = 0; t < static_cast<int>(st.phy.size()); ++t) {
+      // A new replica of x lowers each of x's GPUs by wx - wx_new at most: the bound on the
+      // gain of any "add a replica of x" (cost >= 1), checked before trying every slot.
+      double dx = wx - weight[x] / (st.cnt[x] + 1);
+      double add_bound = 0;
+      for (int u : st.slots_of[x]) add_bound += std::min(st.ex(st.load[u / k]), dx);
+      bool try_add = add_bound > best_score;
+      for (int t = 0; t < S; ++t) {
         int b = t / k;
-        if (b == a || node(b) != node(a)) continue;
-        int y = st.phy[t];
-        // Swap s <-> t.
-        if (!st.holds(b, x) && !st.holds(a, y)) {
-          double d = wx - weight[y] / st.cnt[y];
-          if (d > 0) {
-            double before = st.excess(st.load[a]) + st.excess(st.load[b]);
-            double after = st.excess(st.load[a] - d) + st.excess(st.load[b] + d);
-            offer(before - after, st.move_cost(s, y) + st.move_cost(t, x), 0, s, t, -1);
-          }
+        if (b == a) {
+          t += k - 1;
+          continue;
         }
-        // Add a replica of x in slot t, taking it from y.
-        if (!st.holds(b, x) && st.cnt[y] >= 2 && x != y)
-          offer(st.rewrite_gain(t, x), st.move_cost(t, x), 1, t, -1, x);
+        int y = st.phy[t];
+        if (st.holds(b, x)) continue;
+        // Swap s <-> t: gain at most min(overload of a, d), cost >= 1.
+        double d = wx - weight[y] / st.cnt[y];
+        // (Gains are bounded to skip hopeless candidates early; every cost here is >= 1.)
+        if (d > 0 && std::min(ex_a, d) > best_score && !st.holds(a, y)) {
+          double lb = st.load[b];
+          double gain = ex_a + st.ex(lb) - st.ex(la - d) - st.ex(lb + d);
+          offer(gain, st.move_cost(s, y) + st.move_cost(t, x), {s, t, -1});
+        }
+        // Add a replica of x in slot t, taking it from y: at most x's GPUs' drop and b's own
+        // change (y's other GPUs only rise).
+        if (try_add && st.cnt[y] >= 2 && x != y) {
+          double lb = st.load[b];
+          double ub = add_bound + st.ex(lb) - st.ex(lb + wx - dx - weight[y] / st.cnt[y]);
+          if (ub > best_score) offer(st.rewrite_gain(t, x), st.move_cost(t, x), {t, -1, x});
+        }
       }
       // Rewrite slot s of the heaviest GPU to another expert z.
       if (st.cnt[x] >= 2) {
         for (int z = 0; z < E; ++z) {
-          if (z == x || st.holds(a, z) || (local && node_of[z] != node(a))) continue;
-          offer(st.rewrite_gain(s, z), st.move_cost(s, z), 1, s, -1, z);
+          if (z == x || st.holds(a, z)) continue;
+          // a sheds at most wx - (z's new per-replica load): prune before the full gain.
+          double shed = wx - weight[z] / (st.cnt[z] + 1);
+          double other = st.cnt[z] * (weight[z] / st.cnt[z] - weight[z] / (st.cnt[z] + 1));
+          if (std::min(ex_a, std::max(shed, 0.0)) + other <= best_score) continue;
+          offer(st.rewrite_gain(s, z), st.move_cost(s, z), {s, -1, z});
         }
       }
     }
-    if (op < 0) break;
-    if (op == 0) {
-      std::swap(st.phy[s1], st.phy[s2]);
+    if (best.s1 < 0) break;
+    if (best.s2 >= 0) {
+      st.swap(best.s1, best.s2);
     } else {
-      st.phy[s1] = ex;
+      st.set(best.s1, best.e);
     }
-    st.rebuild();
+    st.recompute();
+    tr.ops.push_back(best);
+    tr.moves.push_back(st.moved);
+    tr.maxima.push_back(st.max_load());
   }
-  double mx = *std::max_element(st.load.begin(), st.load.end());
-  if (mx <= target && moves(st.phy) < aligned_moves) return st.phy;
-  return aligned;
+  return tr;
+}
+
+std::vector<int> replay(const Trajectory& tr, int n) {
+  std::vector<int> phy = tr.start;
+  for (int i = 0; i < n; ++i) {
+    const Op& op = tr.ops[i];
+    if (op.s2 >= 0) {
+      std::swap(phy[op.s1], phy[op.s2]);
+    } else {
+      phy[op.s1] = op.e;
+    }
+  }
+  return phy;
+}
+
+int count_moves(const std::vector<int>& phy, const std::vector<int>& current) {
+  int n = 0;
+  for (size_t s = 0; s < phy.size(); ++s) n += phy[s] != current[s];
+  return n;
+}
+
+}  // namespace
+
+std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double>>& load,
+                                            const std::vector<std::vector<int>>& current,
+                                            const std::vector<std::vector<int>>& best,
+                                            const Options& o) {
+  int L = static_cast<int>(load.size());
+  // Budget: sum over layers of the heaviest GPU may reach sum(best) / (1 - tolerance), which
+  // bounds the plan's balancedness loss by the tolerance.
+  std::vector<double> best_max(L);
+  double budget = 0;
+  for (int l = 0; l < L; ++l) {
+    best_max[l] = max_gpu_load(load[l], best[l], o.num_gpus);
+    budget += best_max[l];
+  }
+  budget /= 1.0 - o.tolerance;
+  // Each layer: its trajectory, searched down to a floor below its even share of the tolerance
+  // (cheap layers fund the others), and the aligned best plan as its last point.
+  struct Layer {
+    Trajectory tr;
+    std::vector<int> aligned;
+    std::vector<int> moves;    // per point: trajectory points, then the aligned plan
+    std::vector<double> maxima;
+    std::vector<int> hull;     // points on the lower convex hull of (moves, max), fewest moves first
+    size_t at = 0;             // the chosen hull point
+    int chosen = -1;           // a point off the hull, when the last step needed less
+  };
+  std::vector<Layer> ls(L);
+  double total = 0;
+  for (int l = 0; l < L; ++l) {
+    Layer& y = ls[l];
+    y.aligned = align_layer(current[l], best[l], o.num_gpus, 1);
+    int aligned_moves = count_moves(y.aligned, current[l]);
+    double floor = best_max[l] / (1.0 - kMovementFloor * o.tolerance);
+    y.tr = search_layer(load[l], current[l], floor, aligned_moves, o.num_gpus);
+    y.moves = y.tr.moves;
+    y.maxima = y.tr.maxima;
+    y.moves.push_back(aligned_moves);
+    y.maxima.push_back(best_max[l]);
+    int n = static_cast<int>(y.moves.size());
+    std::vector<int> idx(n);
+    for (int i = 0; i < n; ++i) idx[i] = i;
+    std::sort(idx.begin(), idx.end(), [&](int p, int q) {
+      return y.moves[p] < y.moves[q] || (y.moves[p] == y.moves[q] && y.maxima[p] < y.maxima[q]);
+    });
+    auto slope = [&](int p, int q) {  // drop of the max per moved slot from p to q
+      return (y.maxima[p] - y.maxima[q]) / (y.moves[q] - y.moves[p]);
+    };
+    for (int i : idx) {
+      if (!y.hull.empty() && y.maxima[i] >= y.maxima[y.hull.back()]) continue;  // dominated
+      while (y.hull.size() >= 2 && slope(y.hull[y.hull.size() - 2], y.hull.back()) <=
+                                       slope(y.hull.back(), i))
+        y.hull.pop_back();
+      y.hull.push_back(i);
+    }
+    total += y.maxima[y.hull[0]];
+  }
+  // Greedy over layers: the hull step with the largest drop of the max per move first, until
+  // the budget holds. Hull slopes fall along each layer, so this is the cheapest way there.
+  auto step_slope = [&](int l) {
+    const Layer& y = ls[l];
+    int p = y.hull[y.at], q = y.hull[y.at + 1];
+    return (y.maxima[p] - y.maxima[q]) / (y.moves[q] - y.moves[p]);
+  };
+  std::priority_queue<std::pair<double, int>> heap;
+  for (int l = 0; l < L; ++l)
+    if (ls[l].hull.size() > 1) heap.push({step_slope(l), l});
+  while (total > budget && !heap.empty()) {
+    int l = heap.top().second;
+    heap.pop();
+    Layer& y = ls[l];
+    double before = y.maxima[y.hull[y.at]];
+    ++y.at;
+    total += y.maxima[y.hull[y.at]] - before;
+    if (y.at + 1 < y.hull.size()) heap.push({step_slope(l), l});
+    if (total <= budget) {
+      // The last step may overshoot: any point of this layer that fits with fewer moves will do.
+      double allowed = budget - (total - y.maxima[y.hull[y.at]]);
+      int pick = y.hull[y.at];
+      for (size_t i = 0; i < y.moves.size(); ++i)
+        if (y.maxima[i] <= allowed && y.moves[i] < y.moves[pick]) pick = static_cast<int>(i);
+      y.chosen = pick;
+    }
+  }
+  std::vector<std::vector<int>> rows(L);
+  for (int l = 0; l < L; ++l) {
+    const Layer& y = ls[l];
+    int i = y.chosen >= 0 ? y.chosen : y.hull[y.at];
+    int n_ops = static_cast<int>(y.tr.ops.size());
+    rows[l] = i <= n_ops ? replay(y.tr, i) : y.aligned;
+  }
+  return rows;
 }
 
 }  // namespace eep::eplb

@@ -1,6 +1,5 @@
 // Entry point: input checks and the choice between the algorithms and the movement-aware mode.
 #include <cmath>
-#include <limits>
 #include <string>
 
 #include "eep/common.h"
@@ -72,41 +71,20 @@ Plan rebalance(const std::vector<std::vector<double>>& load, const Options& o) {
     for (int l = 0; l < num_layers; ++l) default_layer(load[l].data(), num_experts, o, rows[l].data());
   }
   if (o.current) {
-    // Movement-aware. The plan's balancedness may lose `tolerance` against the best plan, i.e.
-    // the sum over layers of the heaviest GPU may grow to sum(best) / (1 - tolerance). Layers
-    // whose current layout already fits their share move nothing; the share they leave unused
-    // goes to the layers that must move, in proportion to their load, so those move less.
-    // With another GPU or slot count (or GPUs relabelled by keep) the current plan is first
-    // projected onto the new slots (-1 where a slot has no predecessor) and never fits as is.
-    int nodes = 1;
+    // Movement-aware. With another GPU or slot count (or GPUs relabelled by keep) the current
+    // plan is first projected onto the new slots (-1 where a slot has no predecessor).
     const Plan& c = *o.current;
     auto keep = keep_or_identity(o.keep, c.num_gpus, o.num_gpus);
     bool same = c.num_gpus == o.num_gpus && c.num_slots == o.num_slots;
     for (int g = 0; g < o.num_gpus && same; ++g) same = keep[g] == g;
     std::vector<std::vector<int>> proj(num_layers);
-    std::vector<double> best(num_layers), target(num_layers), cur(num_layers);
-    double slack = 0, needy = 0;
-    for (int l = 0; l < num_layers; ++l) {
+    for (int l = 0; l < num_layers; ++l)
       proj[l] = same ? c.phy2log[l]
                      : project_layer(c.phy2log[l], c.num_gpus, o.num_slots, o.num_gpus, keep);
-      best[l] = max_gpu_load(load[l], rows[l], o.num_gpus);
-      target[l] = best[l] / (1.0 - o.tolerance);
-      cur[l] = same ? max_gpu_load(load[l], proj[l], o.num_gpus)
-                    : std::numeric_limits<double>::infinity();
-      if (cur[l] <= target[l]) {
-        slack += target[l] - cur[l];
-      } else {
-        needy += best[l];
-      }
-    }
-    for (int l = 0; l < num_layers; ++l) {
-      if (cur[l] <= target[l]) {
-        target[l] = cur[l];  // kept as is: its unused share went to the others
-      } else if (needy > 0) {
-        target[l] += slack * best[l] / needy;
-      }
-      rows[l] = o.algo == Algo::kDefault ? movement_layer(load[l], proj[l], rows[l], target[l], o)
-                                         : align_layer(proj[l], rows[l], o.num_gpus, nodes);
+    if (o.algo == Algo::kDefault) {
+      rows = movement_rows(load, proj, rows, o);
+    } else {
+      for (int l = 0; l < num_layers; ++l) rows[l] = align_layer(proj[l], rows[l], o.num_gpus, 1);
     }
   }
   return make_plan(std::move(rows), num_experts, o.num_gpus);
