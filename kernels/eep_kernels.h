@@ -181,6 +181,20 @@ size_t sample_tokens_workspace_bytes(int rows, int vocab);
 void sample_tokens(const float* logits, const SamplingRow* params, int rows, int vocab,
                    void* workspace, size_t workspace_bytes, int32_t* ids, cudaStream_t stream);
 
+// ---- device routing (kernels/moe_route.cu) -------------------------------------------------
+// For a group of one, where every replica is local. route is one device array:
+// [num_experts] replica counts, [num_experts][max_replicas] physical slots of each expert's
+// replicas, [slots_per_rank] the expert each local slot holds (-1 empty). Item i (= token * k +
+// choice, ids [items]) goes to replica i % count of its expert: local_slots[i] = that slot -
+// first_slot, and load[local slot] += 1. An item whose expert has no replica here, or whose slot
+// does not hold it, gets local_slots[i] = -1 (so no GEMM reads a wrong slot) and, for the first
+// such item, error[0..4] = {1, layer, expert, slot, expert held (-2: slot not on this rank)};
+// error[0] must be 0 before the step and is read by the host after it.
+void route_local(const int32_t* ids, int items, const int32_t* route, int num_experts,
+                 int max_replicas, int first_slot, int slots_per_rank, int layer,
+                 int32_t* local_slots, unsigned long long* load, int32_t* error,
+                 cudaStream_t stream);
+
 // ---- token permutation (MoE dispatch / combine on one GPU) ---------------------------------
 // Dispatch: the num_tokens * k (token, slot) pairs of topk_ids [num_tokens][k] are grouped by
 // expert, stable (within an expert, in (token, slot) order, so the result does not depend on
@@ -208,6 +222,11 @@ void embedding_gather(const bf16* table, const int32_t* ids, int rows, int dim, 
 // out[r] = w * (residual[r] * rsqrt(mean(residual[r]^2) + eps)) in bf16.
 void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, int rows, int dim,
                  float eps, cudaStream_t stream);
+// The same, also writing the normalised rows in fp32 (out_f32 may be null): the router takes
+// them, so that routing sees what the fp32 CPU reference sees, not a bf16 rounding of it
+// (near-tied experts otherwise flip).
+void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, float* out_f32,
+                 int rows, int dim, float eps, cudaStream_t stream);
 // dst[i] = src[idx[i]] for `rows` rows of dim elements (idx device). Used to pack rows for
 // dispatch and to pick the rows that sample.
 void gather_rows(const bf16* src, const int32_t* idx, int rows, int dim, bf16* dst,

@@ -38,7 +38,7 @@ __global__ void embedding_gather_kernel(const bf16* table, const int32_t* ids, i
 }
 
 __global__ void add_rmsnorm_kernel(float* residual, const bf16* delta, const bf16* w, bf16* out,
-                                   int dim, float eps) {
+                                   float* out_f32, int dim, float eps) {
   __shared__ float shared[32];
   const int r = blockIdx.x;
   float* x = residual + size_t(r) * dim;
@@ -54,8 +54,12 @@ __global__ void add_rmsnorm_kernel(float* residual, const bf16* delta, const bf1
   }
   const float inv = rsqrtf(block_sum(ss, shared) / float(dim) + eps);
   bf16* o = out + size_t(r) * dim;
-  for (int c = threadIdx.x; c < dim; c += blockDim.x)
-    o[c] = __float2bfloat16(__bfloat162float(w[c]) * (x[c] * inv));
+  float* of = out_f32 ? out_f32 + size_t(r) * dim : nullptr;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    const float v = __bfloat162float(w[c]) * (x[c] * inv);
+    o[c] = __float2bfloat16(v);
+    if (of) of[c] = v;
+  }
 }
 
 template <typename T>
@@ -152,10 +156,15 @@ void embedding_gather(const bf16* table, const int32_t* ids, int rows, int dim, 
 
 void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, int rows, int dim,
                  float eps, cudaStream_t stream) {
+  add_rmsnorm(residual, delta, w, out, nullptr, rows, dim, eps, stream);
+}
+
+void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, float* out_f32,
+                 int rows, int dim, float eps, cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && dim > 0, "add_rmsnorm: rows >= 0 and dim > 0");
   if (rows == 0) return;
   detail::add_rmsnorm_kernel<<<rows, detail::kRowThreads, 0, stream>>>(residual, delta, w, out,
-                                                                        dim, eps);
+                                                                        out_f32, dim, eps);
   EEP_LAUNCH_CHECK();
 }
 

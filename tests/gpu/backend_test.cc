@@ -287,6 +287,96 @@ TEST_P(CudaBackendTest, OneRankMatchesCpu) {
               (long long)routed);
 }
 
+// A backend made while an environment variable has a value (the backend reads it once, when
+// it is made), the variable restored afterwards.
+std::unique_ptr<eep::Backend> cuda_backend_with(const char* var, const char* value,
+                                                const eep::ModelConfig& cfg,
+                                                const eep::BackendOptions& bo) {
+  const char* old = getenv(var);
+  const std::string saved = old ? old : "";
+  setenv(var, value, 1);
+  auto b = eep::make_cuda_backend(cfg, bo);
+  if (old) setenv(var, saved.c_str(), 1); else unsetenv(var);
+  return b;
+}
+
+// Decode steps of a group of one run as CUDA graphs: the replayed steps give exactly the
+// logits of the same steps run kernel by kernel (EEP_CUDA_GRAPHS=0), and graphs were replayed.
+TEST_P(CudaBackendTest, GraphStepsEqualEagerSteps) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const auto& cfg = src->config();
+  const Workload w = make_workload(cfg.vocab_size, 6, 20, 16, 21);
+  std::vector<std::vector<std::vector<float>>> got[2];
+  eep::Backend::Counters counters[2];
+  for (int graphs = 0; graphs < 2; ++graphs) {
+    auto gpu = cuda_backend_with("EEP_CUDA_GRAPHS", graphs ? "1" : "0", cfg, options_for(w));
+    gpu->load_dense(*src);
+    gpu->load_experts(*src, all_local(cfg), 0);
+    auto g = group_of(server_.address(), "graphs" + std::to_string(graphs) + GetParam(), 0, 1);
+    got[graphs] = drive(*gpu, *g, w, all_indices(w.prompts.size()), nullptr);
+    counters[graphs] = gpu->counters();
+  }
+  EXPECT_EQ(counters[0].graph_replays, 0);
+  EXPECT_GT(counters[1].graph_captures, 0);
+  EXPECT_GT(counters[1].graph_replays, 0);
+  std::printf("RESULT %s graphs: %lld captured, %lld replayed\n", GetParam().c_str(),
+              (long long)counters[1].graph_captures, (long long)counters[1].graph_replays);
+  ASSERT_EQ(got[0].size(), got[1].size());
+  for (size_t i = 0; i < got[0].size(); ++i) {
+    ASSERT_EQ(got[0][i].size(), got[1][i].size());
+    for (size_t t = 0; t < got[0][i].size(); ++t)
+      EXPECT_EQ(got[0][i][t], got[1][i][t]) << "sequence " << i << " point " << t;
+  }
+}
+
+// The device-routed MoE (group of one: routing, invariant check and offsets on the device, own
+// grouped GEMM) against the host-routed one (EEP_CUDA_HOST_ROUTING=1: ids to the host, cuBLAS
+// grouped GEMM): the same routing rule, so the same expert load, and logits within bf16 noise.
+TEST_P(CudaBackendTest, DeviceRoutedMatchesHostRouted) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const auto& cfg = src->config();
+  const Workload w = make_workload(cfg.vocab_size, 8, 12, 8, 9);
+  // Redundant slots, so the replica rule (item index modulo replicas) is exercised.
+  const eep::Placement redundant =
+      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 8, 1);
+  Reference host;
+  for (int device_routed = 0; device_routed < 2; ++device_routed) {
+    auto gpu = cuda_backend_with("EEP_CUDA_HOST_ROUTING", device_routed ? "0" : "1", cfg,
+                                 options_for(w));
+    gpu->load_dense(*src);
+    gpu->load_experts(*src, redundant, 0);
+    auto g = group_of(server_.address(), "routing" + std::to_string(device_routed) + GetParam(),
+                      0, 1);
+    if (!device_routed) {
+      host.logits = drive(*gpu, *g, w, all_indices(w.prompts.size()), nullptr);
+      for (auto& points : host.logits) {
+        std::vector<int32_t> toks;
+        for (size_t t = 0; t + 1 < points.size(); ++t)
+          toks.push_back(argmax(points[t].data(), int(points[t].size())));
+        host.tokens.push_back(toks);
+      }
+      host.expert_load = gpu->expert_load();
+      continue;
+    }
+    Agreement a;
+    a.add(host, all_indices(w.prompts.size()),
+          drive(*gpu, *g, w, all_indices(w.prompts.size()), &host.tokens));
+    a.expect_close(GetParam() + " device-routed vs host-routed");
+    std::sort(a.point.begin(), a.point.end());
+    EXPECT_LE(std::sqrt(a.num / a.den), 1e-2);
+    EXPECT_GE(double(a.equal), 0.99 * a.total);
+    // Both paths counted the same rows per slot, up to the few pairs a rounding difference may
+    // send to another expert.
+    const auto load = gpu->expert_load();
+    int64_t total = 0;
+    for (int64_t c : load[0]) total += c;
+    EXPECT_GT(total, 0);
+    EXPECT_LE(routing_differences(host.expert_load, load), total / 100 + 2);
+  }
+}
+
 // Two engines on one GPU with redundant slots: rows cross ranks through a real Gloo group.
 // Then 2 -> 1 through the elastic interface: rank 0 stages the one-rank placement from its own
 // slots plus the experts rank 1 hands over, commits, and serves alone.

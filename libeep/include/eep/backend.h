@@ -96,6 +96,14 @@ class Backend {
   // warm-up, in lockstep with the group's other members; returns seconds per call, measured
   // after the device has finished.
   virtual double benchmark_moe(int layer, int rows, int iters, Group& group) = 0;
+
+  // How steps ran, for tests and benchmarks: CUDA graphs captured and replayed (decode steps of
+  // a group of one on the CUDA backend; zero elsewhere).
+  struct Counters {
+    int64_t graph_captures = 0;
+    int64_t graph_replays = 0;
+  };
+  virtual Counters counters() const { return {}; }
 };
 
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& cfg, const BackendOptions& opts);

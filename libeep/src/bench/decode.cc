@@ -19,6 +19,7 @@ namespace eep::bench {
 namespace {
 
 constexpr const char* kTool = "eep-bench decode";
+constexpr int kWarmupSteps = 2;  // untimed decode steps before the timed ones
 
 struct Options {
   CommonOptions common;
@@ -98,7 +99,11 @@ struct BatchRun {
     int64_t experts = 0;
     double kv_bytes = 0;
     const double kv_row = 2.0 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * static_cast<double>(elem);
-    for (int step = 0; step < o.steps; ++step) {
+    // The first kWarmupSteps decode steps are not timed: a backend may set up per-shape state
+    // there (the CUDA backend runs the first step of a shape eagerly and captures the second
+    // as a graph).
+    const Backend::Counters c0 = backend.counters();
+    for (int step = 0; step < kWarmupSteps + o.steps; ++step) {
       const int pos = o.context + step;
       StepBatch b;
       for (int i = 0; i < batch; ++i) {
@@ -111,11 +116,14 @@ struct BatchRun {
       positions.assign(batch, pos + 1);
       const auto t0 = Clock::now();
       backend.forward_tokens(b, group, params, positions, sampled);
-      step_s.push_back(seconds_since(t0));
+      const double s = seconds_since(t0);
+      next = sampled;
+      if (step < kWarmupSteps) continue;
+      step_s.push_back(s);
       experts += touched(load, backend.expert_load());
       kv_bytes += static_cast<double>(batch) * (pos + 1) * kv_row;  // each row reads 0..pos
-      next = sampled;
     }
+    const Backend::Counters c1 = backend.counters();
     double total = 0;
     for (double s : step_s) total += s;
     const double mean_s = total / o.steps;
@@ -141,7 +149,9 @@ struct BatchRun {
             {"experts_per_layer_bound", bound},
             {"bytes_per_step", {{"dense", dense}, {"experts", expert_b}, {"kv", kv}, {"total", bytes}}},
             {"floor_ms_per_step", floor_s * 1e3},
-            {"fraction_of_floor", floor_s / mean_s}};
+            {"fraction_of_floor", floor_s / mean_s},
+            {"graph_captures", c1.graph_captures - c0.graph_captures},
+            {"graph_replays", c1.graph_replays - c0.graph_replays}};
   }
 };
 
@@ -174,12 +184,15 @@ int run_decode(int argc, char** argv) {
     return usage_error(kTool, e.what());
   }
   const ModelConfig& cfg = src->config();
-  if (o.context + o.steps > cfg.max_position_embeddings)
-    return usage_error(kTool, "--context + --steps = " + std::to_string(o.context + o.steps) +
+  if (o.context + o.steps + kWarmupSteps > cfg.max_position_embeddings)
+    return usage_error(kTool, "--context + --steps + " + std::to_string(kWarmupSteps) +
+                                  " warm-up steps = " +
+                                  std::to_string(o.context + o.steps + kWarmupSteps) +
                                   " is longer than the model's " +
                                   std::to_string(cfg.max_position_embeddings) + " positions");
   const int max_batch = *std::max_element(batches.begin(), batches.end());
-  const int blocks_per_seq = (o.context + o.steps + o.block_size - 1) / o.block_size;
+  const int blocks_per_seq =
+      (o.context + kWarmupSteps + o.steps + o.block_size - 1) / o.block_size;
   if (static_cast<int64_t>(max_batch) * blocks_per_seq > (1 << 30))
     return usage_error(kTool, "--batch x blocks per sequence is too many KV blocks");
   const size_t elem = weight_elem_bytes(o.common.backend);

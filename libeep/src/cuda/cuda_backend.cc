@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -26,6 +27,8 @@ namespace {
     if (eep_st_ != CUBLAS_STATUS_SUCCESS)                                                 \
       throw Error(ErrorCode::kInternal, std::string(#call) + ": " + cublasGetStatusString(eep_st_)); \
   } while (0)
+
+constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
 size_t dense_elements(const ModelConfig& c) {
   const size_t h = c.hidden_size, q = size_t(c.num_heads) * c.head_dim,
@@ -57,6 +60,17 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const BackendOptions& opts)
   EEP_CU(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
   EEP_CUBLAS(cublasCreate(&cublas_));
   EEP_CUBLAS(cublasSetStream(cublas_, stream_));
+  // A workspace of our own: cuBLAS calls captured into a graph must not allocate.
+  cublas_workspace_.resize(kCublasWorkspaceBytes);
+  EEP_CUBLAS(cublasSetWorkspace(cublas_, cublas_workspace_.get(), cublas_workspace_.bytes()));
+  route_error_.resize(5);
+  EEP_CU(cudaMemsetAsync(route_error_.get(), 0, route_error_.bytes(), stream_));
+  if (const char* g = std::getenv("EEP_CUDA_GRAPHS")) use_graphs_ = std::string(g) != "0";
+  if (const char* r = std::getenv("EEP_CUDA_HOST_ROUTING")) host_routing_ = std::string(r) == "1";
+  // The device-offset grouped GEMMs take dimensions that are multiples of 8 (16-byte rows).
+  if (cfg_.hidden_size % 8 != 0 || cfg_.moe_intermediate_size % 8 != 0) host_routing_ = true;
+  // Graphs need the device-routed MoE.
+  use_graphs_ = use_graphs_ && !host_routing_;
   const size_t per_layer =
       size_t(opts.num_kv_blocks) * opts.block_size * cfg_.num_kv_heads * cfg_.head_dim;
   try {
@@ -79,6 +93,7 @@ CudaBackend::~CudaBackend() {
   cudaSetDevice(opts_.device);
   if (stream_) cudaStreamSynchronize(stream_);
   if (side_stream_) cudaStreamSynchronize(side_stream_);
+  drop_graphs();
   grouped_.reset();
   if (cublas_) cublasDestroy(cublas_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -107,9 +122,7 @@ void CudaBackend::load_dense(const WeightSource& src) {
     if (name == tensor_name_lm_head() && cfg_.tie_word_embeddings && !src.has(name))
       from = tensor_name_embed();
     src.read(from, buf);
-    DeviceArray<bf16>* dst = dense_array(name);
-    dst->resize(buf.size());
-    upload_f32_as_bf16(buf, dst->get(), side_stream_);
+    store_dense(dense_array(name), buf);
   }
 }
 
@@ -213,13 +226,45 @@ void CudaBackend::load_experts(const WeightSource& src, const Placement& placeme
   for (auto& t : threads) t.join();
   if (failed) throw Error(ErrorCode::kInvalidArgument, "loading experts: " + failure);
   EEP_CU(cudaStreamSynchronize(side_stream_));
+  upload_routes(next, placement, rank);
+  graphs_stale_ = true;
   experts_ = std::move(next);
   placement_ = placement;
   rank_ = rank;
   load_.assign(cfg_.num_layers, std::vector<int64_t>(placement.num_slots, 0));
+  load_dev_.resize(size_t(cfg_.num_layers) * spr);
+  EEP_CU(cudaMemsetAsync(load_dev_.get(), 0, load_dev_.bytes(), side_stream_));
+  EEP_CU(cudaStreamSynchronize(side_stream_));
+  load_dev_dirty_ = false;
+}
+
+void CudaBackend::upload_routes(std::vector<ExpertLayer>& layers, const Placement& placement,
+                                int rank) {
+  const int spr = placement.slots_per_rank(), E = cfg_.num_experts;
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    ExpertLayer& ex = layers[l];
+    int max_rep = 1;
+    for (int e = 0; e < E; ++e)
+      max_rep = std::max<int>(max_rep, int(placement.log2phy[l][e].size()));
+    // [E] replica counts, [E][max_rep] slots, [spr] the expert of each local slot.
+    std::vector<int32_t> table(size_t(E) + size_t(E) * max_rep + spr, -1);
+    for (int e = 0; e < E; ++e) {
+      const auto& reps = placement.log2phy[l][e];
+      table[e] = int32_t(reps.size());
+      for (size_t r = 0; r < reps.size(); ++r) table[E + size_t(e) * max_rep + r] = reps[r];
+    }
+    for (int s = 0; s < spr; ++s)
+      table[E + size_t(E) * max_rep + s] = placement.phy2log[l][size_t(rank) * spr + s];
+    ex.route.resize(table.size());
+    ex.max_replicas = max_rep;
+    EEP_CU(cudaMemcpyAsync(ex.route.get(), table.data(), table.size() * sizeof(int32_t),
+                           cudaMemcpyHostToDevice, side_stream_));
+    EEP_CU(cudaStreamSynchronize(side_stream_));  // table is about to go
+  }
 }
 
 void CudaBackend::reset_expert_load() {
+  fold_device_load();
   for (auto& row : load_) std::fill(row.begin(), row.end(), 0);
 }
 
@@ -231,6 +276,14 @@ void CudaBackend::gemm(const bf16* x, const bf16* w, void* y, cudaDataType_t y_t
   const float alpha = 1.0f, beta = 0.0f;
   EEP_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &alpha, w, CUDA_R_16BF, k,
                           x, CUDA_R_16BF, k, &beta, y, y_type, n, CUBLAS_COMPUTE_32F,
+                          CUBLAS_GEMM_DEFAULT));
+}
+
+void CudaBackend::gemm_f32(const float* x, const float* w, float* y, int rows, int k, int n) {
+  if (rows == 0) return;
+  const float alpha = 1.0f, beta = 0.0f;
+  EEP_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &alpha, w, CUDA_R_32F, k,
+                          x, CUDA_R_32F, k, &beta, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F_PEDANTIC,
                           CUBLAS_GEMM_DEFAULT));
 }
 
@@ -273,161 +326,6 @@ void CudaBackend::attention(int layer, const StepMeta& m) {
                                     cfg_.num_heads, cfg_.num_kv_heads, hd, opts_.block_size,
                                     m.max_blocks, stream_);
   gemm(attn, d.wo.get(), delta, CUDA_R_16BF, rows, q_dim, hidden);
-}
-
-void CudaBackend::forward(const StepBatch& batch, Group& group, std::vector<float>& logits) {
-  try {
-    const int num_sample = forward_on_device(batch, group);
-    logits.resize(size_t(num_sample) * cfg_.vocab_size);
-    if (num_sample > 0)
-      EEP_CU(cudaMemcpyAsync(logits.data(), logits_.get(), logits.size() * sizeof(float),
-                             cudaMemcpyDeviceToHost, stream_));
-    EEP_CU(cudaStreamSynchronize(stream_));
-  } catch (const kernels::CudaError& e) {
-    // A kernel launch or cuBLAS failure: the device state is suspect; report it as a bug.
-    throw Error(ErrorCode::kInternal, std::string("CUDA backend: ") + e.what());
-  }
-}
-
-void CudaBackend::forward_tokens(const StepBatch& batch, Group& group,
-                                 const std::vector<const SamplingParams*>& params,
-                                 const std::vector<int64_t>& positions,
-                                 std::vector<int32_t>& tokens) {
-  try {
-    const int num_sample = forward_on_device(batch, group);
-    EEP_CHECK(size_t(num_sample) == params.size() && positions.size() == params.size(),
-              ErrorCode::kInternal, "forward_tokens: one sampling parameter set per sampling seq");
-    tokens.resize(num_sample);
-    if (num_sample > 0) {
-      const int vocab = cfg_.vocab_size;
-      int32_t* ids = sampled_.reserve(num_sample);
-      bool greedy = true;
-      for (const SamplingParams* p : params) greedy = greedy && p->temperature == 0.0;
-      if (greedy) {
-        kernels::argmax_rows(logits_.get(), num_sample, vocab, ids, stream_);
-      } else {
-        // The host sampler's rule on the device (kernels/sampling.cu), row by row parameters.
-        std::vector<kernels::SamplingRow> rows(num_sample);
-        for (int i = 0; i < num_sample; ++i) {
-          rows[i].temperature = params[i]->temperature;
-          rows[i].top_p = params[i]->top_p;
-          rows[i].top_k = params[i]->top_k;
-          rows[i].seed = params[i]->seed;
-          rows[i].position = positions[i];
-        }
-        auto* dev_rows = reinterpret_cast<kernels::SamplingRow*>(
-            sampling_rows_.reserve(rows.size() * sizeof(kernels::SamplingRow)));
-        EEP_CU(cudaMemcpyAsync(dev_rows, rows.data(), rows.size() * sizeof(kernels::SamplingRow),
-                               cudaMemcpyHostToDevice, stream_));
-        const size_t ws_bytes = kernels::sample_tokens_workspace_bytes(num_sample, vocab);
-        void* ws = sampling_ws_.reserve(ws_bytes);
-        kernels::sample_tokens(logits_.get(), dev_rows, num_sample, vocab, ws, ws_bytes, ids,
-                               stream_);
-      }
-      EEP_CU(cudaMemcpyAsync(tokens.data(), ids, num_sample * sizeof(int32_t),
-                             cudaMemcpyDeviceToHost, stream_));
-    }
-    EEP_CU(cudaStreamSynchronize(stream_));
-  } catch (const kernels::CudaError& e) {
-    throw Error(ErrorCode::kInternal, std::string("CUDA backend: ") + e.what());
-  }
-}
-
-int CudaBackend::forward_on_device(const StepBatch& batch, Group& group) {
-  activate();
-  const int rows = batch.num_rows();
-  const int hidden = cfg_.hidden_size;
-  EEP_CHECK(!experts_.empty() && !layers_.empty() && !embed_.empty(), ErrorCode::kInternal,
-            "forward before the weights were loaded");
-
-  // Metadata of the step, one upload (see StepMeta).
-  StepMeta m;
-  m.rows = rows;
-  m.num_seqs = static_cast<int>(batch.seqs.size());
-  for (const SeqSlice& s : batch.seqs) {
-    m.max_blocks = std::max(m.max_blocks, s.num_blocks);
-    m.max_seq_rows = std::max(m.max_seq_rows, s.num_rows);
-    if (s.sample) ++m.num_sample;
-  }
-  m.max_blocks = std::max(m.max_blocks, 1);
-  const size_t per_row = size_t(rows) * (4 + m.max_blocks);
-  const size_t per_seq = size_t(m.num_seqs) * (3 + m.max_blocks);
-  const size_t meta_len = per_row + m.num_sample + per_seq;
-  int32_t* host = meta_host_.reserve(std::max<size_t>(meta_len, 1));
-  int32_t* h_tokens = host;
-  int32_t* h_pos = host + rows;
-  int32_t* h_slots = host + 2 * size_t(rows);
-  int32_t* h_lens = host + 3 * size_t(rows);
-  int32_t* h_tables = host + 4 * size_t(rows);
-  int32_t* h_sample = host + per_row;
-  int32_t* h_seq = h_sample + m.num_sample;  // q_start, rows, start: [3][num_seqs]; tables
-  int32_t* h_seq_tables = h_seq + 3 * size_t(m.num_seqs);
-  int sample_i = 0;
-  for (int si = 0; si < m.num_seqs; ++si) {
-    const SeqSlice& s = batch.seqs[si];
-    int32_t* seq_table = h_seq_tables + size_t(si) * m.max_blocks;
-    std::memcpy(seq_table, s.block_table, sizeof(int32_t) * s.num_blocks);
-    std::fill(seq_table + s.num_blocks, seq_table + m.max_blocks, 0);
-    h_seq[si] = s.row_begin;
-    h_seq[m.num_seqs + si] = s.num_rows;
-    h_seq[2 * m.num_seqs + si] = s.num_rows > 0 ? batch.positions[s.row_begin] : 0;
-    for (int i = 0; i < s.num_rows; ++i) {
-      const int r = s.row_begin + i;
-      const int pos = batch.positions[r];
-      const int block = pos / opts_.block_size;
-      EEP_CHECK(block < s.num_blocks, ErrorCode::kInternal,
-                "position " + std::to_string(pos) + " has no KV block");
-      EEP_CHECK(s.block_table[block] >= 0 && s.block_table[block] < opts_.num_kv_blocks,
-                ErrorCode::kInternal, "KV block id out of range");
-      EEP_CHECK(pos == h_seq[2 * m.num_seqs + si] + i, ErrorCode::kInternal,
-                "a sequence's rows must be consecutive positions");
-      h_tokens[r] = batch.tokens[r];
-      h_pos[r] = pos;
-      h_slots[r] = s.block_table[block] * opts_.block_size + pos % opts_.block_size;
-      h_lens[r] = pos + 1;
-      std::memcpy(h_tables + size_t(r) * m.max_blocks, seq_table, sizeof(int32_t) * m.max_blocks);
-    }
-    if (s.sample) h_sample[sample_i++] = s.row_begin + s.num_rows - 1;
-  }
-  int32_t* dev = meta_.reserve(std::max<size_t>(meta_len, 1));
-  EEP_CU(cudaMemcpyAsync(dev, host, meta_len * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  m.tokens = dev;
-  m.positions = dev + rows;
-  m.kv_slots = dev + 2 * size_t(rows);
-  m.seq_lens = dev + 3 * size_t(rows);
-  m.block_tables = dev + 4 * size_t(rows);
-  m.sample_rows = dev + per_row;
-  m.seq_q_start = m.sample_rows + m.num_sample;
-  m.seq_rows = m.seq_q_start + m.num_seqs;
-  m.seq_start = m.seq_rows + m.num_seqs;
-  m.seq_tables = m.seq_start + m.num_seqs;
-
-  float* x = x_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
-  bf16* h = h_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
-  bf16* moe_out = moe_out_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
-  kernels::embedding_gather(embed_.get(), m.tokens, rows, hidden, cfg_.vocab_size, x, stream_);
-  for (int l = 0; l < cfg_.num_layers; ++l) {
-    const DenseLayer& d = layers_[l];
-    // x += previous layer's MoE output; h = input_norm(x).
-    kernels::add_rmsnorm(x, l == 0 ? nullptr : moe_out, d.input_norm.get(), h, rows, hidden,
-                         cfg_.rms_norm_eps, stream_);
-    if (rows > 0) attention(l, m);
-    kernels::add_rmsnorm(x, delta_.get(), d.post_norm.get(), h, rows, hidden, cfg_.rms_norm_eps,
-                         stream_);
-    // The MoE joins the group's collectives even with no rows (dummy step).
-    moe(l, h, rows, group, moe_out);
-  }
-  // Final norm over all rows (x += last MoE output), then logits for the sampling rows only.
-  bf16* normed = final_h_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
-  kernels::add_rmsnorm(x, moe_out, final_norm_.get(), normed, rows, hidden, cfg_.rms_norm_eps,
-                       stream_);
-  if (m.num_sample > 0) {
-    bf16* picked = h;  // h is free now
-    kernels::gather_rows(normed, m.sample_rows, m.num_sample, hidden, picked, stream_);
-    float* dl = logits_.reserve(size_t(m.num_sample) * cfg_.vocab_size);
-    gemm(picked, lm_head_.get(), dl, CUDA_R_32F, m.num_sample, hidden, cfg_.vocab_size);
-  }
-  return m.num_sample;  // logits_ holds [num_sample][vocab] once stream_ gets there
 }
 
 void check_cuda_device_usable() {

@@ -12,7 +12,10 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
+#include <map>
 #include <memory>
+#include <tuple>
 #include <mutex>
 #include <vector>
 
@@ -39,7 +42,10 @@ class CudaBackend : public Backend {
   void forward_tokens(const StepBatch& batch, Group& group,
                       const std::vector<const SamplingParams*>& params,
                       const std::vector<int64_t>& positions, std::vector<int32_t>& tokens) override;
-  const std::vector<std::vector<int64_t>>& expert_load() const override { return load_; }
+  const std::vector<std::vector<int64_t>>& expert_load() const override {
+    fold_device_load();
+    return load_;
+  }
   void reset_expert_load() override;
   std::vector<std::string> dense_tensor_names() const override;
   void get_dense(const std::string& name, std::vector<float>& out) const override;
@@ -52,10 +58,19 @@ class CudaBackend : public Backend {
   size_t kv_bytes() const override { return k_cache_.bytes() + v_cache_.bytes(); }
   const char* name() const override { return "cuda"; }
   double benchmark_moe(int layer, int rows, int iters, Group& group) override;
+  Counters counters() const override { return {graph_captures_, graph_replays_}; }
 
  private:
   struct DenseLayer {
-    DeviceArray<bf16> input_norm, wq, wk, wv, wo, q_norm, k_norm, post_norm, router;
+    DeviceArray<bf16> input_norm, wq, wk, wv, wo, q_norm, k_norm, post_norm;
+    // The router stays fp32 (as read from the source) and multiplies the fp32 normalised rows:
+    // experts whose logits nearly tie must be picked as the fp32 CPU reference picks them.
+    DeviceArray<float> router;
+  };
+  // A dense tensor by name: exactly one of the two is set.
+  struct DenseRef {
+    DeviceArray<bf16>* bf16_array = nullptr;
+    DeviceArray<float>* f32_array = nullptr;
   };
   // The expert slots of one layer on this rank: slot s is rows [s * 2 * inter, (s+1) * 2 * inter)
   // of gate_up (gate rows first, then up: one GEMM gives both) and [s * hidden, (s+1) * hidden)
@@ -64,6 +79,10 @@ class CudaBackend : public Backend {
     DeviceArray<bf16> gate_up;  // [slots][2 * inter][hidden]
     DeviceArray<bf16> down;     // [slots][hidden][inter]
     std::vector<int> expert;    // logical expert of each local slot (-1: empty)
+    // kernels::route_local's table for this rank (replica counts, replica slots, slot experts)
+    // and its width; used by the device-routed MoE of a group of one.
+    DeviceArray<int32_t> route;
+    int max_replicas = 1;
   };
 
   // Per-step metadata uploaded in one copy: see forward().
@@ -79,14 +98,34 @@ class CudaBackend : public Backend {
   // stream_, not waited for); returns the number of sampling rows.
   int forward_on_device(const StepBatch& batch, Group& group);
   void attention(int layer, const StepMeta& m);
-  // MoE FFN of one layer for h_[rows] across the group; result in moe_out_ (bf16 [rows][hidden]).
-  void moe(int layer, const bf16* h, int rows, Group& group, bf16* out);
+  // Enqueues the layers of a step on stream_ (embedding to the sampling rows' logits). Host work
+  // only when the MoE must route on the host (a group of more than one).
+  void run_layers(const StepMeta& m, Group& group);
+  // MoE FFN of one layer for h [rows] (h_f32: the same rows in fp32, the router's input) across
+  // the group; result in out (bf16 [rows][hidden]).
+  void moe(int layer, const bf16* h, const float* h_f32, int rows, Group& group, bf16* out);
+  // The MoE after the router, for a group of more than one: replicas chosen on the host, rows
+  // exchanged, every arriving row checked on the host.
+  void moe_host_routed(int layer, const bf16* h, int rows, Group& group, bf16* out);
+  // The MoE after the router, for a group of one: everything on the device (kernels::route_local,
+  // the permutation, device-offset grouped GEMMs), so a step can be a CUDA graph.
+  void moe_device_routed(int layer, const bf16* h, int rows, bf16* out);
   void gemm(const bf16* x, const bf16* w, void* y, cudaDataType_t y_type, int rows, int k, int n);
+  // fp32 × fp32 → fp32 (the router), without TF32.
+  void gemm_f32(const float* x, const float* w, float* y, int rows, int k, int n);
+  // Fills route (and max_replicas) of each layer for `rank` of `placement`; side_stream_.
+  void upload_routes(std::vector<ExpertLayer>& layers, const Placement& placement, int rank);
+  // After the step's work is enqueued: copies the device routing error flag, waits for stream_,
+  // and throws kInternal if a row reached a slot that does not hold its expert.
+  void finish_step();
+  // Folds the device-counted load of the device-routed MoE into load_.
+  void fold_device_load() const;
+  // Graphs of decode steps, by shape; dropped when the experts, the placement or any workspace
+  // move (graph nodes hold device addresses).
+  void drop_graphs();
   void upload_f32_as_bf16(const std::vector<float>& src, bf16* dst, cudaStream_t stream);
-  DeviceArray<bf16>* dense_array(const std::string& name);
-  const DeviceArray<bf16>* dense_array(const std::string& name) const {
-    return const_cast<CudaBackend*>(this)->dense_array(name);
-  }
+  DenseRef dense_array(const std::string& name);
+  void store_dense(const DenseRef& ref, const std::vector<float>& data);
   void allocate_experts(std::vector<ExpertLayer>& layers, int slots_per_rank) const;
   void activate() const;  // cudaSetDevice for the calling thread
 
@@ -109,12 +148,37 @@ class CudaBackend : public Backend {
   mutable std::mutex side_mutex_;  // side_stream_ and its staging buffers
 
   DeviceArray<bf16> k_cache_, v_cache_;  // [layers][blocks][block_size][kv_heads][head_dim]
-  std::vector<std::vector<int64_t>> load_;
+  mutable std::vector<std::vector<int64_t>> load_;
+  // Per local slot of each layer, rows counted on the device ([layers][slots per rank]), folded
+  // into load_ between steps.
+  DeviceArray<unsigned long long> load_dev_;
+  mutable bool load_dev_dirty_ = false;
+  DeviceArray<int32_t> route_error_;     // kernels::route_local's error record [5]
+  PinnedArray<int32_t> route_error_host_;
+  DeviceArray<char> cublas_workspace_;   // fixed, so captured cuBLAS calls never allocate
+
+  struct GraphKey {
+    int rows, num_seqs, num_sample, max_blocks;
+    bool operator<(const GraphKey& o) const {
+      return std::tie(rows, num_seqs, num_sample, max_blocks) <
+             std::tie(o.rows, o.num_seqs, o.num_sample, o.max_blocks);
+    }
+  };
+  struct StepGraph {
+    cudaGraphExec_t exec = nullptr;
+    int seen = 0;  // eager runs of this shape so far (capture on the second)
+  };
+  std::map<GraphKey, StepGraph> graphs_;
+  uint64_t graphs_generation_ = 0;  // device_alloc_generation() when graphs_ were captured
+  std::atomic<bool> graphs_stale_{false};  // weights or placement replaced (any thread)
+  bool use_graphs_ = true;          // EEP_CUDA_GRAPHS=0 turns them off
+  bool host_routing_ = false;       // EEP_CUDA_HOST_ROUTING=1: the host path even for a group of one
+  int64_t graph_replays_ = 0, graph_captures_ = 0;
 
   // Forward workspace (grown on demand).
-  DeviceArray<float> x_, router_logits_, topk_w_, logits_, ones_;
+  DeviceArray<float> x_, h_f32_, router_logits_, topk_w_, logits_, ones_;
   DeviceArray<bf16> h_, q_, k_, v_, attn_, delta_, moe_out_, final_h_;
-  DeviceArray<int32_t> meta_, topk_ids_, moe_idx_, offsets_dev_, slot_rows_;
+  DeviceArray<int32_t> meta_, topk_ids_, moe_idx_, offsets_dev_, slot_rows_, local_slots_;
   DeviceArray<bf16> send_rows_, recv_rows_, permuted_, gu_, act_, y_, results_, returned_;
   DeviceArray<int32_t> hdr_dev_send_, hdr_dev_recv_;
   PinnedArray<int32_t> meta_host_, ids_host_, idx_host_, hdr_send_, hdr_recv_, slot_ids_host_;

@@ -25,10 +25,10 @@ std::vector<std::string> CudaBackend::dense_tensor_names() const {
   return eep::dense_tensor_names(cfg_);
 }
 
-DeviceArray<bf16>* CudaBackend::dense_array(const std::string& name) {
-  if (name == tensor_name_embed()) return &embed_;
-  if (name == tensor_name_final_norm()) return &final_norm_;
-  if (name == tensor_name_lm_head()) return &lm_head_;
+CudaBackend::DenseRef CudaBackend::dense_array(const std::string& name) {
+  if (name == tensor_name_embed()) return {&embed_, nullptr};
+  if (name == tensor_name_final_norm()) return {&final_norm_, nullptr};
+  if (name == tensor_name_lm_head()) return {&lm_head_, nullptr};
   // model.layers.<l>.<field>.weight
   static const std::string prefix = "model.layers.";
   if (name.compare(0, prefix.size(), prefix) == 0) {
@@ -38,15 +38,15 @@ DeviceArray<bf16>* CudaBackend::dense_array(const std::string& name) {
       if (layers_.size() != size_t(cfg_.num_layers)) layers_.resize(cfg_.num_layers);
       DenseLayer& d = layers_[l];
       const std::string field(end + 1);
-      if (field == "input_layernorm.weight") return &d.input_norm;
-      if (field == "self_attn.q_proj.weight") return &d.wq;
-      if (field == "self_attn.k_proj.weight") return &d.wk;
-      if (field == "self_attn.v_proj.weight") return &d.wv;
-      if (field == "self_attn.o_proj.weight") return &d.wo;
-      if (field == "self_attn.q_norm.weight") return &d.q_norm;
-      if (field == "self_attn.k_norm.weight") return &d.k_norm;
-      if (field == "post_attention_layernorm.weight") return &d.post_norm;
-      if (field == "mlp.gate.weight") return &d.router;
+      if (field == "input_layernorm.weight") return {&d.input_norm, nullptr};
+      if (field == "self_attn.q_proj.weight") return {&d.wq, nullptr};
+      if (field == "self_attn.k_proj.weight") return {&d.wk, nullptr};
+      if (field == "self_attn.v_proj.weight") return {&d.wv, nullptr};
+      if (field == "self_attn.o_proj.weight") return {&d.wo, nullptr};
+      if (field == "self_attn.q_norm.weight") return {&d.q_norm, nullptr};
+      if (field == "self_attn.k_norm.weight") return {&d.k_norm, nullptr};
+      if (field == "post_attention_layernorm.weight") return {&d.post_norm, nullptr};
+      if (field == "mlp.gate.weight") return {nullptr, &d.router};
     }
   }
   throw Error(ErrorCode::kNotFound, "no dense tensor named " + name);
@@ -55,17 +55,36 @@ DeviceArray<bf16>* CudaBackend::dense_array(const std::string& name) {
 void CudaBackend::get_dense(const std::string& name, std::vector<float>& out) const {
   activate();
   std::lock_guard<std::mutex> lock(side_mutex_);
-  const DeviceArray<bf16>* a = dense_array(name);
-  out.resize(a->size());
-  bf16_to_host_f32(a->get(), a->size(), out, 0, side_stream_);
+  const DenseRef ref = const_cast<CudaBackend*>(this)->dense_array(name);
+  if (ref.f32_array) {
+    out.resize(ref.f32_array->size());
+    EEP_CU(cudaMemcpyAsync(out.data(), ref.f32_array->get(), out.size() * sizeof(float),
+                           cudaMemcpyDeviceToHost, side_stream_));
+    EEP_CU(cudaStreamSynchronize(side_stream_));
+    return;
+  }
+  out.resize(ref.bf16_array->size());
+  bf16_to_host_f32(ref.bf16_array->get(), ref.bf16_array->size(), out, 0, side_stream_);
 }
 
 void CudaBackend::set_dense(const std::string& name, std::vector<float> data) {
   activate();
   std::lock_guard<std::mutex> lock(side_mutex_);
-  DeviceArray<bf16>* a = dense_array(name);
-  a->resize(data.size());
-  upload_f32_as_bf16(data, a->get(), side_stream_);
+  store_dense(dense_array(name), data);
+}
+
+// Caller holds side_mutex_. Sizes may change (a tensor arriving before the first load).
+void CudaBackend::store_dense(const DenseRef& ref, const std::vector<float>& data) {
+  graphs_stale_ = true;
+  if (ref.f32_array) {
+    ref.f32_array->resize(data.size());
+    EEP_CU(cudaMemcpyAsync(ref.f32_array->get(), data.data(), data.size() * sizeof(float),
+                           cudaMemcpyHostToDevice, side_stream_));
+    EEP_CU(cudaStreamSynchronize(side_stream_));  // data is pageable and the caller's
+    return;
+  }
+  ref.bf16_array->resize(data.size());
+  upload_f32_as_bf16(data, ref.bf16_array->get(), side_stream_);
 }
 
 bool CudaBackend::get_expert(int layer, int expert, std::vector<float>& out) const {
@@ -123,6 +142,7 @@ void CudaBackend::stage_experts(const Placement& placement, int rank,
                              cudaMemcpyDeviceToDevice, side_stream_));
     }
   }
+  upload_routes(next, placement, rank);
   EEP_CU(cudaStreamSynchronize(side_stream_));
   staged_ = std::move(next);
   staged_placement_ = placement;
@@ -133,12 +153,18 @@ void CudaBackend::commit_staged() {
   EEP_CHECK(staged_rank_ >= 0, ErrorCode::kInternal, "commit without staged experts");
   activate();
   EEP_CU(cudaStreamSynchronize(stream_));  // no step still reads the old slots
+  fold_device_load();  // counted under the old placement; reset below like load_
   experts_ = std::move(staged_);
   placement_ = std::move(staged_placement_);
   rank_ = staged_rank_;
   staged_.clear();
   staged_rank_ = -1;
+  graphs_stale_ = true;  // graphs hold the old slots' addresses and shapes
   load_.assign(cfg_.num_layers, std::vector<int64_t>(placement_.num_slots, 0));
+  load_dev_.resize(size_t(cfg_.num_layers) * placement_.slots_per_rank());
+  EEP_CU(cudaMemsetAsync(load_dev_.get(), 0, load_dev_.bytes(), stream_));
+  EEP_CU(cudaStreamSynchronize(stream_));
+  load_dev_dirty_ = false;
 }
 
 void CudaBackend::discard_staged() {

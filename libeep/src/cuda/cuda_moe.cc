@@ -1,12 +1,15 @@
-// The MoE FFN of one layer on the GPU, across the expert-parallel group (design.md §3):
-// router GEMM + softmax/top-k on the device; the (token, choice) → replica → owner assignment on
-// the host (the same rule as the CPU backend, so both route identically); rows packed per owner,
-// exchanged, grouped by local slot, two grouped GEMMs around SwiGLU, returned, and combined with
-// the routing weights in choice order.
+// The MoE FFN of one layer on the GPU, across the expert-parallel group (design.md §3): the
+// router (fp32 GEMM on the fp32 normalised rows, softmax/top-k) on the device, then one of two
+// paths that route identically (the CPU backend's (token, choice) → replica rule):
 //
-// The host sees the top-k ids once per layer (one device→host copy): the grouped GEMM takes host
-// row offsets, and the invariant check "no row reaches a slot whose weights are not in place"
-// runs on the host on every arriving row's (slot, expert) header, as on the CPU.
+// - a group of one (moe_device_routed): replica choice, the invariant check "no row reaches a
+//   slot whose weights are not in place" and the load count in one kernel (route_local), rows
+//   grouped by slot (permute_tokens), grouped GEMMs that read the row offsets on the device,
+//   SwiGLU, and the weighted combine. No host work, so a decode step can be a CUDA graph.
+// - a larger group (moe_host_routed): the top-k ids go to the host once per layer; replica and
+//   owner there, rows packed per owner, exchanged, every arriving row's (slot, expert) header
+//   checked on the host, grouped by local slot, cuBLAS grouped GEMMs (host offsets), returned,
+//   combined in choice order.
 #include <chrono>
 #include <random>
 
@@ -24,24 +27,72 @@ struct RowHeader {
 };
 }  // namespace
 
-void CudaBackend::moe(int layer, const bf16* h, int rows, Group& group, bf16* out) {
+void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Group& group,
+                      bf16* out) {
   const DenseLayer& d = layers_[layer];
+  const int k = cfg_.num_experts_per_tok;
+  EEP_CHECK(placement_.num_ranks == group.size(), ErrorCode::kInternal,
+            "placement has " + std::to_string(placement_.num_ranks) + " ranks, group has " +
+                std::to_string(group.size()));
+  if (rows > 0) {
+    float* logits = router_logits_.reserve(size_t(rows) * cfg_.num_experts);
+    gemm_f32(h_f32, d.router.get(), logits, rows, cfg_.hidden_size, cfg_.num_experts);
+    kernels::router_topk(logits, rows, cfg_.num_experts, k, cfg_.norm_topk_prob,
+                         topk_ids_.reserve(size_t(rows) * k), topk_w_.reserve(size_t(rows) * k),
+                         stream_);
+  }
+  if (group.size() == 1 && !host_routing_)
+    moe_device_routed(layer, h, rows, out);
+  else
+    moe_host_routed(layer, h, rows, group, out);
+}
+
+void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* out) {
+  if (rows == 0) return;
+  const ExpertLayer& ex = experts_[layer];
+  const int hidden = cfg_.hidden_size, k = cfg_.num_experts_per_tok;
+  const int inter = cfg_.moe_intermediate_size;
+  const int spr = placement_.slots_per_rank();
+  const int items = rows * k;
+  // item → local slot (-1 and an error record if the slot does not hold the expert), load.
+  int32_t* local = local_slots_.reserve(items);
+  kernels::route_local(topk_ids_.get(), items, ex.route.get(), cfg_.num_experts, ex.max_replicas,
+                       rank_ * spr, spr, layer, local, load_dev_.get() + size_t(layer) * spr,
+                       route_error_.get(), stream_);
+  load_dev_dirty_ = true;
+  // Rows grouped by slot (stable), offsets on the device.
+  int32_t* offsets = offsets_dev_.reserve(spr + 1);
+  int32_t* slot_rows = slot_rows_.reserve(items);
+  bf16* permuted = permuted_.reserve(size_t(items) * hidden);
+  kernels::permute_tokens(h, local, rows, k, hidden, spr, offsets, slot_rows, permuted, stream_);
+  bf16* act = act_.reserve(size_t(items) * inter);
+  bf16* y = y_.reserve(size_t(items) * hidden);
+  // gate|up with SwiGLU in the epilogue (its tiles take inter % 64 == 0; else two steps), then
+  // down; offsets read on the device.
+  if (inter % 64 == 0) {
+    kernels::grouped_gemm_swiglu_device(permuted, ex.gate_up.get(), act, offsets, spr, items,
+                                        inter, hidden, stream_);
+  } else {
+    bf16* gu = gu_.reserve(size_t(items) * 2 * inter);
+    kernels::grouped_gemm_device(permuted, ex.gate_up.get(), gu, offsets, spr, items, 2 * inter,
+                                 hidden, stream_);
+    kernels::silu_mul_fused(gu, act, items, inter, stream_);
+  }
+  kernels::grouped_gemm_device(act, ex.down.get(), y, offsets, spr, items, hidden, inter, stream_);
+  // out[t] = sum over choices j of w[t][j] * y[row of (t, j)], in choice order (as the CPU).
+  kernels::unpermute_tokens(y, slot_rows, topk_w_.get(), rows, k, hidden, out, stream_);
+}
+
+void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& group, bf16* out) {
   const ExpertLayer& ex = experts_[layer];
   const int hidden = cfg_.hidden_size, k = cfg_.num_experts_per_tok, inter = cfg_.moe_intermediate_size;
   const int num_peers = group.size();
   const int spr = placement_.slots_per_rank();
-  EEP_CHECK(placement_.num_ranks == num_peers, ErrorCode::kInternal,
-            "placement has " + std::to_string(placement_.num_ranks) + " ranks, group has " +
-                std::to_string(num_peers));
   const int items = rows * k;
 
-  // Route on the device; ids to the host.
+  // The top-k ids to the host.
   int32_t* ids_host = ids_host_.reserve(std::max(items, 1));
   if (rows > 0) {
-    float* logits = router_logits_.reserve(size_t(rows) * cfg_.num_experts);
-    gemm(h, d.router.get(), logits, CUDA_R_32F, rows, hidden, cfg_.num_experts);
-    kernels::router_topk(logits, rows, cfg_.num_experts, k, cfg_.norm_topk_prob,
-                         topk_ids_.reserve(items), topk_w_.reserve(items), stream_);
     EEP_CU(cudaMemcpyAsync(ids_host, topk_ids_.get(), items * sizeof(int32_t),
                            cudaMemcpyDeviceToHost, stream_));
     EEP_CU(cudaStreamSynchronize(stream_));
@@ -212,11 +263,16 @@ double CudaBackend::benchmark_moe(int layer, int rows, int iters, Group& group) 
     std::lock_guard<std::mutex> lock(side_mutex_);
     if (!host.empty()) upload_f32_as_bf16(host, in.get(), side_stream_);
   }
-  moe(layer, in.get(), rows, group, out.get());  // warm-up: workspaces, cuBLAS heuristics
+  DeviceArray<float> in_f32(std::max<size_t>(host.size(), 1));
+  if (!host.empty())
+    EEP_CU(cudaMemcpy(in_f32.get(), host.data(), host.size() * sizeof(float),
+                      cudaMemcpyHostToDevice));
+  // warm-up: workspaces, cuBLAS heuristics
+  moe(layer, in.get(), in_f32.get(), rows, group, out.get());
   EEP_CU(cudaStreamSynchronize(stream_));
   group.barrier();
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) moe(layer, in.get(), rows, group, out.get());
+  for (int i = 0; i < iters; ++i) moe(layer, in.get(), in_f32.get(), rows, group, out.get());
   EEP_CU(cudaStreamSynchronize(stream_));
   auto t1 = std::chrono::steady_clock::now();
   return std::chrono::duration<double>(t1 - t0).count() / iters;

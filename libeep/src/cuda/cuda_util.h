@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -20,6 +21,15 @@ namespace eep::cuda {
     if (eep_cu_err_ != cudaSuccess)                                          \
       ::eep::cuda::throw_cuda(#call, eep_cu_err_, __FILE__, __LINE__);       \
   } while (0)
+
+// Counts the device allocations of DeviceArray made by the calling thread. A captured CUDA graph
+// holds the addresses of the forward workspaces, which only the forwarding thread allocates: a
+// new allocation there since the capture means "capture again". (Weights that other threads
+// replace void the graphs explicitly.)
+inline uint64_t& device_alloc_generation() {
+  static thread_local uint64_t generation = 0;
+  return generation;
+}
 
 // Device memory of n elements of T. Moves, never copies. grow() keeps the contents only when
 // asked to (workspaces do not need them).
@@ -45,7 +55,10 @@ class DeviceArray {
   void resize(size_t n) {
     if (n == n_) return;
     release();
-    if (n > 0) EEP_CU(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
+    if (n > 0) {
+      EEP_CU(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
+      ++device_alloc_generation();
+    }
     n_ = n;
   }
   // At least n elements; grows by half again so a slowly rising batch does not reallocate
