@@ -44,14 +44,21 @@ nlohmann::json strip(nlohmann::json j) {
   return j;
 }
 
-// Polls the operation until it is done, printing each phase as it completes.
-int wait_for(eep::Client& client, const std::string& id, Ms timeout, bool show) {
-  auto deadline = eep::Clock::now() + timeout;
+// Polls the operation (`st`: its state when accepted) until it is done or `deadline` passes,
+// printing each phase as it completes.
+int wait_for(eep::Client& client, nlohmann::json st, eep::Clock::time_point deadline, bool show) {
+  const std::string id = st.value("id", "");
   size_t shown = 0;
-  while (true) {
-    auto left = std::chrono::duration_cast<Ms>(deadline - eep::Clock::now());
-    auto st = client.call({{"type", "scale_status"}, {"id", id}},
-                          std::clamp(left, Ms(1), Ms(5000)));
+  for (bool first = true;; first = false) {
+    if (!first) {
+      auto left = std::chrono::duration_cast<Ms>(deadline - eep::Clock::now());
+      try {
+        st = client.call({{"type", "scale_status"}, {"id", id}}, std::clamp(left, Ms(1), Ms(5000)));
+      } catch (const eep::Error& e) {
+        // A poll cut short by the deadline: report the last state known, below.
+        if (e.code() != eep::ErrorCode::kTimeout || eep::Clock::now() < deadline) throw;
+      }
+    }
     const auto& phases = st["phases"];
     for (; show && shown < phases.size(); ++shown)
       std::fprintf(stderr, "  %-12s %8.1f ms\n", phases[shown].value("phase", "").c_str(),
@@ -180,13 +187,15 @@ int main(int argc, char** argv) {
           throw eep::Error(eep::ErrorCode::kInvalidArgument, "plan has no phy2log (is it eep-eplb output?)");
         req["placement"] = p;  // the coordinator checks it fits before anything moves
       }
-      auto accepted = client.call(req, std::min(timeout, Ms(10000)));
-      std::string id = accepted.value("id", "");
+      // --timeout-ms bounds the whole command: the answer to the request and, with --wait,
+      // the operation.
+      const auto deadline = eep::Clock::now() + timeout;
+      auto accepted = client.call(req, timeout);
       if (!wait) {
         std::cout << strip(accepted).dump() << "\n";
         return eep::kExitOk;
       }
-      return wait_for(client, id, timeout, true);
+      return wait_for(client, accepted, deadline, true);
     }
   } catch (const eep::Error& e) {
     std::fprintf(stderr, "eep-scale: %s\n", e.what());
