@@ -103,7 +103,7 @@ SingleRank start_single_rank(const CommonOptions& o, const WeightSource& src, co
   s.backend = make_backend(o.backend, cfg, bo);
   s.backend->load_dense(src);
   s.backend->load_experts(src, single_rank_placement(cfg), 0);
-  s.store_server = std::make_unique<LocalStore>();
+  s.store_server = std::make_unique<LocalStoreServer>();
   s.store = std::make_unique<StoreClient>(s.store_server->address());
   s.group = join_group(o.backend, *s.store, group_name, 0, 1, o.device);
   return s;

@@ -15,7 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "bench/local_store.h"
+#include "store/local_server.h"
 #include "eep/backend.h"
 #include "eep/comm.h"
 #include "eep/model.h"
@@ -44,7 +44,7 @@ void add_bandwidth_option(CLI::App& app, double& gbs);
 // group of one member formed through an in-process store: what moe and decode measure.
 struct SingleRank {
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<LocalStore> store_server;
+  std::unique_ptr<LocalStoreServer> store_server;
   std::unique_ptr<StoreClient> store;
   std::unique_ptr<Group> group;
 };

@@ -23,7 +23,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
-#include "bench/local_store.h"
+#include "store/local_server.h"
 #include "bench/micro.h"
 #include "elastic/weight_move.h"
 #include "eep/bench.h"
@@ -223,7 +223,7 @@ class Members {
   const Transition& t_;
   std::vector<size_t> sizes_;
   size_t engine_bytes_;
-  LocalStore store_;
+  LocalStoreServer store_;
   std::mutex mu_;
   std::string error_;
   ErrorCode error_code_ = ErrorCode::kInternal;

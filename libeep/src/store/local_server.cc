@@ -1,25 +1,25 @@
-#include "bench/local_store.h"
+#include "store/local_server.h"
 
 #include <chrono>
 
 #include "eep/proto.h"
 
-namespace eep::bench {
+namespace eep {
 
-LocalStore::LocalStore() : sock_(ctx_, zmq::socket_type::router) {
+LocalStoreServer::LocalStoreServer() : sock_(ctx_, zmq::socket_type::router) {
   sock_.set(zmq::sockopt::linger, 0);
   sock_.bind("tcp://127.0.0.1:*");
   address_ = sock_.get(zmq::sockopt::last_endpoint);
-  // From here on the socket belongs to the serving thread.
+  // From here on the socket belongs to the serving thread (thread start is a memory barrier).
   thread_ = std::thread([this] { serve(); });
 }
 
-LocalStore::~LocalStore() {
+void LocalStoreServer::stop() {
   stop_ = true;
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
 }
 
-void LocalStore::serve() {
+void LocalStoreServer::serve() {
   while (!stop_) {
     zmq::pollitem_t item{sock_.handle(), 0, ZMQ_POLLIN, 0};
     zmq::poll(&item, 1, std::chrono::milliseconds(5));
@@ -29,10 +29,11 @@ void LocalStore::serve() {
   sock_.close();
 }
 
-void LocalStore::answer_one() {
+void LocalStoreServer::answer_one() {
   zmq::message_t frame;
   if (!sock_.recv(frame, zmq::recv_flags::dontwait)) return;
   const std::string identity = frame.to_string();
+  // The body is the last frame.
   zmq::message_t last;
   for (bool more = frame.more(); more; more = last.more())
     if (!sock_.recv(last, zmq::recv_flags::dontwait)) return;
@@ -51,4 +52,4 @@ void LocalStore::answer_one() {
   proto::send_to(sock_, identity, reply);
 }
 
-}  // namespace eep::bench
+}  // namespace eep
