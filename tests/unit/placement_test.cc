@@ -5,23 +5,11 @@
 
 #include "eep/elastic.h"
 #include "eep/placement.h"
+#include "placement_checks.h"
 
 namespace {
 
-// Every expert has a replica, every rank the same number of slots, no rank two replicas of one
-// expert when slots per rank <= experts.
-void expect_valid(const eep::Placement& p) {
-  const int spr = p.slots_per_rank();
-  for (int l = 0; l < p.num_layers; ++l) {
-    std::set<int> seen(p.phy2log[l].begin(), p.phy2log[l].end());
-    EXPECT_EQ(static_cast<int>(seen.size()), p.num_experts) << "layer " << l;
-    if (spr > p.num_experts) continue;
-    for (int r = 0; r < p.num_ranks; ++r) {
-      std::set<int> on_rank(p.phy2log[l].begin() + r * spr, p.phy2log[l].begin() + (r + 1) * spr);
-      EXPECT_EQ(static_cast<int>(on_rank.size()), spr) << "layer " << l << " rank " << r;
-    }
-  }
-}
+using eep::testing::expect_valid;
 
 // Experts that must be fetched over the network by a transition.
 size_t num_moves(const eep::Placement& from, const eep::Placement& to, std::vector<int> keep) {

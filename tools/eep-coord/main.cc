@@ -50,7 +50,13 @@ int main(int argc, char** argv) {
   app.add_option("--start-timeout-ms", start_ms, "engines must be ready within this")
       ->envname("EEP_START_TIMEOUT_MS")->check(CLI::Range(int64_t{1}, int64_t{86400000}))
       ->capture_default_str();
+  int64_t hold_ms = 0;
+  app.add_option("--test-commit-hold-ms", hold_ms,
+                 "tests only: hold each scale operation in phase committing this long after "
+                 "every engine switched")
+      ->check(CLI::Range(int64_t{0}, int64_t{600000}))->capture_default_str();
   if (auto code = eep::cli::parse(app, argc, argv)) return *code;
+  o.test_commit_hold = std::chrono::milliseconds(hold_ms);
   if (o.spawn > 0 && o.model.empty() && o.launch_cmd.empty()) {
     std::fprintf(stderr, "eep-coord: --spawn needs --model\n");
     return eep::kExitUsage;

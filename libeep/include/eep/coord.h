@@ -28,6 +28,9 @@ struct CoordOptions {
   std::chrono::milliseconds start_timeout{120000};    // engines must all register/ready in this
   std::chrono::milliseconds scale_timeout{120000};    // a scale operation must finish in this
   int max_engines = 64;       // largest size a scale-up may ask for
+  // Tests only: hold a scale operation in phase committing this long after every engine has
+  // switched, before the old configuration is released (the window a commit-phase rollback covers).
+  std::chrono::milliseconds test_commit_hold{0};
   std::string argv0;          // to find eep-engine next to eep-coord
 };
 

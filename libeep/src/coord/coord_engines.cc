@@ -70,7 +70,8 @@ void Coordinator::on_register(const std::string& identity, const Body& msg) {
   send_to(identity, proto::ok_reply(msg, reply));
   if (joining) {
     op_->new_engines.push_back(identity);
-    if (--op_->expected_new == 0) begin_prepare();
+    --op_->expected_new;
+    maybe_begin_prepare();
     return;
   }
   if (engines_.size() == static_cast<size_t>(expected_engines_)) {
@@ -175,6 +176,13 @@ void Coordinator::on_engine_gone(const std::string& identity, const std::string&
   e.state = EngineState::kDead;
   e.rank = -1;
   const int64_t generation = group_.generation;
+  if (op_ && op_->phase == "committing" && op_->left.count(e.id)) {
+    // A removed engine that already switched and handed its requests back: the new group does
+    // not need it (it was leaving anyway); only a rollback would, and that is no longer possible.
+    log_->warn("removed engine {} died after it switched; the operation goes on", e.id);
+    op_->old_group_failed = true;
+    return;
+  }
   if (op_) {
     const auto& ne = op_->new_engines;
     if (was_member || std::find(ne.begin(), ne.end(), identity) != ne.end())

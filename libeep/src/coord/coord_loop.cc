@@ -112,6 +112,7 @@ int Coordinator::run() {
     }
     poll_store();
     check_liveness();
+    poll_planning();
     check_scale_deadline();
     route_pending();
     while (!gone_clients_.empty()) {
@@ -174,6 +175,9 @@ void Coordinator::dispatch(const std::string& identity, const Body& msg) {
   if (type == "group_failed") {
     log_->warn("engine {} reports its group failed: {}", peer_name(identity),
                msg.value("error", ""));
+    // While committing, the old group must stay intact for a rollback to be possible.
+    if (op_ && op_->phase == "committing" && msg.value("generation", int64_t{-1}) == group_.generation)
+      op_->old_group_failed = true;
     return;  // the dead peer is found by heartbeat or process exit; then the group re-forms
   }
   if (type == "goodbye") {
@@ -184,6 +188,11 @@ void Coordinator::dispatch(const std::string& identity, const Body& msg) {
   if (type == "prepare_failed") return on_prepare_failed(identity, msg);
   if (type == "committed") return on_committed(identity, msg);
   if (type == "left") return on_left(identity, msg);
+  if (type == "rolled_back") {
+    log_->info("engine {} is back in generation {} as rank {}", msg.value("engine_id", int64_t{-1}),
+               group_.generation, msg.value("rank", -1));
+    return;
+  }
   if (type == "scale") return on_scale(identity, msg);
   if (type == "leave") return on_leave(identity, msg);
   if (type == "scale_status") return on_scale_status(identity, msg);

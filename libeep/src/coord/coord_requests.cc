@@ -213,6 +213,19 @@ void Coordinator::on_status(const std::string& identity, const Body& msg) {
   send_to(identity, proto::ok_reply(msg, fields));
 }
 
+std::vector<std::vector<int64_t>> Coordinator::logical_load() const {
+  // Each engine counts only its own slots; a logical expert's load is the sum over its replicas.
+  const Placement& p = group_.placement;
+  std::vector<std::vector<int64_t>> logical(p.num_layers, std::vector<int64_t>(p.num_experts, 0));
+  for (const auto& m : group_.members) {
+    const auto& load = engines_.at(m).load;
+    for (size_t l = 0; l < load.size() && l < logical.size(); ++l)
+      for (size_t s = 0; s < load[l].size() && s < static_cast<size_t>(p.num_slots); ++s)
+        logical[l][p.phy2log[l][s]] += load[l][s];
+  }
+  return logical;
+}
+
 void Coordinator::on_stats(const std::string& identity, const Body& msg) {
   // Expert load since the current group formed: per physical slot (summed over engines, each
   // of which counts only its own slots) and per logical expert (the eep-eplb input).
@@ -224,10 +237,7 @@ void Coordinator::on_stats(const std::string& identity, const Body& msg) {
       for (size_t s = 0; s < load[l].size() && s < slot_load[l].size(); ++s)
         slot_load[l][s] += load[l][s];
   }
-  std::vector<std::vector<int64_t>> logical(p.num_layers, std::vector<int64_t>(p.num_experts, 0));
-  for (int l = 0; l < p.num_layers; ++l)
-    for (int s = 0; s < p.num_slots; ++s) logical[l][p.phy2log[l][s]] += slot_load[l][s];
-  send_to(identity, proto::ok_reply(msg, {{"load", logical},
+  send_to(identity, proto::ok_reply(msg, {{"load", logical_load()},
                                           {"slot_load", slot_load},
                                           {"num_slots", p.num_slots},
                                           {"num_gpus", p.num_ranks},

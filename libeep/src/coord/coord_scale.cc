@@ -1,7 +1,9 @@
-// Scaling orchestration (design.md §4): validate, launch or await new engines, prepare (weights
-// move peer to peer while the old group serves), commit (all engines switch after the same step),
-// finish (removed engines hand their requests back and exit). Any failure before commit rolls
-// back: the old group never stopped serving.
+// Scaling orchestration (design.md §4): validate, plan the target placement (scale_placement.cc,
+// off the event loop), launch or await new engines, prepare (weights move peer to peer while the
+// old group serves), commit (all engines switch after the same step), finish (engines release the
+// old group and weights, removed engines exit). A failure before finish rolls back to the old
+// group: before commit it never stopped serving; during commit every engine still holds it
+// (roll_back_commit) unless one of its members is gone, when the group is re-formed instead.
 #include <algorithm>
 
 #include "coord/coordinator.h"
@@ -28,6 +30,13 @@ Body Coordinator::scale_view(const ScaleOp& op) const {
                 ? std::chrono::duration<double, std::milli>(op.phase_started - op.started).count()
                 : ms_since(op.started)}};
   if (!op.error.empty()) v["error"] = op.error;
+  if (!op.placement_info.is_null()) v["placement"] = op.placement_info;
+  if (op.phase == "failed") v["rolled_back"] = op.rolled_back;
+  if (op.phase == "committing") {
+    // Engines that switched (new group members that committed, removed engines that left).
+    v["switched"] = op.committed.size() + op.left.size();
+    v["engines"] = op.t.new_members.size() + op.removing.size();
+  }
   return v;
 }
 
@@ -144,15 +153,8 @@ void Coordinator::start_scale(ScaleOp op, const Body& msg) {
                   "placement: the plan is for " + std::to_string(target.num_ranks) + " GPUs and " +
                       std::to_string(target.num_layers) + " layers; the cluster has " +
                       std::to_string(size) + " engines and " + std::to_string(model_layers_) + " layers");
-  } else {
-    // Remaining engines keep their ranks' experts where they fit; new engines take the rest.
-    int num_slots = (model_experts_ + opts_.redundant + op.to - 1) / op.to * op.to;
-    std::vector<int> keep;
-    for (int r = 0; r < size; ++r)
-      if (std::find(op.removing.begin(), op.removing.end(), group_.members[r]) == op.removing.end())
-        keep.push_back(r);
-    while (static_cast<int>(keep.size()) < op.to) keep.push_back(-1);
-    target = Placement::resize(group_.placement, keep, num_slots);
+    op.planned = true;
+    op.placement_info = {{"policy", "plan"}};
   }
   op.started = op.phase_started = Clock::now();
   op.deadline = op.started + opts_.scale_timeout;
@@ -165,6 +167,22 @@ void Coordinator::start_scale(ScaleOp op, const Body& msg) {
     enter_phase("done");
     return;
   }
+  if (!op_->planned) {
+    // The target for the new size: remaining engines keep their ranks' experts where they fit,
+    // new engines take the rest; with recorded load, balanced by eplb's movement-aware mode.
+    // That may take a second at large sizes, so it runs off the event loop (poll_planning),
+    // alongside the launch of new engines.
+    const int num_slots = (model_experts_ + opts_.redundant + op_->to - 1) / op_->to * op_->to;
+    std::vector<int> keep;
+    for (int r = 0; r < size; ++r)
+      if (std::find(op_->removing.begin(), op_->removing.end(), group_.members[r]) ==
+          op_->removing.end())
+        keep.push_back(r);
+    while (static_cast<int>(keep.size()) < op_->to) keep.push_back(-1);
+    planning_ = std::async(std::launch::async, plan_scale, group_.placement, keep, num_slots,
+                           logical_load());
+    planning_op_ = op_->id;
+  }
   if (op_->to > op_->from) {
     op_->expected_new = op_->to - op_->from;
     enter_phase("launching");
@@ -172,7 +190,43 @@ void Coordinator::start_scale(ScaleOp op, const Body& msg) {
     // Without a launcher, engines started by the operator (eep-engine) join on their own.
     return;
   }
-  begin_prepare();
+  if (op_->planned) return begin_prepare();
+  enter_phase("planning");
+}
+
+void Coordinator::poll_planning() {
+  if (!planning_.valid() ||
+      planning_.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+    return;
+  ScalePlacement sp;
+  try {
+    sp = planning_.get();
+  } catch (const std::exception& e) {  // plan_scale falls back to resize; resize itself failed
+    if (op_ && op_->id == planning_op_) fail_scale(std::string("no placement: ") + e.what());
+    return;
+  }
+  if (!op_ || op_->id != planning_op_ || op_->finished()) return;  // that operation is over
+  op_->t.new_placement = std::move(sp.placement);
+  op_->planned = true;
+  op_->placement_info = {{"policy", sp.policy},          {"plan_ms", sp.plan_ms},
+                         {"moved_slots", sp.moved_slots}, {"num_slots", op_->t.new_placement.num_slots}};
+  if (!sp.why.empty()) op_->placement_info["why"] = sp.why;
+  if (sp.balancedness > 0) {
+    op_->placement_info["balancedness"] = sp.balancedness;
+    op_->placement_info["resize_balancedness"] = sp.resize_balancedness;
+  }
+  log_->info("scale {}: placement for {} engines by {} in {:.1f} ms ({} slot(s) rewritten{}{})",
+             op_->id, op_->to, sp.policy, sp.plan_ms, sp.moved_slots,
+             sp.balancedness > 0 ? fmt::format(", balancedness {:.4f}, resize's {:.4f}",
+                                               sp.balancedness, sp.resize_balancedness)
+                                 : std::string(),
+             sp.why.empty() ? std::string() : "; " + sp.why);
+  maybe_begin_prepare();
+}
+
+void Coordinator::maybe_begin_prepare() {
+  if (!op_->planned || op_->expected_new > 0) return;
+  if (op_->phase == "planning" || op_->phase == "launching") begin_prepare();
 }
 
 void Coordinator::begin_prepare() {
@@ -214,9 +268,20 @@ void Coordinator::on_prepare_failed(const std::string& identity, const Body& msg
 void Coordinator::fail_scale(const std::string& why) {
   log_->error("scale {} failed in {}: {}", op_->id, op_->phase, why);
   if (op_->phase == "committing") {
-    // Some engines may have switched already: the only safe state left is a fresh group of the
-    // engines that are alive, from the model source.
-    op_->error = why;
+    if (roll_back_commit(why)) {
+      op_->error = why + "; rolled back to the " + std::to_string(group_.members.size()) +
+                   " engine(s) of generation " + std::to_string(group_.generation);
+      enter_phase("failed");
+      route_pending();
+      return;
+    }
+    // An old member is gone or its old group broke: the only safe state left is a fresh group of
+    // the engines that are alive, from the model source.
+    op_->error = why + "; no rollback (an engine of the old group is gone or its group failed): "
+                       "the group is re-formed from the model source";
+    // The new group's generation is taken (its store keys may still be there): count on from it.
+    store_.erase_prefix("eep/g" + std::to_string(group_.generation) + "/");
+    group_.generation = std::max(group_.generation, op_->t.generation);
     enter_phase("failed");
     std::vector<std::string> alive;
     for (const auto& [identity, e] : engines_)
@@ -239,6 +304,32 @@ void Coordinator::fail_scale(const std::string& why) {
   enter_phase("failed");
 }
 
+bool Coordinator::roll_back_commit(const std::string& why) {
+  // Every old member keeps its old group, placement and the expert weights it gave up until
+  // "finish" (engine_elastic.cc), so the old configuration comes back without the model source
+  // as long as all of them are alive and that group never failed.
+  if (op_->old_group_failed) return false;
+  for (const auto& m : group_.members)
+    if (is_gone(engines_.at(m).state)) return false;
+  Body abort = {{"type", "abort_transition"}, {"generation", op_->t.generation}, {"error", why}};
+  for (size_t r = 0; r < group_.members.size(); ++r) {
+    EngineInfo& e = engines_.at(group_.members[r]);
+    send_to(e.identity, abort);
+    e.rank = static_cast<int>(r);
+    e.state = EngineState::kReady;
+  }
+  for (const auto& m : op_->new_engines) {
+    send_to(m, abort);
+    send_to(m, {{"type", "shutdown"}});
+    if (!is_gone(engines_.at(m).state)) engines_.at(m).state = EngineState::kLeft;
+  }
+  op_->rolled_back = true;
+  group_.wave_running = true;  // the members step on in the old group until they find it idle
+  log_->warn("scale {}: rolled back to generation {} ({} engines)", op_->id, group_.generation,
+             group_.members.size());
+  return true;
+}
+
 void Coordinator::on_committed(const std::string& identity, const Body& msg) {
   if (!op_ || op_->phase != "committing" || proto::get_int(msg, "generation") != op_->t.generation)
     return;
@@ -249,8 +340,6 @@ void Coordinator::on_committed(const std::string& identity, const Body& msg) {
 void Coordinator::on_left(const std::string& identity, const Body& msg) {
   auto it = engines_.find(identity);
   if (it == engines_.end()) return;
-  it->second.state = EngineState::kLeft;
-  it->second.rank = -1;
   // Its requests continue on the remaining engines with the tokens generated so far.
   for (auto& [rid, r] : requests_) {
     if (r.engine != identity) continue;
@@ -259,15 +348,32 @@ void Coordinator::on_left(const std::string& identity, const Body& msg) {
   }
   it->second.num_assigned = 0;
   if (op_ && op_->phase == "committing") {
+    // It stays (old group and weights kept) until "finish", in case the operation rolls back.
     op_->left.insert(it->second.id);
     maybe_finish_commit();
+  } else {
+    it->second.state = EngineState::kLeft;
+    it->second.rank = -1;
   }
 }
 
 void Coordinator::maybe_finish_commit() {
   if (op_->committed.size() < op_->t.new_members.size() || op_->left.size() < op_->removing.size())
     return;
-  // Every engine switched after the same step: route with the new group from here on.
+  if (opts_.test_commit_hold.count() > 0) {
+    if (op_->all_switched == Clock::time_point{}) op_->all_switched = Clock::now();
+    if (Clock::now() < op_->all_switched + opts_.test_commit_hold) return;  // check_scale_deadline
+  }
+  // Every engine switched after the same step. The point of no return: engines release the old
+  // group and weights, removed engines exit, and requests go to the new group from here on.
+  Body finish = {{"type", "finish"}, {"generation", op_->t.generation}};
+  for (const auto& m : group_.members) send_to(m, finish);
+  for (const auto& m : op_->new_engines) send_to(m, finish);
+  for (const auto& m : op_->removing) {
+    EngineInfo& e = engines_.at(m);
+    e.rank = -1;
+    if (!is_gone(e.state)) e.state = EngineState::kLeft;
+  }
   std::vector<std::string> members;
   for (int64_t id : op_->t.new_members)
     for (const auto& [identity, e] : engines_)
@@ -290,6 +396,8 @@ void Coordinator::maybe_finish_commit() {
 }
 
 void Coordinator::check_scale_deadline() {
+  if (!op_) return;
+  if (op_->all_switched != Clock::time_point{}) maybe_finish_commit();  // --test-commit-hold-ms
   if (!op_) return;
   if (Clock::now() > op_->deadline)
     fail_scale("timed out after " + std::to_string(opts_.scale_timeout.count()) + " ms in " + op_->phase);

@@ -81,7 +81,12 @@ struct ScaleOp {
   std::vector<int> spawned_pids;
   bool spawn = true;                 // false: the new engines join on their own (--join)
   Transition t;
+  bool planned = false;              // t.new_placement is set (plan_scale may run in background)
+  nlohmann::json placement_info;     // how the target was chosen (policy, balancedness, ...)
   std::set<int64_t> prepared, committed, left;
+  Clock::time_point all_switched{};  // every engine reported committed/left (--test-commit-hold-ms)
+  bool rolled_back = false;          // a commit-phase failure went back to the old group
+  bool old_group_failed = false;     // an old member reported its old group broken while committing
   bool finished() const { return phase == "done" || phase == "failed"; }
 };
 

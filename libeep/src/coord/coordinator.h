@@ -3,6 +3,7 @@
 #pragma once
 
 #include <deque>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -14,6 +15,7 @@
 
 #include "coord/coord_state.h"
 #include "coord/launcher.h"
+#include "coord/scale_placement.h"
 #include "eep/common.h"
 #include "eep/coord.h"
 #include "eep/proto.h"
@@ -63,6 +65,8 @@ class Coordinator {
   void on_scale_status(const std::string& identity, const Body& msg);
   void on_leave(const std::string& identity, const Body& msg);
   void start_scale(ScaleOp op, const Body& msg);
+  void poll_planning();        // takes a finished background plan; starts prepare when due
+  void maybe_begin_prepare();  // prepare once the plan is there and every new engine registered
   void begin_prepare();
   void on_prepared(const std::string& identity, const Body& msg);
   void on_prepare_failed(const std::string& identity, const Body& msg);
@@ -71,6 +75,10 @@ class Coordinator {
   void maybe_finish_commit();
   void enter_phase(const std::string& phase);
   void fail_scale(const std::string& why);
+  // Commit-phase failure: true when every old member can go back to the old group.
+  bool roll_back_commit(const std::string& why);
+  // Expert load per logical expert [layers][experts] recorded on the serving group.
+  std::vector<std::vector<int64_t>> logical_load() const;
   void check_scale_deadline();
   Body scale_view(const ScaleOp& op) const;
   // Starts n local engines with devices first_device.. (Boost.Process); returns their pids.
@@ -101,6 +109,9 @@ class Coordinator {
   std::optional<ScaleOp> op_;                 // the operation in progress, if any
   std::map<std::string, ScaleOp> past_ops_;   // finished operations by id (idempotent retries)
   int64_t next_op_ = 0;
+  // The target placement of op planning_op_ being computed off the event loop (plan_scale).
+  std::future<ScalePlacement> planning_;
+  std::string planning_op_;
   Clock::time_point started_ = Clock::now();
 };
 

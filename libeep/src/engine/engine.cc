@@ -147,6 +147,8 @@ void Engine::handle(const proto::Body& msg) {
       on_prepare(msg);
     } else if (type == "commit") {
       on_commit(msg);
+    } else if (type == "finish") {
+      on_finish(msg);
     } else if (type == "abort_transition") {
       abort_transition(msg.value("error", "aborted by the coordinator"));
     } else if (type == "shutdown") {
@@ -208,7 +210,7 @@ void Engine::configure(const proto::Body& msg) {
   Placement p = Placement::from_json(msg.at("placement"), cfg.num_experts);
   EEP_CHECK(p.num_ranks == size, ErrorCode::kInvalidArgument, "placement size mismatch");
   log_->info("configure: generation {} rank {}/{}", gen, rank, size);
-  if (transition_) abort_transition("superseded by a new configuration");
+  supersede_transitions();
   group_.reset();  // old communicators go before new ones are made
   if (!dense_loaded_) {
     backend_->load_dense(*weights_);

@@ -2,6 +2,8 @@
 // old group keeps serving: join a transfer group over old+new members, move weights peer to peer
 // (plan_transfers), stage the new expert slots, build the new group. Commit happens between
 // steps at the step whose all-reduce first carries a commit flag, the same step on every member.
+#include <algorithm>
+
 #include "elastic/weight_move.h"
 #include "engine/engine_impl.h"
 
@@ -10,6 +12,26 @@ namespace eep {
 namespace {
 std::vector<int64_t> id_list(const proto::Body& msg, const char* field) {
   return msg.at(field).get<std::vector<int64_t>>();
+}
+
+// Copies the experts that old rank `old_rank`'s slots hold and the new slots of this engine do
+// not, so a rollback after the switch rebuilds the old slots locally (no model source, no peer).
+void back_up_experts(const Backend& backend, PendingTransition& pt, int old_rank) {
+  const Placement& from = pt.t.old_placement;
+  const Placement& to = pt.t.new_placement;
+  for (int l = 0; l < from.num_layers && !pt.cancelled; ++l) {
+    const auto first = to.phy2log[l].begin() + static_cast<ptrdiff_t>(pt.new_rank) * to.slots_per_rank();
+    const auto last = first + to.slots_per_rank();
+    for (int i = 0; i < from.slots_per_rank(); ++i) {
+      const int e = from.phy2log[l][old_rank * from.slots_per_rank() + i];
+      if (std::find(first, last, e) != last || pt.backup.count({l, e})) continue;
+      std::vector<float> w;
+      EEP_CHECK(backend.get_expert(l, e, w), ErrorCode::kInternal,
+                "rollback copy: expert " + std::to_string(e) + " of layer " + std::to_string(l) +
+                    " is not local");
+      pt.backup.emplace(std::make_pair(l, e), std::move(w));
+    }
+  }
 }
 }  // namespace
 
@@ -27,7 +49,7 @@ void Engine::reap_abandoned() {
 void Engine::on_prepare(const proto::Body& msg) {
   const int64_t gen = proto::get_int(msg, "generation");
   reap_abandoned();
-  if (transition_ || !abandoned_.empty()) {
+  if (transition_ || committed_ || !abandoned_.empty()) {
     send({{"type", "prepare_failed"}, {"generation", gen}, {"engine_id", engine_id_},
           {"error", "engine is still busy with an earlier transition"}});
     return;
@@ -83,6 +105,7 @@ void Engine::prepare_worker(PendingTransition* pt) {
     // 3. Stage the new slots and build the new group (members of the new group only).
     if (pt->new_rank >= 0 && !pt->cancelled) {
       backend_->stage_experts(t.new_placement, pt->new_rank, received);
+      if (!pt->is_new) back_up_experts(*backend_, *pt, t.old_rank_of(engine_id_));
       GlooGroupOptions go;
       go.name = base;
       go.rank = pt->new_rank;
@@ -105,6 +128,12 @@ void Engine::prepare_worker(PendingTransition* pt) {
 
 void Engine::poll_transition() {
   reap_abandoned();
+  if (committed_ && committed_->new_rank < 0 && Clock::now() > committed_->linger_deadline) {
+    log_->warn("generation {}: no finish within {} ms of leaving; exiting", committed_->t.generation,
+               opts_.collective_timeout.count());
+    committed_.reset();
+    left_ = true;
+  }
   if (!transition_ || !transition_->done || transition_->reported) return;
   PendingTransition& pt = *transition_;
   pt.reported = true;
@@ -139,17 +168,31 @@ void Engine::switch_to_new_group() {
   std::unique_ptr<PendingTransition> pt = std::move(transition_);
   if (pt->worker.joinable()) pt->worker.join();
   const int64_t gen = pt->t.generation;
-  group_.reset();  // the old group: every member leaves it after this same step
+  if (pt->rollback_requested) {
+    // Rolled back before this step: every old member leaves the old group after this same step
+    // and goes back to it at once, so staying in it is the same thing.
+    backend_->discard_staged();
+    log_->warn("generation {}: rolled back at the commit step; staying in generation {}", gen,
+               generation_);
+    send({{"type", "rolled_back"}, {"generation", gen}, {"engine_id", engine_id_}, {"rank", rank_}});
+    return;
+  }
+  // The old group, rank and wave stay until "finish": a commit-phase failure goes back to them.
+  pt->old_group = std::move(group_);
+  pt->old_rank = rank_;
+  pt->old_generation = generation_;
+  pt->old_wave = wave_;
   if (pt->new_rank < 0) {
     // Removed: hand every request back; the coordinator continues them on the remaining engines
-    // with the tokens generated so far.
+    // with the tokens generated so far. Exit on "finish" (or rejoin the old group on a rollback).
     std::vector<Sequence> seqs = sched_->drain();
     proto::Body rids = proto::Body::array();
     for (const Sequence& s : seqs) rids.push_back(s.id);
     log_->info("generation {}: removed; handing back {} request(s)", gen, seqs.size());
     send({{"type", "left"}, {"generation", gen}, {"engine_id", engine_id_}, {"rids", rids}});
     configured_ = false;
-    left_ = true;
+    pt->linger_deadline = Clock::now() + opts_.collective_timeout;
+    committed_ = std::move(pt);
     return;
   }
   backend_->commit_staged();
@@ -163,10 +206,20 @@ void Engine::switch_to_new_group() {
   log_->info("generation {}: committed as rank {}/{}", gen, rank_, placement_.num_ranks);
   send({{"type", "committed"}, {"generation", gen}, {"engine_id", engine_id_}, {"rank", rank_},
         {"step", steps_}});
+  if (!pt->is_new) committed_ = std::move(pt);  // a new engine has nothing to go back to
 }
 
 void Engine::abort_transition(const std::string& why) {
+  if (committed_) return roll_back_commit(why);
   if (!transition_) return;
+  if (transition_->commit_requested) {
+    // The old group switches at its next step whatever this engine does (peers may carry the
+    // flag already): take that step, then stay (switch_to_new_group).
+    log_->warn("transition to generation {} rolled back before the commit step: {}",
+               transition_->t.generation, why);
+    transition_->rollback_requested = true;
+    return;
+  }
   log_->warn("transition to generation {} rolled back: {}", transition_->t.generation, why);
   transition_->cancelled = true;
   if (transition_->done) {
@@ -177,6 +230,43 @@ void Engine::abort_transition(const std::string& why) {
   }
   transition_.reset();
   if (!configured_) shutdown_ = true;  // a new engine has nothing to go back to
+}
+
+void Engine::roll_back_commit(const std::string& why) {
+  std::unique_ptr<PendingTransition> pt = std::move(committed_);
+  log_->warn("generation {} rolled back after the switch: {}; back to generation {} as rank {}",
+             pt->t.generation, why, pt->old_generation, pt->old_rank);
+  group_.reset();  // the new group (already gone if it failed)
+  if (pt->new_rank >= 0) {
+    // The old slots from the serving ones plus the copies of what they gave up.
+    backend_->stage_experts(pt->t.old_placement, pt->old_rank, pt->backup);
+    backend_->commit_staged();
+  }
+  group_ = std::move(pt->old_group);
+  placement_ = pt->t.old_placement;
+  rank_ = pt->old_rank;
+  generation_ = pt->old_generation;
+  wave_ = pt->old_wave;
+  configured_ = true;
+  paused_ = false;  // every old member steps on from the same point of the old group
+  send({{"type", "rolled_back"}, {"generation", pt->t.generation}, {"engine_id", engine_id_},
+        {"rank", rank_}});
+}
+
+void Engine::on_finish(const proto::Body& msg) {
+  const int64_t gen = proto::get_int(msg, "generation");
+  if (!committed_ || committed_->t.generation != gen) return;
+  const bool removed = committed_->new_rank < 0;
+  committed_.reset();  // the old group and the copies of given-up experts
+  log_->info("generation {}: finished{}", gen, removed ? "; leaving" : "");
+  if (removed) left_ = true;
+}
+
+void Engine::supersede_transitions() {
+  committed_.reset();
+  if (!transition_) return;
+  transition_->commit_requested = false;  // nothing to switch to: drop it now
+  abort_transition("superseded by a new configuration");
 }
 
 }  // namespace eep

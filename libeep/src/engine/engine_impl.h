@@ -42,7 +42,15 @@ struct PendingTransition {
   std::unique_ptr<Group> standby;  // the new group, built by the worker
   bool reported = false;        // "prepared" sent
   bool commit_requested = false;
+  bool rollback_requested = false;  // rolled back before this engine's commit step: undo it then
   Clock::time_point started = Clock::now();
+  // Kept from the switch until "finish" so a commit-phase failure can go back (rollback): the old
+  // group, rank, generation and wave, and the experts of the old slots the new ones lack.
+  std::map<std::pair<int, int>, std::vector<float>> backup;  // (layer, expert) -> gate|up|down
+  std::unique_ptr<Group> old_group;
+  int old_rank = -1;
+  int64_t old_generation = -1, old_wave = 0;
+  Clock::time_point linger_deadline{};  // a removed engine exits when no "finish" came by then
 };
 
 class Engine {
@@ -71,7 +79,10 @@ class Engine {
   void poll_transition();
   void on_commit(const proto::Body& msg);
   void switch_to_new_group();
-  void abort_transition(const std::string& why);
+  void abort_transition(const std::string& why);  // before "finish": back to the old group
+  void roll_back_commit(const std::string& why);   // after the switch: restore the old group
+  void on_finish(const proto::Body& msg);          // the point of no return: drop the old group
+  void supersede_transitions();                    // a new configuration replaces everything
   void reap_abandoned();  // joins rolled-back workers that have finished
 
   EngineOptions opts_;
@@ -84,6 +95,7 @@ class Engine {
   std::unique_ptr<StoreClient> store_;
   std::unique_ptr<Group> group_;
   std::unique_ptr<PendingTransition> transition_;
+  std::unique_ptr<PendingTransition> committed_;  // switched, old state kept until "finish"
   std::vector<std::unique_ptr<PendingTransition>> abandoned_;  // rolled back, worker still running
   Placement placement_;
   int rank_ = -1;
