@@ -361,3 +361,21 @@ wait_switched() {
   [ "$("$SCALE" --coord "$ADDR" status --json | jq .generation)" -ge 3 ]
   with_traffic true
 }
+
+@test "a removed engine killed after it switched does not fail the scale-down" {
+  start_cluster 3 --test-commit-hold-ms 3000
+  leaving=$("$SCALE" --coord "$ADDR" status --json | jq '.engines[] | select(.rank == 2) | .pid')
+  "$BENCH" replay --coord "$ADDR" --timeout-ms 120000 "$REQS" >"$BATS_TEST_TMPDIR/got.jsonl" &
+  client=$!
+  "$SCALE" --coord "$ADDR" down 1 --id bye --no-wait >/dev/null
+  wait_switched
+  kill -KILL "$leaving"
+  run "$SCALE" --coord "$ADDR" --timeout-ms 30000 down 1 --id bye --wait
+  [ "$status" -eq 0 ]
+  wait "$client"
+  diff <(by_id "$BATS_FILE_TMPDIR/ref.jsonl") <(by_id "$BATS_TEST_TMPDIR/got.jsonl")
+  size_is 2
+  [ "$("$SCALE" --coord "$ADDR" status --json | jq .generation)" -eq 2 ]
+  grep -q "died after it switched; the operation goes on" "$BATS_TEST_TMPDIR/coord.log"
+  with_traffic true
+}
