@@ -109,11 +109,14 @@ class GroupedGemm {
 // graph and replayed with other offsets/x (no host sync, no allocation, no host read of device
 // data). Experts with no rows get no tile. Rows of y outside every expert are not written.
 // Preconditions (checked, CudaError): 1 <= num_experts <= 1024, n % 8 == 0, k % 8 == 0, x/w/y
-// 16-byte aligned, offsets[num_experts] <= max_rows (not checked: device data).
-// The first call of each tile shape on a device does a one-time setup (shared-memory limit,
-// occupancy query; no stream work): make one uncaptured call per shape before capturing, or
-// capture in cudaStreamCaptureModeRelaxed/ThreadLocal. Shapes are picked by
-// max_rows / num_experts (<= 4, <= 48, <= 192, larger).
+// 16-byte aligned; offsets[num_experts] <= max_rows (not checked: device data); x must hold
+// max_rows readable rows (the prefill tiles read whole tiles of rows; rows past
+// offsets[num_experts] do not change the result).
+// The first call on a device (either launcher) does a one-time setup of every tile shape
+// (shared-memory limits, occupancy queries; no stream work): make one uncaptured call before
+// capturing. The tile shape is picked from max_rows / num_experts (decode: mma.sync tiles of an
+// expert's few rows; prefill: TMA-fed, warp-specialized wgmma tiles on sm_90, mma.sync
+// elsewhere). A call does a host-side tensor-map encode (no device work) for prefill shapes.
 void grouped_gemm_device(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets,
                          int num_experts, int max_rows, int n, int k, cudaStream_t stream);
 // The gate|up GEMM with SwiGLU in its epilogue: w [num_experts][2*inter][k] holds each expert's
@@ -123,6 +126,13 @@ void grouped_gemm_device(const bf16* x, const bf16* w, bf16* y, const int32_t* o
 void grouped_gemm_swiglu_device(const bf16* x, const bf16* w, bf16* act, const int32_t* offsets,
                                 int num_experts, int max_rows, int inter, int k,
                                 cudaStream_t stream);
+// Tile shapes (benchmarks and tests): how many there are, their names, and forcing one for all
+// later calls (-1: the automatic choice). Not thread-safe; wgmma shapes need an sm_90 device.
+int grouped_gemm_device_shapes();
+const char* grouped_gemm_device_shape_name(int shape);
+void grouped_gemm_device_force_shape(int shape);
+// Whether the TMA-fed shapes run as such on the current device (else their cp.async form runs).
+bool grouped_gemm_device_tma();
 // ---- end of expert grouped GEMM, offsets on the device --------------------------------------
 
 // ---- paged decode attention ----------------------------------------------------------------

@@ -1,5 +1,7 @@
 #include <algorithm>
 
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
+
 #include "check.cuh"
 #include "grouped_gemm_device.cuh"
 
@@ -9,51 +11,172 @@ namespace {
 
 using namespace detail::ggd;
 
-// Decode: 32 weight rows per tile, all of an expert's (few) rows in one tile, each stage's
+// Decode: 32 (16) weight rows per tile, all of an expert's (few) rows in one tile, each stage's
 // 128-wide k slice split over 4 warps (partial sums added in the epilogue).
 using Decode16 = Config<32, 16, 128, 5, 1, 1, 4, 3>;
+using Decode16n16 = Config<16, 16, 128, 6, 1, 1, 4, 4>;
+using Decode16n64 = Config<64, 16, 128, 4, 1, 1, 4, 2>;
 using Decode32 = Config<32, 32, 128, 4, 1, 1, 4, 3>;
-// Prefill: 128 weight rows x 64 / 128 tokens, 8 warps.
+// Prefill on mma.sync: 128 weight rows x 64 / 128 tokens, 8 warps.
 using Prefill64 = Config<128, 64, 64, 4, 4, 2, 1, 2>;
 using Prefill128 = Config<128, 128, 64, 3, 2, 4, 1, 2>;
+// Prefill on wgmma (sm_90a): 128 weight rows x BM tokens.
+using Wg128 = WgConfig<128, 5, 1>;
+using Wg128x2 = WgConfig<128, 3, 2>;
+using Wg192 = WgConfig<192, 4, 1>;
+using Wg256 = WgConfig<256, 4, 1>;
+// Prefill on wgmma fed by TMA, warp-specialized (sm_90a).
+using Tma128 = TmaConfig<128, 6>;
+using Tma192 = TmaConfig<192, 5>;
+using Tma256 = TmaConfig<256, 4>;
+
+enum Shape {
+  kD16, kD16n16, kD32, kP64, kP128, kW128, kW128x2, kW192, kW256, kT128, kT192, kT256, kD16n64,
+  kShapes
+};
+const char* const kShapeNames[kShapes] = {
+    "mma_32x16",     "mma_16x16",          "mma_32x32",     "mma_128x64",
+    "mma_128x128",   "wgmma_128x128",      "wgmma_128x128_2cta", "wgmma_128x192",
+    "wgmma_128x256", "tma_wgmma_128x128",  "tma_wgmma_128x192",  "tma_wgmma_128x256",
+    "mma_64x16"};
+int g_forced_shape = -1;
+
+// Kernel kinds: 0 mma.sync, 1 wgmma fed by cp.async, 2 wgmma fed by TMA.
+template <class C, bool SWIGLU, int WG>
+constexpr auto kernel_of() {
+  if constexpr (WG == 2)
+    return grouped_gemm_tma_kernel<C, SWIGLU>;
+  else if constexpr (WG == 1)
+    return grouped_gemm_wgmma_kernel<C, SWIGLU>;
+  else
+    return grouped_gemm_device_kernel<C, SWIGLU>;
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 g_encode = nullptr;
+
+// 128B-swizzled bf16 tensor map over `rank` dims (innermost first; strides in bytes of dims 1..).
+bool encode_map(CUtensorMap* map, const void* ptr, int rank, const cuuint64_t* dims,
+                const cuuint64_t* strides, const cuuint32_t* box) {
+  const cuuint32_t elem[3] = {1, 1, 1};
+  return g_encode &&
+         g_encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, cuuint32_t(rank), const_cast<void*>(ptr),
+                  dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
 
 // One-time per (kernel, device): raise the dynamic shared-memory limit and read the occupancy.
-// Not stream work, so a later call can be captured; the first call of each configuration does
-// the setup (make one call before capturing, or call from any thread that is not capturing).
-template <class C, bool SWIGLU>
-int grid_size() {
-  constexpr int kMaxDevices = 64;
-  static int cached[kMaxDevices] = {};
-  int dev = 0;
-  EEP_CUDA_CHECK(cudaGetDevice(&dev));
-  EEP_REQUIRE(dev < kMaxDevices, "grouped_gemm_device: device index < 64");
-  if (!cached[dev]) {
-    auto kern = grouped_gemm_device_kernel<C, SWIGLU>;
-    EEP_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        C::SMEM_BYTES));
-    int sms = 0, per_sm = 0;
-    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    EEP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, C::THREADS,
-                                                                 C::SMEM_BYTES));
-    EEP_REQUIRE(per_sm > 0, "grouped_gemm_device: kernel does not fit on an SM");
-    cached[dev] = sms * per_sm;
-  }
+// No stream work. setup_all() does it for every shape on the first call of either launcher, so
+// one uncaptured call (any shape) before capturing is enough.
+template <class C, bool SWIGLU, int WG>
+int& grid_cache(int dev) {
+  static int cached[64] = {};
   return cached[dev];
 }
 
-template <class C, bool SWIGLU>
-void launch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int num_experts,
-            int max_rows, int n, int k, cudaStream_t stream) {
+template <class C, bool SWIGLU, int WG>
+void setup(int dev, int sms) {
+  auto kern = kernel_of<C, SWIGLU, WG>();
+  EEP_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      C::SMEM_BYTES));
+  int per_sm = 0;
+  EEP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, C::THREADS,
+                                                               C::SMEM_BYTES));
+  EEP_REQUIRE(per_sm > 0, "grouped_gemm_device: kernel does not fit on an SM");
+  grid_cache<C, SWIGLU, WG>(dev) = sms * per_sm;
+}
+
+template <bool SWIGLU>
+void setup_shapes(int dev, int sms) {
+  setup<Decode16, SWIGLU, 0>(dev, sms);
+  setup<Decode16n16, SWIGLU, 0>(dev, sms);
+  setup<Decode16n64, SWIGLU, 0>(dev, sms);
+  setup<Decode32, SWIGLU, 0>(dev, sms);
+  setup<Prefill64, SWIGLU, 0>(dev, sms);
+  setup<Prefill128, SWIGLU, 0>(dev, sms);
+  setup<Wg128, SWIGLU, 1>(dev, sms);
+  setup<Wg128x2, SWIGLU, 1>(dev, sms);
+  setup<Wg192, SWIGLU, 1>(dev, sms);
+  setup<Wg256, SWIGLU, 1>(dev, sms);
+  setup<Tma128, SWIGLU, 2>(dev, sms);
+  setup<Tma192, SWIGLU, 2>(dev, sms);
+  setup<Tma256, SWIGLU, 2>(dev, sms);
+}
+
+struct DeviceInfo {
+  int dev = 0;
+  bool wgmma = false;  // compute capability 9.0: the sm_90a image (wgmma) is the one that runs
+};
+
+DeviceInfo setup_all() {
+  static bool done[64] = {};
+  static bool wgmma[64] = {};
+  DeviceInfo info;
+  EEP_CUDA_CHECK(cudaGetDevice(&info.dev));
+  EEP_REQUIRE(info.dev < 64, "grouped_gemm_device: device index < 64");
+  if (!done[info.dev]) {
+    int sms = 0, major = 0, minor = 0;
+    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, info.dev));
+    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, info.dev));
+    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, info.dev));
+    setup_shapes<false>(info.dev, sms);
+    setup_shapes<true>(info.dev, sms);
+    wgmma[info.dev] = major == 9 && minor == 0;
+    if (wgmma[info.dev] && !g_encode) {
+      void* fn = nullptr;
+      cudaDriverEntryPointQueryResult q{};
+      if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                           &q) == cudaSuccess &&
+          q == cudaDriverEntryPointSuccess)
+        g_encode = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+      else
+        (void)cudaGetLastError();
+    }
+    done[info.dev] = true;
+  }
+  info.wgmma = wgmma[info.dev];
+  return info;
+}
+
+template <class C, bool SWIGLU, int WG>
+void launch(int dev, const bf16* x, const bf16* w, bf16* y, const int32_t* offsets,
+            int num_experts, int max_rows, int n, int k, cudaStream_t stream) {
   // Upper bound of the tiles: sum over experts of ceil(m_e / BM) <= max_rows / BM + (non-empty
   // experts); a grid larger than that would only start CTAs that find nothing to do.
   const int nb = SWIGLU ? (n / 2) / (C::BN / 2) : (n + C::BN - 1) / C::BN;
   const long long bound =
       ((long long)max_rows / C::BM + std::min(num_experts, max_rows)) * (long long)nb;
-  const int grid = int(std::min<long long>(grid_size<C, SWIGLU>(), bound));
+  const int grid = int(std::min<long long>(grid_cache<C, SWIGLU, WG>(dev), bound));
   if (grid <= 0) return;
-  detail::ggd::grouped_gemm_device_kernel<C, SWIGLU>
-      <<<grid, C::THREADS, C::SMEM_BYTES, stream>>>(x, w, y, offsets, num_experts, n, k);
+  kernel_of<C, SWIGLU, WG>()<<<grid, C::THREADS, C::SMEM_BYTES, stream>>>(x, w, y, offsets,
+                                                                          num_experts, n, k);
   EEP_LAUNCH_CHECK();
+}
+
+// false (nothing launched) where the tensor maps cannot describe the call: boxes larger than the
+// tensors (max_rows < BM, n < 128, k < 64) or no encoder; the caller then uses the cp.async form.
+template <class C, bool SWIGLU>
+bool launch_tma(int dev, const bf16* x, const bf16* w, bf16* y, const int32_t* offsets,
+                int num_experts, int max_rows, int n, int k, cudaStream_t stream) {
+  if (max_rows < C::BM || n < C::BN || k < C::BK || !g_encode) return false;
+  alignas(64) CUtensorMap mw, mx;
+  const cuuint64_t wdims[3] = {cuuint64_t(k), cuuint64_t(n), cuuint64_t(num_experts)};
+  const cuuint64_t wstrides[2] = {cuuint64_t(k) * 2, cuuint64_t(n) * k * 2};
+  const cuuint32_t wbox[3] = {64, SWIGLU ? 8u : cuuint32_t(C::BN), 1};
+  const cuuint64_t xdims[2] = {cuuint64_t(k), cuuint64_t(max_rows)};
+  const cuuint64_t xstrides[1] = {cuuint64_t(k) * 2};
+  const cuuint32_t xbox[2] = {64, cuuint32_t(C::BM)};
+  if (!encode_map(&mw, w, 3, wdims, wstrides, wbox) || !encode_map(&mx, x, 2, xdims, xstrides, xbox))
+    return false;
+  const int nb = SWIGLU ? (n / 2) / (C::BN / 2) : (n + C::BN - 1) / C::BN;
+  const long long bound =
+      ((long long)max_rows / C::BM + std::min(num_experts, max_rows)) * (long long)nb;
+  const int grid = int(std::min<long long>(grid_cache<C, SWIGLU, 2>(dev), bound));
+  if (grid <= 0) return true;
+  grouped_gemm_tma_kernel<C, SWIGLU><<<grid, C::THREADS, C::SMEM_BYTES, stream>>>(
+      mw, mx, y, offsets, num_experts, n, k);
+  EEP_LAUNCH_CHECK();
+  return true;
 }
 
 template <bool SWIGLU>
@@ -68,17 +191,55 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
   EEP_REQUIRE(((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w) |
                 reinterpret_cast<uintptr_t>(y)) & 15) == 0,
               "grouped_gemm_device: x, w, y 16-byte aligned");
+  const DeviceInfo info = setup_all();
   if (max_rows == 0) return;
-  // Rows per expert if the routing were even: picks the tile shape (host arguments only).
+  // Rows per expert if the routing were even: picks the tile shape (host arguments only). From
+  // the shape sweep on the H100 (docs/cuda.md, bench/gpu-kernels.txt run 4), Qwen3-30B-A3B shapes:
+  //  - avg <= 4 (1..32 tokens x top-8 over 128 experts): mma.sync decode tiles, 64 weight rows for
+  //    short k (down, k = 768: +6..18%), 32 for long k (gate_up);
+  //  - avg <= 100: the TMA wgmma 128x128 tile (256 tokens: +1% gate_up, +10% down over the
+  //    32x32 decode tile), where the tensor maps can describe the call; else the decode tile;
+  //    the SwiGLU form keeps the decode tile up to 48 (its TMA form, 16 eight-row boxes a
+  //    stage, was not measured there);
+  //  - larger: TMA wgmma 128x192 (best at 2048 and 8192 tokens).
   const int avg = (max_rows + num_experts - 1) / num_experts;
+  const bool tma128 = info.wgmma && g_encode && max_rows >= 128 && n >= 128 && k >= 64;
+  int shape;
   if (avg <= 4)
-    launch<Decode16, SWIGLU>(x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    shape = !SWIGLU && k < 1536 ? kD16n64 : kD16;
   else if (avg <= 48)
-    launch<Decode32, SWIGLU>(x, w, y, offsets, num_experts, max_rows, n, k, stream);
-  else if (avg <= 192)
-    launch<Prefill64, SWIGLU>(x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    shape = !SWIGLU && tma128 ? kT128 : kD32;
+  else if (avg <= 100)
+    shape = kT128;
   else
-    launch<Prefill128, SWIGLU>(x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    shape = kT192;
+  if (!info.wgmma && shape >= kW128 && shape <= kT256) shape = avg <= 192 ? kP64 : kP128;
+  if (g_forced_shape >= 0) shape = g_forced_shape;
+  const int d = info.dev;
+  switch (shape) {
+    case kD16: return launch<Decode16, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kD16n16: return launch<Decode16n16, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kD16n64: return launch<Decode16n64, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kD32: return launch<Decode32, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kP64: return launch<Prefill64, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kP128: return launch<Prefill128, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kW128: return launch<Wg128, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kW128x2: return launch<Wg128x2, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kW192: return launch<Wg192, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kW256: return launch<Wg256, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kT128:
+      if (!launch_tma<Tma128, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
+        launch<Wg128, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+      return;
+    case kT192:
+      if (!launch_tma<Tma192, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
+        launch<Wg192, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+      return;
+    default:
+      if (!launch_tma<Tma256, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
+        launch<Wg256, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+      return;
+  }
 }
 
 }  // namespace
@@ -93,6 +254,20 @@ void grouped_gemm_swiglu_device(const bf16* x, const bf16* w, bf16* act, const i
                                 cudaStream_t stream) {
   EEP_REQUIRE(inter > 0, "grouped_gemm_swiglu_device: inter > 0");
   dispatch<true>(x, w, act, offsets, num_experts, max_rows, 2 * inter, k, stream);
+}
+
+int grouped_gemm_device_shapes() { return kShapes; }
+bool grouped_gemm_device_tma() {
+  const DeviceInfo info = setup_all();
+  return info.wgmma && g_encode != nullptr;
+}
+const char* grouped_gemm_device_shape_name(int shape) {
+  EEP_REQUIRE(shape >= 0 && shape < kShapes, "grouped_gemm_device_shape_name: shape index");
+  return kShapeNames[shape];
+}
+void grouped_gemm_device_force_shape(int shape) {
+  EEP_REQUIRE(shape >= -1 && shape < kShapes, "grouped_gemm_device_force_shape: -1 or a shape index");
+  g_forced_shape = shape;
 }
 
 }  // namespace eep::kernels

@@ -72,7 +72,13 @@ fi
       key = f["tokens"] " " f["gemm"]
       if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
       tf[key, f["impl"]] = f["tflops"]; gb[key, f["impl"]] = f["w_gbps"]
+      if (f["impl"] ~ /^shape_/ && !(f["impl"] in shseen)) { shseen[f["impl"]] = 1; shapes[++ns] = f["impl"] }
       if (f["impl"] ~ /^cublas/ && f["tflops"] + 0 > best[key] + 0) best[key] = f["tflops"]
+      if (("vs_cublas" in f) && f["vs_cublas"] + 0 >= 0) {
+        if (tolower(f["vs_cublas"]) ~ /nan|inf/) bad[key] = 1
+        else if (f["vs_cublas"] + 0 > err[key] + 0) err[key] = f["vs_cublas"]
+      }
+      delete f
     }
     function v(x) { return x == "" ? "-" : x }
     function r(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2fx", a / b) : "-" }
@@ -81,12 +87,12 @@ fi
       printf "TFLOP/s (device_swiglu: gate_up with SwiGLU fused, same FLOPs counted)\n"
       printf "%-7s %-8s", "tokens", "gemm"
       for (j = 1; j <= n; ++j) printf " %14s", im[j]
-      printf " %12s %12s\n", "best_cublas/t", "device/torch"
+      printf " %12s %12s %14s\n", "best_cublas/t", "device/torch", "dev_vs_cublas"
       for (i = 1; i <= nk; ++i) {
         k = order[i]; split(k, p, " ")
         printf "%-7s %-8s", p[1], p[2]
         for (j = 1; j <= n; ++j) printf " %14s", v(tf[k, im[j]])
-        printf " %12s %12s\n", r(best[k], tf[k, "torch_grouped_mm"]), r(tf[k, "device_offsets"], tf[k, "torch_grouped_mm"])
+        printf " %12s %12s %14s\n", r(best[k], tf[k, "torch_grouped_mm"]), r(tf[k, "device_offsets"], tf[k, "torch_grouped_mm"]), (k in bad) ? "NaN" : v(err[k])
       }
       printf "\nweights read, GB/s (used experts x n x k x 2 bytes / time)\n"
       printf "%-7s %-8s", "tokens", "gemm"
@@ -97,6 +103,18 @@ fi
         printf "%-7s %-8s", p[1], p[2]
         for (j = 1; j <= n; ++j) printf " %14s", v(gb[k, im[j]])
         printf "\n"
+      }
+      if (ns > 0) {
+        printf "\ndevice_offsets with each tile shape forced, TFLOP/s (weights GB/s)\n"
+        printf "%-7s %-8s", "tokens", "gemm"
+        for (j = 1; j <= ns; ++j) { s = shapes[j]; sub(/^shape_/, "", s); printf " %19s", s }
+        printf "\n"
+        for (i = 1; i <= nk; ++i) {
+          k = order[i]; split(k, p, " ")
+          printf "%-7s %-8s", p[1], p[2]
+          for (j = 1; j <= ns; ++j) printf " %19s", v(tf[k, shapes[j]]) " (" v(gb[k, shapes[j]]) ")"
+          printf "\n"
+        }
       }
     }'
   echo

@@ -38,6 +38,35 @@ std::vector<int> route(int tokens, unsigned seed) {
   return counts;
 }
 
+// Reads the flush buffer (leaves L2 full of clean lines: a memset would leave dirty lines whose
+// write-back would then compete with the timed call's reads).
+__global__ void read_kernel(const uint4* p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x)
+    acc ^= p[i].x ^ p[i].w;
+  if (acc == 0x12345678u) *sink = acc;
+}
+
+// out2[0] += sum (a - b)^2, out2[1] += sum b^2 over n values (NaN propagates).
+__global__ void diff_norm_kernel(const bf16* a, const bf16* b, size_t n, double* out2) {
+  double d = 0.0, r = 0.0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n;
+       i += size_t(gridDim.x) * blockDim.x) {
+    const double av = __bfloat162float(a[i]), bv = __bfloat162float(b[i]);
+    d += (av - bv) * (av - bv);
+    r += bv * bv;
+  }
+  for (int o = 16; o; o >>= 1) {
+    d += __shfl_xor_sync(0xffffffffu, d, o);
+    r += __shfl_xor_sync(0xffffffffu, r, o);
+  }
+  if ((threadIdx.x & 31) == 0) {
+    atomicAdd(&out2[0], d);
+    atomicAdd(&out2[1], r);
+  }
+}
+
 __global__ void spin_kernel(long long cycles) {
   const long long t0 = clock64();
   while (clock64() - t0 < cycles) {
@@ -61,13 +90,16 @@ int main(int argc, char** argv) {
   const std::string dir = argc > 1 ? argv[1] : ".";
   cudaDeviceProp prop{};
   TEST_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  std::printf("device: %s, %d SMs, device-offset GEMM TMA path: %s\n", prop.name,
+              prop.multiProcessorCount, K::grouped_gemm_device_tma() ? "yes" : "no");
 
   const int max_rows = 8192 * kTopK;
   DeviceBuffer<bf16> w_gu(size_t(kExperts) * 2 * kInter * kHidden),
       w_down(size_t(kExperts) * kHidden * kInter), x(size_t(max_rows) * kHidden),
       gu(size_t(max_rows) * 2 * kInter), act(size_t(max_rows) * kInter),
-      y(size_t(max_rows) * kHidden);
+      y(size_t(max_rows) * kHidden), ref_gu(gu.size()), ref_act(act.size()),
+      act_out(act.size()), ref_y(y.size());
+  DeviceBuffer<double> norms(2);
   fill(w_gu, 1, 0.1f);
   fill(w_down, 2, 0.1f);
   fill(x, 3, 2.0f);
@@ -82,6 +114,8 @@ int main(int argc, char** argv) {
   K::GroupedGemm gg(kExperts);
 
   DeviceBuffer<unsigned char> flush(size_t(128) << 20);
+  DeviceBuffer<unsigned> sink(1);
+  TEST_CUDA(cudaMemset(flush.get(), 1, flush.size()));
   DeviceBuffer<int32_t> d_off(kExperts + 1);
   int clock_khz = 0;
   TEST_CUDA(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
@@ -100,31 +134,39 @@ int main(int argc, char** argv) {
     const int rows = off[kExperts];
     const int used = int(std::count_if(counts.begin(), counts.end(), [](int c) { return c > 0; }));
     d_off.upload(std::vector<int32_t>(off.begin(), off.end()));
-    // 0..3: the cuBLAS GroupedGemmImpl variants; 4: device_offsets; 5: device_swiglu.
-    for (int impl_i = 0; impl_i < 6; ++impl_i) {
+    // 0..3: the cuBLAS GroupedGemmImpl variants; 4: device_offsets; 5: device_swiglu (both the
+    // automatic tile shape); 6..: device_offsets with each tile shape forced ("shape_<name>").
+    const int shapes = K::grouped_gemm_device_shapes();
+    for (int impl_i = 0; impl_i < 6 + shapes; ++impl_i) {
       const auto impl = K::GroupedGemmImpl(std::min(impl_i, 3));
-      const char* name = impl_i == 4 ? "device_offsets" : impl_i == 5 ? "device_swiglu"
-                                                                      : impl_name(impl);
+      const std::string name = impl_i >= 6 ? std::string("shape_") +
+                                                 K::grouped_gemm_device_shape_name(impl_i - 6)
+                               : impl_i == 4 ? "device_offsets"
+                               : impl_i == 5 ? "device_swiglu"
+                                             : impl_name(impl);
+      K::grouped_gemm_device_force_shape(impl_i >= 6 ? impl_i - 6 : -1);
       for (int which = 0; which < 2; ++which) {
         const bool gate_up = which == 0;
         if (impl_i == 5 && !gate_up) continue;
         const int n = gate_up ? 2 * kInter : kHidden, k = gate_up ? kHidden : kInter;
         const bf16* in = gate_up ? x.get() : act.get();
         const bf16* w = gate_up ? w_gu.get() : w_down.get();
-        bf16* out = gate_up ? gu.get() : y.get();
+        // device_swiglu writes act_out (act stays the down GEMM's input).
+        bf16* out = impl_i == 5 ? act_out.get() : gate_up ? gu.get() : y.get();
         auto call = [&] {
-          if (impl_i == 4)
+          if (impl_i == 4 || impl_i >= 6)
             K::grouped_gemm_device(in, w, out, d_off.get(), kExperts, rows, n, k, stream);
           else if (impl_i == 5)
-            K::grouped_gemm_swiglu_device(in, w, act.get(), d_off.get(), kExperts, rows, kInter,
-                                          k, stream);
+            K::grouped_gemm_swiglu_device(in, w, out, d_off.get(), kExperts, rows, kInter, k,
+                                          stream);
           else
             gg.run(impl, in, w, out, off.data(), kExperts, n, k, stream);
         };
         for (int i = 0; i < kWarmup; ++i) call();
         std::vector<float> ms(kRepeats);
         for (int i = 0; i < kRepeats; ++i) {
-          TEST_CUDA(cudaMemsetAsync(flush.get(), i & 0xff, flush.size(), stream));
+          read_kernel<<<1024, 256, 0, stream>>>(reinterpret_cast<const uint4*>(flush.get()),
+                                                 flush.size() / 16, sink.get());
           spin_kernel<<<1, 1, 0, stream>>>(spin_cycles);
           TEST_CUDA(cudaGetLastError());
           TEST_CUDA(cudaEventRecord(start, stream));
@@ -133,6 +175,22 @@ int main(int argc, char** argv) {
           TEST_CUDA(cudaEventSynchronize(stop));
           TEST_CUDA(cudaEventElapsedTime(&ms[i], start, stop));
         }
+        // cublas_grouped's output is the reference (and silu_mul_fused of it for the SwiGLU
+        // variant); every device-offset result is compared with it.
+        const size_t out_elems = size_t(rows) * (impl_i == 5 ? kInter : n);
+        bf16* ref = impl_i == 5 ? ref_act.get() : gate_up ? ref_gu.get() : ref_y.get();
+        if (impl_i == 1) {
+          TEST_CUDA(cudaMemcpyAsync(ref, out, out_elems * 2, cudaMemcpyDeviceToDevice, stream));
+          if (gate_up) K::silu_mul_fused(ref_gu.get(), ref_act.get(), rows, kInter, stream);
+        }
+        double vs_cublas = -1.0;
+        if (impl_i >= 4) {
+          TEST_CUDA(cudaMemsetAsync(norms.get(), 0, 2 * sizeof(double), stream));
+          diff_norm_kernel<<<1024, 256, 0, stream>>>(out, ref, out_elems, norms.get());
+          TEST_CUDA(cudaGetLastError());
+          const auto nh = norms.download();
+          vs_cublas = std::sqrt(nh[0]) / std::sqrt(nh[1] > 0 ? nh[1] : 1.0);
+        }
         std::sort(ms.begin(), ms.end());
         const double med = ms[kRepeats / 2];
         const double flops = 2.0 * rows * n * k;
@@ -140,14 +198,14 @@ int main(int argc, char** argv) {
         const int out_cols = impl_i == 5 ? n / 2 : n;
         const double wbytes = 2.0 * double(used) * n * k;
         const double bytes = wbytes + 2.0 * (double(rows) * k + double(rows) * out_cols);
-        std::printf("%-15s %6d %-8s %6d %9.4f %8.2f %9.0f %9.0f\n", name, tokens,
+        std::printf("%-15s %6d %-8s %6d %9.4f %8.2f %9.0f %9.0f\n", name.c_str(), tokens,
                     gate_up ? "gate_up" : "down", rows, med, flops / (med * 1e-3) / 1e12,
                     bytes / (med * 1e-3) / 1e9, wbytes / (med * 1e-3) / 1e9);
         std::printf("RESULT impl=%s tokens=%d gemm=%s rows=%d used=%d n=%d k=%d ms=%.5f "
-                    "tflops=%.2f min_gbps=%.0f w_gbps=%.0f spread_ms=%.5f..%.5f\n",
-                    name, tokens, gate_up ? "gate_up" : "down", rows, used, n, k, med,
+                    "tflops=%.2f min_gbps=%.0f w_gbps=%.0f spread_ms=%.5f..%.5f vs_cublas=%.2e\n",
+                    name.c_str(), tokens, gate_up ? "gate_up" : "down", rows, used, n, k, med,
                     flops / (med * 1e-3) / 1e12, bytes / (med * 1e-3) / 1e9,
-                    wbytes / (med * 1e-3) / 1e9, ms.front(), ms.back());
+                    wbytes / (med * 1e-3) / 1e9, ms.front(), ms.back(), vs_cublas);
       }
     }
   }

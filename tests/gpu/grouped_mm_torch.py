@@ -3,7 +3,7 @@
 
 Same shapes (Qwen3-30B-A3B: hidden 2048, moe_intermediate 768, 128 experts), bf16, weights in
 Linear layout [E][n][k] passed transposed (a [E][k][n] view), group ends as int32 offsets; cuda
-event timing per call, 5 warm-ups, median of 30; before each timed call a 128 MB write evicts L2
+event timing per call, 5 warm-ups, median of 30; before each timed call a 128 MB read evicts L2
 and torch.cuda._sleep (~100 us) keeps the GPU busy while the host enqueues the call, as
 grouped_gemm_bench does. Checks one result against per-expert matmuls.
 """
@@ -27,7 +27,7 @@ def main() -> int:
     w_gu = (torch.rand(EXPERTS, 2 * INTER, HIDDEN, device=dev, generator=g) - 0.5).mul_(0.1).bfloat16()
     w_down = (torch.rand(EXPERTS, HIDDEN, INTER, device=dev, generator=g) - 0.5).mul_(0.1).bfloat16()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    flush = torch.empty(128 << 20, dtype=torch.uint8, device=dev)
+    flush = torch.ones(128 << 20, dtype=torch.uint8, device=dev)
     spin = 200000  # cycles: ~100 us at the H100's ~1.98 GHz
     for tokens in (1, 8, 32, 256, 2048, 8192):
         counts = [int(v) for v in open(f"{d}/counts_{tokens}.txt").read().split()]
@@ -48,7 +48,7 @@ def main() -> int:
                 call()
             ms = []
             for i in range(REPEATS):
-                flush.fill_(i & 0xFF)
+                flush.sum()  # reads 128 MB: L2 holds clean lines of other data
                 torch.cuda._sleep(spin)
                 start.record()
                 call()

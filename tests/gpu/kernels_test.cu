@@ -3,8 +3,11 @@
 // Prints one line per check and exits 0 when all pass, 1 when one fails, 77 without a GPU.
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <numeric>
 #include <string>
+#include <tuple>
 
 #include "eep/ops.h"
 #include "eep/scheduler.h"
@@ -203,38 +206,78 @@ long poisoned_tail_mismatches(const DeviceBuffer<bf16>& out, int total, int cols
   return bad;
 }
 
+// Expert weights [E][n][k] (scale 0.05), drawn once per shape and run and shared by the cases
+// of that shape: drawing 400M values per case would dominate the test's time.
+struct GgdWeights {
+  explicit GgdWeights(size_t n) : d(n) {}
+  std::vector<float> f;
+  DeviceBuffer<bf16> d;
+};
+const GgdWeights& ggd_weights(int num_experts, int n, int k) {
+  static std::map<std::tuple<int, int, int>, std::unique_ptr<GgdWeights>> cache;
+  auto& slot = cache[{num_experts, n, k}];
+  if (!slot) {
+    slot = std::make_unique<GgdWeights>(size_t(num_experts) * n * k);
+    slot->d.upload(random_bf16(g_rng, slot->d.size(), 0.05f, slot->f));
+  }
+  return *slot;
+}
+
 // off: host offsets (uploaded to the device); max_rows >= off.back() sizes the call and y.
+// Runs the automatic tile shape and then every shape forced (one reference for all); reports
+// the worst error and names the shapes that fail.
 void test_grouped_gemm_device(const std::vector<int>& off, int max_rows, int n, int k,
                               bool swiglu, const std::string& what) {
   const int num_experts = int(off.size()) - 1, total = off.back();
   const int out_cols = swiglu ? n / 2 : n;
-  std::vector<float> xf, wf;
-  auto xh = random_bf16(g_rng, size_t(std::max(total, 1)) * k, 1.0f, xf);
-  auto wh = random_bf16(g_rng, size_t(num_experts) * n * k, 0.05f, wf);
-  DeviceBuffer<bf16> x(xh.size()), w(wh.size()), y(size_t(max_rows) * out_cols);
+  std::vector<float> xf;
+  // x has max_rows rows (the contract): rows past the total are read by some shapes but must not
+  // change the result.
+  auto xh = random_bf16(g_rng, size_t(max_rows) * k, 1.0f, xf);
+  const auto& wts = ggd_weights(num_experts, n, k);
+  const auto& wf = wts.f;
+  const auto& w = wts.d;
+  DeviceBuffer<bf16> x(xh.size()), y(size_t(max_rows) * out_cols);
   DeviceBuffer<int32_t> doff(off.size());
   x.upload(xh);
-  w.upload(wh);
   doff.upload(std::vector<int32_t>(off.begin(), off.end()));
-  y.poison();
-  if (swiglu)
-    K::grouped_gemm_swiglu_device(x.get(), w.get(), y.get(), doff.get(), num_experts, max_rows,
-                                  n / 2, k, 0);
-  else
-    K::grouped_gemm_device(x.get(), w.get(), y.get(), doff.get(), num_experts, max_rows, n, k, 0);
-  sync();
   const auto ref = grouped_ref(xf, wf, off, n, k, swiglu);
-  auto out = to_float(y.download());
-  out.resize(ref.size());
+  double worst = 0.0;
+  long tail_bad = 0;
+  std::string failed;
+  for (int shape = -1; shape < K::grouped_gemm_device_shapes(); ++shape) {
+    K::grouped_gemm_device_force_shape(shape);
+    y.poison();
+    if (swiglu)
+      K::grouped_gemm_swiglu_device(x.get(), w.get(), y.get(), doff.get(), num_experts, max_rows,
+                                    n / 2, k, 0);
+    else
+      K::grouped_gemm_device(x.get(), w.get(), y.get(), doff.get(), num_experts, max_rows, n, k,
+                             0);
+    sync();
+    auto out = to_float(y.download());
+    out.resize(ref.size());
+    const double err = rel_err(out, ref);
+    const long bad = max_rows > total ? poisoned_tail_mismatches(y, total, out_cols) : 0;
+    tail_bad += bad;
+    if (!(std::isfinite(err) && err <= 1e-2) || bad) {
+      failed += std::string(" ") + (shape < 0 ? "auto" : K::grouped_gemm_device_shape_name(shape)) +
+                "=" + std::to_string(err) + (bad ? "(tail written)" : "");
+      worst = NAN;
+    } else if (std::isfinite(worst)) {
+      worst = std::max(worst, err);
+    }
+  }
+  K::grouped_gemm_device_force_shape(-1);
   int empty = 0;
   for (int e = 0; e < num_experts; ++e) empty += off[e + 1] == off[e];
   const std::string tag = std::string(swiglu ? "ggd_swiglu " : "ggd ") + what + " E=" +
                           std::to_string(num_experts) + " rows=" + std::to_string(total) + "/" +
                           std::to_string(max_rows) + " n=" + std::to_string(n) + " k=" +
                           std::to_string(k) + " empty=" + std::to_string(empty);
-  report(tag, rel_err(out, ref), 1e-2);
-  if (max_rows > total) report_exact(tag + " rows past the total untouched",
-                                     poisoned_tail_mismatches(y, total, out_cols));
+  if (!failed.empty()) std::printf("     failing shapes:%s\n", failed.c_str());
+  report(tag + " (all shapes)", worst, 1e-2);
+  if (max_rows > total) report_exact(tag + " rows past the total untouched", tail_bad);
 }
 
 std::vector<int> counts_to_offsets(const std::vector<int>& counts) {
@@ -299,39 +342,46 @@ void test_grouped_gemm_device_graph(int num_experts, int max_rows, int n, int k,
          worst, 1e-2);
 }
 
-void test_grouped_gemm_device_all() {
+// quick: the small cases only (for a compute-sanitizer pass).
+void test_grouped_gemm_device_all(bool quick) {
   // Decode shapes (Qwen3-30B-A3B): 1 token, 8 tokens, 256 tokens of top-8 over 128 experts.
-  for (bool sw : {false, true}) {
-    test_grouped_gemm_device(random_offsets(128, 8, true), 8, 1536, 2048, sw, "1tok");
-    test_grouped_gemm_device(random_offsets(128, 64, true), 64, 1536, 2048, sw, "8tok");
-    test_grouped_gemm_device(random_offsets(128, 2048, true), 2048, 1536, 2048, sw, "256tok");
-  }
+  test_grouped_gemm_device(random_offsets(128, 8, true), 8, 1536, 2048, true, "1tok");
   test_grouped_gemm_device(random_offsets(128, 8, true), 8, 2048, 768, false, "1tok");
-  test_grouped_gemm_device(random_offsets(128, 2048, true), 2048, 2048, 768, false, "256tok");
+  if (!quick) {
+    test_grouped_gemm_device(random_offsets(128, 8, true), 8, 1536, 2048, false, "1tok");
+    for (bool sw : {false, true}) {
+      test_grouped_gemm_device(random_offsets(128, 64, true), 64, 1536, 2048, sw, "8tok");
+      test_grouped_gemm_device(random_offsets(128, 2048, true), 2048, 1536, 2048, sw, "256tok");
+    }
+    test_grouped_gemm_device(random_offsets(128, 2048, true), 2048, 2048, 768, false, "256tok");
+  }
   // One row in total; max_rows far larger than the total (rows past it stay untouched).
   test_grouped_gemm_device(counts_to_offsets({0, 0, 0, 1, 0, 0, 0, 0}), 1, 2048, 768, false, "1row");
   test_grouped_gemm_device(counts_to_offsets({0, 0, 0, 1, 0, 0, 0, 0}), 1, 1536, 2048, true, "1row");
   test_grouped_gemm_device(random_offsets(16, 100, true), 3000, 384, 512, false, "max_rows>total");
   test_grouped_gemm_device(random_offsets(16, 100, true), 3000, 384, 512, true, "max_rows>total");
-  // Prefill shapes: every tile shape, experts with hundreds of rows, one expert with all rows.
-  test_grouped_gemm_device(random_offsets(16, 1500, true), 1500, 1536, 2048, true, "prefill");
-  test_grouped_gemm_device(random_offsets(16, 1500, true), 1500, 2048, 768, false, "prefill");
-  test_grouped_gemm_device(random_offsets(6, 3000, true), 3000, 1536, 512, false, "prefill");
-  test_grouped_gemm_device(random_offsets(6, 3000, true), 3000, 1536, 512, true, "prefill");
+  // Prefill shapes: experts with hundreds of rows, one expert with all rows.
+  if (!quick) {
+    test_grouped_gemm_device(random_offsets(16, 1500, true), 1500, 1536, 2048, true, "prefill");
+    test_grouped_gemm_device(random_offsets(16, 1500, true), 1500, 2048, 768, false, "prefill");
+    test_grouped_gemm_device(random_offsets(6, 3000, true), 3000, 1536, 512, false, "prefill");
+    test_grouped_gemm_device(random_offsets(6, 3000, true), 3000, 1536, 512, true, "prefill");
+  }
   test_grouped_gemm_device(counts_to_offsets({0, 0, 700, 0}), 700, 256, 768, false, "one expert");
   test_grouped_gemm_device(counts_to_offsets({0, 45, 0, 0}), 45, 256, 768, true, "one expert");
-  // Odd small sizes (n, k multiples of 8 but of no tile), every shape.
+  // Odd small sizes (n, k multiples of 8 but of no tile).
   test_grouped_gemm_device(random_offsets(5, 37, true), 37, 72, 40, false, "odd");
   test_grouped_gemm_device(random_offsets(5, 3, false), 3, 200, 24, false, "odd");
   test_grouped_gemm_device(random_offsets(3, 500, false), 500, 200, 136, false, "odd");
   test_grouped_gemm_device(random_offsets(3, 1000, true), 1000, 8, 1000, false, "odd");
   test_grouped_gemm_device(random_offsets(7, 50, true), 50, 128, 200, true, "odd");
-  // Graph capture and replay with other offsets, each tile shape.
+  // Graph capture and replay with other offsets (automatic shapes: decode mma.sync tiles at
+  // max_rows 8 and 1024, TMA-fed wgmma 192 and 128 at 1200 over 8 and 16 experts).
   test_grouped_gemm_device_graph(128, 1024, 512, 256, false);
   test_grouped_gemm_device_graph(128, 1024, 512, 256, true);
   test_grouped_gemm_device_graph(128, 8, 2048, 768, false);
   test_grouped_gemm_device_graph(8, 1200, 512, 256, true);
-  test_grouped_gemm_device_graph(4, 1200, 512, 256, false);
+  test_grouped_gemm_device_graph(16, 1200, 512, 256, false);
   // Preconditions.
   long missed = 0;
   auto expect_throw = [&](auto f) {
@@ -833,7 +883,10 @@ void test_permute(int tokens, int k, int hidden, int num_experts) {
 // ---- whole MoE block ------------------------------------------------------------------------
 // router -> permute -> grouped gate_up -> silu_mul_fused -> grouped down -> unpermute, against
 // the CPU router and swiglu_expert per (token, expert).
-void test_moe_block(K::GroupedGemm& gg, int tokens, int num_experts, int k, int hidden, int inter) {
+// device_gemm: grouped_gemm_swiglu_device + grouped_gemm_device on the device offsets that
+// permute_tokens wrote (no host copy), instead of cuBLAS + silu_mul_fused.
+void test_moe_block(K::GroupedGemm& gg, int tokens, int num_experts, int k, int hidden, int inter,
+                    bool device_gemm = false) {
   std::vector<float> xf, gatef, upf, downf, lf;
   auto xh = random_bf16(g_rng, size_t(tokens) * hidden, 1.0f, xf);
   auto gateh = random_bf16(g_rng, size_t(num_experts) * inter * hidden, 0.05f, gatef);
@@ -863,12 +916,19 @@ void test_moe_block(K::GroupedGemm& gg, int tokens, int num_experts, int k, int 
   K::router_topk(dlog.get(), tokens, num_experts, k, true, di.get(), dw.get(), 0);
   K::permute_tokens(x.get(), di.get(), tokens, k, hidden, num_experts, doff.get(), drows.get(),
                     perm.get(), 0);
-  const auto off = doff.download();  // the host needs the group sizes for cuBLAS
-  gg.run(K::GroupedGemmImpl::kCublasGrouped, perm.get(), wgu.get(), gu.get(), off.data(),
-         num_experts, 2 * inter, hidden, 0);
-  K::silu_mul_fused(gu.get(), act.get(), pairs, inter, 0);
-  gg.run(K::GroupedGemmImpl::kCublasGrouped, act.get(), wdown.get(), ye.get(), off.data(),
-         num_experts, hidden, inter, 0);
+  if (device_gemm) {
+    K::grouped_gemm_swiglu_device(perm.get(), wgu.get(), act.get(), doff.get(), num_experts,
+                                  pairs, inter, hidden, 0);
+    K::grouped_gemm_device(act.get(), wdown.get(), ye.get(), doff.get(), num_experts, pairs,
+                           hidden, inter, 0);
+  } else {
+    const auto off = doff.download();  // the host needs the group sizes for cuBLAS
+    gg.run(K::GroupedGemmImpl::kCublasGrouped, perm.get(), wgu.get(), gu.get(), off.data(),
+           num_experts, 2 * inter, hidden, 0);
+    K::silu_mul_fused(gu.get(), act.get(), pairs, inter, 0);
+    gg.run(K::GroupedGemmImpl::kCublasGrouped, act.get(), wdown.get(), ye.get(), off.data(),
+           num_experts, hidden, inter, 0);
+  }
   K::unpermute_tokens(ye.get(), drows.get(), dw.get(), tokens, k, hidden, out.get(), 0);
   sync();
 
@@ -882,7 +942,7 @@ void test_moe_block(K::GroupedGemm& gg, int tokens, int num_experts, int k, int 
                               upf.data() + e * ew, downf.data() + e * ew, hidden, inter, one.data());
       for (int d = 0; d < hidden; ++d) ref[size_t(t) * hidden + d] += w[t * k + j] * one[d];
     }
-  report("moe_block T=" + std::to_string(tokens) + " E=" + std::to_string(num_experts) + " k=" +
+  report(std::string(device_gemm ? "moe_block(device gemm) T=" : "moe_block T=") + std::to_string(tokens) + " E=" + std::to_string(num_experts) + " k=" +
              std::to_string(k) + " h=" + std::to_string(hidden) + " i=" + std::to_string(inter),
          rel_err(to_float(out.download()), ref), 2e-2);
 }
@@ -916,6 +976,8 @@ void test_errors() {
   report_exact("invalid arguments throw CudaError", missed);
 }
 
+#include "kernels_test_fused.cuh"
+
 }  // namespace
 
 int main() {
@@ -925,10 +987,15 @@ int main() {
   std::printf("device: %s (sm_%d%d, %d SMs), seed %u (EEP_TEST_SEED)\n", prop.name, prop.major,
               prop.minor, prop.multiProcessorCount, g_seed);
   try {
-    // EEP_TEST_ONLY=ggd: only the device-offset grouped GEMM checks (e.g. under compute-sanitizer).
+    // EEP_TEST_ONLY=ggd: only the device-offset grouped GEMM checks (with EEP_TEST_QUICK set,
+    // only their small cases: for compute-sanitizer).
     const char* only = std::getenv("EEP_TEST_ONLY");
     if (only && std::string(only) == "ggd") {
-      test_grouped_gemm_device_all();
+      test_grouped_gemm_device_all(std::getenv("EEP_TEST_QUICK") != nullptr);
+      if (std::getenv("EEP_TEST_QUICK") == nullptr) {
+        K::GroupedGemm gg(128);
+        test_moe_block(gg, 64, 8, 2, 256, 128, true);
+      }
       std::printf("%s: %d failure(s)\n", g_failures ? "FAILED" : "ALL PASSED", g_failures);
       return g_failures ? 1 : 0;
     }
@@ -952,7 +1019,7 @@ int main() {
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split(fallback)", 8, 300, 192, 256);
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split", 16, 4096, 384, 512);
     test_grouped_gemm(gg, K::GroupedGemmImpl::kCublasSplit, "split", 128, 32768, 256, 2048);
-    test_grouped_gemm_device_all();
+    test_grouped_gemm_device_all(false);
     test_paged_attention(6, 32, 4, 128, 16, 700);
     test_paged_attention(3, 8, 8, 64, 32, 100);
     test_paged_attention(2, 16, 2, 256, 16, 300);
@@ -966,6 +1033,8 @@ int main() {
     test_permute(1000, 8, 40, 128);
     test_permute(50, 2, 256, 1000);
     test_moe_block(gg, 64, 8, 2, 256, 128);
+    test_moe_block(gg, 64, 8, 2, 256, 128, true);
+    test_moe_block(gg, 100, 128, 8, 2048, 768, true);
     test_embedding_gather(37, 2048, 1000);
     test_embedding_gather(5, 1001, 77);
     test_add_rmsnorm(37, 2048, true);
@@ -979,6 +1048,16 @@ int main() {
     test_kv_write(40, 4, 128, 16);
     test_kv_write(9, 3, 36, 16);
     test_kv_write(5, 5, 7, 4);
+    test_attention_prep(37, 32, 4, 128, 1e6f);
+    test_attention_prep(1, 8, 2, 64, 1e4f);
+    test_attention_prep(5, 4, 4, 256, 1e6f);
+    test_attention_prep(9, 4, 2, 16, 1e4f);
+    test_router_fused(1, 2048, 128, 8, true);
+    test_router_fused(32, 2048, 128, 8, true);
+    test_router_fused(7, 100, 60, 4, false);
+    test_route_local(1, 128, 128);
+    test_route_local(2048, 128, 144);
+    test_route_local(300, 16, 24);
     test_argmax(9, 151936);
     test_argmax(6, 1000);
     test_argmax(5, 33);
