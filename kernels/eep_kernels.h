@@ -43,6 +43,11 @@ void rope(bf16* x, const int32_t* positions, int rows, int num_heads, int head_d
 // num_experts <= 1024, k <= 32 and k <= num_experts.
 void router_topk(const float* logits, int rows, int num_experts, int k, bool renorm,
                  int32_t* ids, float* weights, cudaStream_t stream);
+// The router GEMM (logits[r][e] = x[r] . w[e], fp32 in, fp32 accumulation) and router_topk in
+// one launch, one block per row: for decode batches (each block reads all of w, from L2).
+// hidden + 2 * num_experts floats must fit in 48 KiB (hidden <= ~10k at 1024 experts).
+void router_fused(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
+                  bool renorm, int32_t* ids, float* weights, cudaStream_t stream);
 
 // ---- activation ----------------------------------------------------------------------------
 // y = silu(g) * u element-wise over n values.
@@ -134,6 +139,17 @@ void grouped_gemm_device_force_shape(int shape);
 // Whether the TMA-fed shapes run as such on the current device (else their cp.async form runs).
 bool grouped_gemm_device_tma();
 // ---- end of expert grouped GEMM, offsets on the device --------------------------------------
+
+// ---- attention preparation (kernels/attention_prep.cu) -------------------------------------
+// In one launch, for q [rows][num_heads][head_dim], k and v [rows][num_kv_heads][head_dim]:
+// rmsnorm(q_norm) then rope of every q head and rmsnorm(k_norm) then rope of every k head, in
+// place (the normalised value rounded to bf16 before rotation, as the two separate ops give),
+// and k, v written to cache entry kv_slots[r] of k_cache/v_cache ([entries][kv_heads * head_dim]),
+// as kv_write does. head_dim even and <= 256; positions/kv_slots device.
+void attention_prep(bf16* q, bf16* k, const bf16* v, const bf16* q_norm, const bf16* k_norm,
+                    const int32_t* positions, const int32_t* kv_slots, int rows, int num_heads,
+                    int num_kv_heads, int head_dim, float eps, float theta, bf16* k_cache,
+                    bf16* v_cache, cudaStream_t stream);
 
 // ---- paged decode attention ----------------------------------------------------------------
 // One query per sequence: q [num_seqs][num_heads][head_dim]; the KV cache of one layer is

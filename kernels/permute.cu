@@ -28,7 +28,14 @@ void unpermute_tokens(const bf16* y, const int32_t* slot_rows, const float* weig
                       int num_tokens, int k, int hidden, bf16* out, cudaStream_t stream) {
   EEP_REQUIRE(num_tokens >= 0 && k > 0 && hidden > 0, "unpermute_tokens: k > 0 and hidden > 0");
   if (num_tokens == 0) return;
-  detail::unpermute_kernel<<<num_tokens, 256, 0, stream>>>(y, slot_rows, weights, k, hidden, out);
+  if (hidden % 8 == 0) {
+    const long long threads = (long long)num_tokens * (hidden / 8);
+    detail::unpermute_vec8_kernel<<<detail::ceil_div(threads, 128), 128, 0, stream>>>(
+        y, slot_rows, weights, num_tokens, k, hidden, out);
+  } else {
+    detail::unpermute_kernel<<<num_tokens, 256, 0, stream>>>(y, slot_rows, weights, k, hidden,
+                                                            out);
+  }
   EEP_LAUNCH_CHECK();
 }
 

@@ -117,4 +117,40 @@ __global__ void unpermute_kernel(const __nv_bfloat16* __restrict__ y,
   }
 }
 
+
+// The same combine, 8 elements (16 bytes) per thread: a thread issues the k rows' loads of its
+// 8 columns at once, so a decode batch of a few tokens is not a chain of dependent loads through
+// one block. Needs hidden % 8 == 0 and 16-byte aligned rows. Grid: ceil(tokens * hidden / 8 /
+// blockDim) blocks over (token, 8-column group).
+__global__ void unpermute_vec8_kernel(const __nv_bfloat16* __restrict__ y,
+                                      const int32_t* __restrict__ slot_rows,
+                                      const float* __restrict__ weights, int num_tokens, int k,
+                                      int hidden, __nv_bfloat16* __restrict__ out) {
+  const int groups = hidden / 8;
+  const long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  if (g >= (long long)num_tokens * groups) return;
+  const int t = int(g / groups);
+  const int c = int(g % groups) * 8;
+  const int32_t* rows = slot_rows + size_t(t) * k;
+  const float* w = weights + size_t(t) * k;
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int j = 0; j < k; ++j) {
+    const int r = rows[j];
+    if (r < 0) continue;
+    const uint4 raw = *reinterpret_cast<const uint4*>(y + size_t(r) * hidden + c);
+    const __nv_bfloat162* v = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float2 f = __bfloat1622float2(v[e]);
+      acc[2 * e] += w[j] * f.x;
+      acc[2 * e + 1] += w[j] * f.y;
+    }
+  }
+  uint4 packed;
+  __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) o[e] = __floats2bfloat162_rn(acc[2 * e], acc[2 * e + 1]);
+  *reinterpret_cast<uint4*>(out + size_t(t) * hidden + c) = packed;
+}
+
 }  // namespace eep::kernels::detail

@@ -299,16 +299,14 @@ void CudaBackend::attention(int layer, const StepMeta& m) {
   gemm(h_.get(), d.wq.get(), q, CUDA_R_16BF, rows, hidden, q_dim);
   gemm(h_.get(), d.wk.get(), k, CUDA_R_16BF, rows, hidden, kv_dim);
   gemm(h_.get(), d.wv.get(), v, CUDA_R_16BF, rows, hidden, kv_dim);
-  // Qwen3: per-head RMSNorm of q and k, then the rotary embedding.
-  kernels::rmsnorm(q, d.q_norm.get(), q, rows * cfg_.num_heads, hd, cfg_.rms_norm_eps, stream_);
-  kernels::rmsnorm(k, d.k_norm.get(), k, rows * cfg_.num_kv_heads, hd, cfg_.rms_norm_eps, stream_);
-  kernels::rope(q, m.positions, rows, cfg_.num_heads, hd, cfg_.rope_theta, stream_);
-  kernels::rope(k, m.positions, rows, cfg_.num_kv_heads, hd, cfg_.rope_theta, stream_);
   const size_t per_layer = size_t(opts_.num_kv_blocks) * opts_.block_size * kv_dim;
   bf16* kc = k_cache_.get() + per_layer * layer;
   bf16* vc = v_cache_.get() + per_layer * layer;
-  // Every row's K/V goes in before any row attends: a prefill chunk's rows see each other.
-  kernels::kv_write(k, v, m.kv_slots, rows, kv_dim, kc, vc, stream_);
+  // Qwen3: per-head RMSNorm of q and k, then the rotary embedding; k and v into the cache. One
+  // launch. Every row's K/V goes in before any row attends: a prefill chunk's rows see each other.
+  kernels::attention_prep(q, k, v, d.q_norm.get(), d.k_norm.get(), m.positions, m.kv_slots, rows,
+                          cfg_.num_heads, cfg_.num_kv_heads, hd, cfg_.rms_norm_eps,
+                          cfg_.rope_theta, kc, vc, stream_);
   // Each row is a query of its own over positions 0..pos of its sequence (causal by
   // construction), which covers decode rows and chunked-prefill rows alike.
   if (hd > 32 && m.max_seq_rows > 1)

@@ -20,6 +20,10 @@
 namespace eep::cuda {
 
 namespace {
+// Up to this many rows the router runs as one fused kernel (each row's block reads the whole
+// fp32 router from L2; beyond a few dozen rows cuBLAS's GEMM is cheaper).
+constexpr int kFusedRouterRows = 32;
+
 // Header of one dispatched row: the slot on the receiving rank and the expert expected there.
 struct RowHeader {
   int32_t local_slot;
@@ -34,7 +38,13 @@ void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Gr
   EEP_CHECK(placement_.num_ranks == group.size(), ErrorCode::kInternal,
             "placement has " + std::to_string(placement_.num_ranks) + " ranks, group has " +
                 std::to_string(group.size()));
-  if (rows > 0) {
+  if (rows > 0 && rows <= kFusedRouterRows &&
+      size_t(cfg_.hidden_size + 2 * cfg_.num_experts) * sizeof(float) <= 48 * 1024) {
+    // Decode batches: one launch (a cuBLAS GEMV plus the top-k were two, mostly latency).
+    kernels::router_fused(h_f32, d.router.get(), rows, cfg_.hidden_size, cfg_.num_experts, k,
+                          cfg_.norm_topk_prob, topk_ids_.reserve(size_t(rows) * k),
+                          topk_w_.reserve(size_t(rows) * k), stream_);
+  } else if (rows > 0) {
     float* logits = router_logits_.reserve(size_t(rows) * cfg_.num_experts);
     gemm_f32(h_f32, d.router.get(), logits, rows, cfg_.hidden_size, cfg_.num_experts);
     kernels::router_topk(logits, rows, cfg_.num_experts, k, cfg_.norm_topk_prob,

@@ -1,0 +1,155 @@
+// Checks of the fused decode-path kernels (included into kernels_test.cu's anonymous namespace,
+// after its helpers): attention_prep against rmsnorm + rope + kv_write of the CPU reference,
+// router_fused against matmul_nt + router_topk, route_local against the host's replica rule and
+// its error record.
+
+// ---- attention_prep -------------------------------------------------------------------------
+void test_attention_prep(int rows, int heads, int kv_heads, int head_dim, float theta) {
+  const int q_dim = heads * head_dim, kv_dim = kv_heads * head_dim;
+  const int entries = rows + 7;  // cache entries; each row writes a distinct shuffled one
+  std::vector<float> qf, kf, vf, qwf, kwf, kcf, vcf;
+  auto qh = random_bf16(g_rng, size_t(rows) * q_dim, 1.5f, qf);
+  auto kh = random_bf16(g_rng, size_t(rows) * kv_dim, 1.5f, kf);
+  auto vh = random_bf16(g_rng, size_t(rows) * kv_dim, 1.0f, vf);
+  auto qwh = random_bf16(g_rng, head_dim, 1.0f, qwf);
+  auto kwh = random_bf16(g_rng, head_dim, 1.0f, kwf);
+  auto kch = random_bf16(g_rng, size_t(entries) * kv_dim, 1.0f, kcf);  // the rest stays
+  auto vch = random_bf16(g_rng, size_t(entries) * kv_dim, 1.0f, vcf);
+  std::vector<int32_t> pos(rows), slots(entries);
+  std::uniform_int_distribution<int> pd(0, 40000);
+  for (auto& p : pos) p = pd(g_rng);
+  pos[0] = 0;
+  std::iota(slots.begin(), slots.end(), 0);
+  std::shuffle(slots.begin(), slots.end(), g_rng);
+  slots.resize(rows);
+  DeviceBuffer<bf16> q(qh.size()), k(kh.size()), v(vh.size()), qw(head_dim), kw(head_dim),
+      kc(kch.size()), vc(vch.size());
+  DeviceBuffer<int32_t> dpos(rows), dslots(rows);
+  q.upload(qh);
+  k.upload(kh);
+  v.upload(vh);
+  qw.upload(qwh);
+  kw.upload(kwh);
+  kc.upload(kch);
+  vc.upload(vch);
+  dpos.upload(pos);
+  dslots.upload(slots);
+  K::attention_prep(q.get(), k.get(), v.get(), qw.get(), kw.get(), dpos.get(), dslots.get(), rows,
+                    heads, kv_heads, head_dim, 1e-6f, theta, kc.get(), vc.get(), 0);
+  sync();
+  // Reference: per-head rmsnorm, rounded to bf16 (what the separate norm kernel stores), rope.
+  auto norm_rope = [&](std::vector<float>& x, const std::vector<float>& w, int nh) {
+    std::vector<float> n(x.size());
+    eep::ops::rmsnorm(x.data(), w.data(), n.data(), rows * nh, head_dim, 1e-6f);
+    for (auto& e : n) e = __bfloat162float(__float2bfloat16(e));
+    eep::ops::rope(n.data(), pos.data(), rows, nh, head_dim, theta);
+    x = n;
+  };
+  norm_rope(qf, qwf, heads);
+  norm_rope(kf, kwf, kv_heads);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < kv_dim; ++c) {
+      kcf[size_t(slots[r]) * kv_dim + c] = kf[size_t(r) * kv_dim + c];
+      vcf[size_t(slots[r]) * kv_dim + c] = vf[size_t(r) * kv_dim + c];
+    }
+  const std::string tag = "attention_prep " + std::to_string(rows) + "x" + std::to_string(heads) +
+                          "/" + std::to_string(kv_heads) + "x" + std::to_string(head_dim);
+  report(tag + " q", rel_err(to_float(q.download()), qf), 1e-2);
+  report(tag + " k", rel_err(to_float(k.download()), kf), 1e-2);
+  report(tag + " k cache", rel_err(to_float(kc.download()), kcf), 1e-2);
+  report(tag + " v cache", rel_err(to_float(vc.download()), vcf), 0.0);
+}
+
+// ---- router_fused -----------------------------------------------------------------------------
+void test_router_fused(int rows, int hidden, int num_experts, int k, bool renorm) {
+  // Inputs on grids of 1/8 (|x| <= 2, |w| <= 1): every product is a multiple of 1/64 and every
+  // partial sum is exact in fp32, so GPU and CPU logits are equal whatever the summation order
+  // and the top-k ids must match exactly.
+  std::uniform_int_distribution<int> xd(-16, 16), wd(-8, 8);
+  std::vector<float> x(size_t(rows) * hidden), w(size_t(num_experts) * hidden);
+  for (auto& e : x) e = float(xd(g_rng)) / 8.0f;
+  for (auto& e : w) e = float(wd(g_rng)) / 8.0f;
+  DeviceBuffer<float> dx(x.size()), dw(w.size()), dwt(size_t(rows) * k);
+  DeviceBuffer<int32_t> di(size_t(rows) * k);
+  dx.upload(x);
+  dw.upload(w);
+  dwt.poison();
+  di.poison();
+  K::router_fused(dx.get(), dw.get(), rows, hidden, num_experts, k, renorm, di.get(), dwt.get(), 0);
+  sync();
+  std::vector<float> logits(size_t(rows) * num_experts), wt(size_t(rows) * k);
+  std::vector<int32_t> ids(size_t(rows) * k);
+  eep::ops::matmul_nt(x.data(), w.data(), logits.data(), rows, hidden, num_experts);
+  eep::ops::router_topk(logits.data(), rows, num_experts, k, renorm, ids.data(), wt.data());
+  auto gi = di.download();
+  long mism = 0;
+  for (size_t i = 0; i < ids.size(); ++i) mism += gi[i] != ids[i];
+  const std::string tag = "router_fused " + std::to_string(rows) + "x" + std::to_string(hidden) +
+                          " E=" + std::to_string(num_experts) + " k=" + std::to_string(k);
+  report_exact(tag + " ids", mism);
+  report(tag + " weights", rel_err(dwt.download(), wt), 1e-5);
+}
+
+// ---- route_local ------------------------------------------------------------------------------
+void test_route_local(int items, int num_experts, int slots) {
+  // Slots: every expert once, then replicas of random experts; replica order as listed.
+  std::vector<int32_t> slot_expert(slots);
+  std::vector<std::vector<int32_t>> reps(num_experts);
+  std::uniform_int_distribution<int> ed(0, num_experts - 1);
+  for (int s = 0; s < slots; ++s) slot_expert[s] = s < num_experts ? s : ed(g_rng);
+  std::shuffle(slot_expert.begin(), slot_expert.end(), g_rng);
+  for (int s = 0; s < slots; ++s) reps[slot_expert[s]].push_back(s);
+  int max_rep = 1;
+  for (auto& r : reps) max_rep = std::max<int>(max_rep, int(r.size()));
+  std::vector<int32_t> table(size_t(num_experts) * (1 + max_rep) + slots, -1);
+  for (int e = 0; e < num_experts; ++e) {
+    table[e] = int32_t(reps[e].size());
+    for (size_t r = 0; r < reps[e].size(); ++r) table[num_experts + size_t(e) * max_rep + r] = reps[e][r];
+  }
+  std::copy(slot_expert.begin(), slot_expert.end(), table.begin() + num_experts * (1 + max_rep));
+  std::vector<int32_t> ids(items);
+  for (auto& e : ids) e = ed(g_rng);
+  std::vector<int32_t> want(items);
+  std::vector<unsigned long long> want_load(slots, 0);
+  for (int i = 0; i < items; ++i) {
+    want[i] = reps[ids[i]][size_t(i) % reps[ids[i]].size()];
+    ++want_load[want[i]];
+  }
+  DeviceBuffer<int32_t> dids(items), droute(table.size()), dlocal(items), derr(5);
+  DeviceBuffer<unsigned long long> dload(slots);
+  dids.upload(ids);
+  droute.upload(table);
+  dlocal.poison();
+  TEST_CUDA(cudaMemset(dload.get(), 0, slots * sizeof(unsigned long long)));
+  TEST_CUDA(cudaMemset(derr.get(), 0, 5 * sizeof(int32_t)));
+  K::route_local(dids.get(), items, droute.get(), num_experts, max_rep, 0, slots, 3, dlocal.get(),
+                 dload.get(), derr.get(), 0);
+  sync();
+  auto got = dlocal.download();
+  auto load = dload.download();
+  auto err = derr.download();
+  long mism = err[0] != 0;
+  for (int i = 0; i < items; ++i) mism += got[i] != want[i];
+  for (int s = 0; s < slots; ++s) mism += load[s] != want_load[s];
+  const std::string tag = "route_local items=" + std::to_string(items) + " E=" +
+                          std::to_string(num_experts) + " slots=" + std::to_string(slots);
+  report_exact(tag, mism);
+
+  // A slot that holds another expert than the table routes to: its items get -1 and the
+  // error record names the layer, the expert, the slot and what it holds.
+  const int bad_slot = want[0];
+  const int other = (slot_expert[bad_slot] + 1) % num_experts;
+  table[num_experts * (1 + max_rep) + bad_slot] = other;
+  droute.upload(table);
+  dlocal.poison();
+  TEST_CUDA(cudaMemset(derr.get(), 0, 5 * sizeof(int32_t)));
+  K::route_local(dids.get(), items, droute.get(), num_experts, max_rep, 0, slots, 3, dlocal.get(),
+                 dload.get(), derr.get(), 0);
+  sync();
+  got = dlocal.download();
+  err = derr.download();
+  mism = !(err[0] == 1 && err[1] == 3 && err[3] >= 0 && err[3] < slots &&
+           table[num_experts * (1 + max_rep) + err[3]] == err[4] && err[4] != err[2]);
+  for (int i = 0; i < items; ++i) mism += got[i] != (want[i] == bad_slot ? -1 : want[i]);
+  report_exact(tag + " wrong slot refused", mism);
+}
