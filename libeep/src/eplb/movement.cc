@@ -25,9 +25,12 @@ namespace eep::eplb {
 
 namespace {
 
-// Each layer's search goes down to best / (1 - kMovementFloor * tolerance): below its even share
-// (1), so that layers where moving is cheap can fund the others, not much further (time).
-constexpr double kMovementFloor = 0.5;
+// Each layer's search goes down to best / (1 - f * tolerance), once for each f here: below its
+// even share (1), so that layers where moving is cheap can fund the others. The greedy's
+// trajectory is not optimal for thresholds above its floor, so three floors give the hull more
+// points: 320/64 under 10% drift moves 11.2% per step instead of 11.5% with one floor (f = 0.5),
+// at three times the search time.
+constexpr double kMovementFloors[] = {0.25, 0.5, 0.75};
 
 // Search state of one layer. Loads are recomputed from scratch after every operation (O(slots)),
 // so the recorded maxima are exact; candidate gains use incremental deltas.
@@ -210,11 +213,15 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
     if (la <= st.floor || st.moved >= max_moves) break;
     double best_score = 0;
     Op best{-1, -1, -1};
-    auto offer = [&](double gain, int cost, Op op) {
+    double best_waste = 0, tie = 1e-9 * std::max(1.0, st.floor);
+    auto offer = [&](double gain, int cost, Op op, double waste = 0) {
       if (gain <= 1e-12 * std::max(1.0, st.floor)) return;
       // Operations that move nothing new (undoing an earlier move) come first.
       double score = cost <= 0 ? 1e300 + gain : gain / cost;
-      if (score > best_score) best_score = score, best = op;
+      // On equal scores (a swap's gain is capped by the heaviest GPU's overload) the one that
+      // raises its partner least, which keeps room for later swaps: 11.7% -> 11.5% moved/step.
+      if (score > best_score + tie || (score > best_score - tie && waste < best_waste))
+        best_score = score, best = op, best_waste = waste;
     };
     double ex_a = st.ex(la);
     for (int i = 0; i < k; ++i) {
@@ -237,10 +244,10 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
         // Swap s <-> t: gain at most min(overload of a, d), cost >= 1.
         double d = wx - weight[y] / st.cnt[y];
         // (Gains are bounded to skip hopeless candidates early; every cost here is >= 1.)
-        if (d > 0 && std::min(ex_a, d) > best_score && !st.holds(a, y)) {
+        if (d > 0 && std::min(ex_a, d) > best_score - tie && !st.holds(a, y)) {
           double lb = st.load[b];
           double gain = ex_a + st.ex(lb) - st.ex(la - d) - st.ex(lb + d);
-          offer(gain, st.move_cost(s, y) + st.move_cost(t, x), {s, t, -1});
+          offer(gain, st.move_cost(s, y) + st.move_cost(t, x), {s, t, -1}, d);
         }
         // Add a replica of x in slot t, taking it from y: at most x's GPUs' drop and b's own
         // change (y's other GPUs only rise).
@@ -314,10 +321,11 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
   // Each layer: its trajectory, searched down to a floor below its even share of the tolerance
   // (cheap layers fund the others), and the aligned best plan as its last point.
   struct Layer {
-    Trajectory tr;
+    std::vector<Trajectory> trs;  // one per floor
     std::vector<int> aligned;
     std::vector<int> moves;    // per point: trajectory points, then the aligned plan
     std::vector<double> maxima;
+    std::vector<std::pair<int, int>> src;  // per point: (trajectory, operations); -1: aligned
     std::vector<int> hull;     // points on the lower convex hull of (moves, max), fewest moves first
     size_t at = 0;             // the chosen hull point
     int chosen = -1;           // a point off the hull, when the last step needed less
@@ -328,12 +336,19 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
     Layer& y = ls[l];
     y.aligned = align_layer(current[l], best[l], o.num_gpus, 1);
     int aligned_moves = count_moves(y.aligned, current[l]);
-    double floor = best_max[l] / (1.0 - kMovementFloor * o.tolerance);
-    y.tr = search_layer(load[l], current[l], floor, aligned_moves, o.num_gpus);
-    y.moves = y.tr.moves;
-    y.maxima = y.tr.maxima;
+    for (double f : kMovementFloors) {
+      double floor = best_max[l] / (1.0 - f * o.tolerance);
+      y.trs.push_back(search_layer(load[l], current[l], floor, aligned_moves, o.num_gpus));
+      const Trajectory& tr = y.trs.back();
+      for (size_t i = 0; i < tr.moves.size(); ++i) {
+        y.moves.push_back(tr.moves[i]);
+        y.maxima.push_back(tr.maxima[i]);
+        y.src.push_back({static_cast<int>(y.trs.size()) - 1, static_cast<int>(i)});
+      }
+    }
     y.moves.push_back(aligned_moves);
     y.maxima.push_back(best_max[l]);
+    y.src.push_back({-1, 0});
     int n = static_cast<int>(y.moves.size());
     std::vector<int> idx(n);
     for (int i = 0; i < n; ++i) idx[i] = i;
@@ -382,9 +397,8 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
   std::vector<std::vector<int>> rows(L);
   for (int l = 0; l < L; ++l) {
     const Layer& y = ls[l];
-    int i = y.chosen >= 0 ? y.chosen : y.hull[y.at];
-    int n_ops = static_cast<int>(y.tr.ops.size());
-    rows[l] = i <= n_ops ? replay(y.tr, i) : y.aligned;
+    auto [t, n] = y.src[y.chosen >= 0 ? y.chosen : y.hull[y.at]];
+    rows[l] = t >= 0 ? replay(y.trs[t], n) : y.aligned;
   }
   return rows;
 }
