@@ -140,6 +140,14 @@ void grouped_gemm_device_force_shape(int shape);
 bool grouped_gemm_device_tma();
 // ---- end of expert grouped GEMM, offsets on the device --------------------------------------
 
+// ---- few-row GEMM (kernels/skinny_gemm.cu) --------------------------------------------------
+// y[m][n] = x[m][k] * w[n][k]^T (Linear layout), bf16 in, fp32 accumulation, y bf16 or fp32
+// (y_f32), for rows <= kSkinnyMaxRows: decode-sized products, memory-bound on w, which this
+// reads once at close to the HBM rate. k % 8 == 0; x, w 16-byte aligned.
+constexpr int kSkinnyMaxRows = 8;
+void skinny_gemm(const bf16* x, const bf16* w, void* y, bool y_f32, int rows, int n, int k,
+                 cudaStream_t stream);
+
 // ---- attention preparation (kernels/attention_prep.cu) -------------------------------------
 // In one launch, for q [rows][num_heads][head_dim], k and v [rows][num_kv_heads][head_dim]:
 // rmsnorm(q_norm) then rope of every q head and rmsnorm(k_norm) then rope of every k head, in

@@ -1058,6 +1058,10 @@ int main() {
     test_route_local(1, 128, 128);
     test_route_local(2048, 128, 144);
     test_route_local(300, 16, 24);
+    test_skinny_gemm(1, 4096, 2048, false);
+    test_skinny_gemm(8, 512, 2048, false);
+    test_skinny_gemm(3, 2047, 4096, true);
+    test_skinny_gemm(5, 1, 24, false);
     test_argmax(9, 151936);
     test_argmax(6, 1000);
     test_argmax(5, 33);

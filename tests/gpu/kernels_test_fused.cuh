@@ -153,3 +153,25 @@ void test_route_local(int items, int num_experts, int slots) {
   for (int i = 0; i < items; ++i) mism += got[i] != (want[i] == bad_slot ? -1 : want[i]);
   report_exact(tag + " wrong slot refused", mism);
 }
+
+// ---- skinny_gemm --------------------------------------------------------------------------------
+void test_skinny_gemm(int rows, int n, int k, bool f32_out) {
+  std::vector<float> xf, wf;
+  auto xh = random_bf16(g_rng, size_t(rows) * k, 1.0f, xf);
+  auto wh = random_bf16(g_rng, size_t(n) * k, 0.05f, wf);
+  DeviceBuffer<bf16> x(xh.size()), w(wh.size()), yb(size_t(rows) * n);
+  DeviceBuffer<float> yf(size_t(rows) * n);
+  x.upload(xh);
+  w.upload(wh);
+  yb.poison();
+  yf.poison();
+  K::skinny_gemm(x.get(), w.get(), f32_out ? (void*)yf.get() : (void*)yb.get(), f32_out, rows, n,
+                 k, 0);
+  sync();
+  std::vector<float> ref(size_t(rows) * n);
+  eep::ops::matmul_nt(xf.data(), wf.data(), ref.data(), rows, k, n);
+  const std::string tag = "skinny_gemm " + std::to_string(rows) + "x" + std::to_string(n) + "x" +
+                          std::to_string(k) + (f32_out ? " f32" : " bf16");
+  report(tag, rel_err(f32_out ? yf.download() : to_float(yb.download()), ref),
+         f32_out ? 1e-5 : 1e-2);
+}

@@ -273,6 +273,12 @@ void CudaBackend::reset_expert_load() {
 void CudaBackend::gemm(const bf16* x, const bf16* w, void* y, cudaDataType_t y_type, int rows,
                        int k, int n) {
   if (rows == 0) return;
+  if (rows <= kernels::kSkinnyMaxRows && k % 8 == 0) {
+    // Decode: a matrix-vector product that reads w once near the HBM rate (cuBLAS's GEMMs
+    // reach well under half of it at one row).
+    kernels::skinny_gemm(x, w, y, y_type == CUDA_R_32F, rows, n, k, stream_);
+    return;
+  }
   const float alpha = 1.0f, beta = 0.0f;
   EEP_CUBLAS(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &alpha, w, CUDA_R_16BF, k,
                           x, CUDA_R_16BF, k, &beta, y, y_type, n, CUBLAS_COMPUTE_32F,

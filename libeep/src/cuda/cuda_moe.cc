@@ -23,6 +23,8 @@ namespace {
 // Up to this many rows the router runs as one fused kernel (each row's block reads the whole
 // fp32 router from L2; beyond a few dozen rows cuBLAS's GEMM is cheaper).
 constexpr int kFusedRouterRows = 32;
+// Up to this many rows per local slot on average, gate|up and SwiGLU run as one fused GEMM.
+constexpr int kFusedSwigluRowsPerSlot = 64;
 
 // Header of one dispatched row: the slot on the receiving rank and the expert expected there.
 struct RowHeader {
@@ -78,8 +80,10 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
   bf16* act = act_.reserve(size_t(items) * inter);
   bf16* y = y_.reserve(size_t(items) * hidden);
   // gate|up with SwiGLU in the epilogue (its tiles take inter % 64 == 0; else two steps), then
-  // down; offsets read on the device.
-  if (inter % 64 == 0) {
+  // down; offsets read on the device. The fused form wins at decode sizes and loses at prefill
+  // sizes (H100: even at ~128 rows per expert, 390 against ~580 TFLOP/s at ~512), so large
+  // batches take the plain GEMM and a separate SwiGLU.
+  if (inter % 64 == 0 && items <= kFusedSwigluRowsPerSlot * spr) {
     kernels::grouped_gemm_swiglu_device(permuted, ex.gate_up.get(), act, offsets, spr, items,
                                         inter, hidden, stream_);
   } else {
