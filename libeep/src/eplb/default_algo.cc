@@ -9,6 +9,9 @@
 //     does not hold the expert yet);
 //  4. swap refinement: move the heaviest GPU's load down by exchanging one of its replicas with a
 //     lighter replica of another GPU while no duplicate appears.
+// On small shapes (<= 128 slots) the best layout is then improved by other replica counts: one
+// slot rewritten to another expert of its domain, refined, kept when strictly lighter (every
+// slot with <= 24 slots, else only rewrites touching the heaviest GPU), a few passes.
 // The DeepSeek plans allowed by the locality rule are refined the same way and the layer keeps
 // whichever candidate has the lowest heaviest GPU, so the result is never less balanced than them
 // (unless they held duplicates that had to be repaired).
@@ -35,6 +38,12 @@ constexpr double kGoodEnough = 1e-4;
 constexpr double kSearchMore = 1 + 1e-2;
 // Layers with at most this many slots always get every candidate.
 constexpr int kSmallSlots = 128;
+// Layers with at most this many slots also try other replica counts (count_search).
+constexpr int kCountSearchSlots = 24;
+// Up to this many slots only rewrites that touch the heaviest GPU (its slot, or an expert it
+// holds).
+constexpr int kCountSearchHeavySlots = 128;
+constexpr int kCountSearchPasses = 8;
 
 using DI = std::pair<double, int>;
 
@@ -53,7 +62,8 @@ struct Scratch {
   std::vector<int> srt, gorder, stamp;
   std::vector<uint64_t> mask;
   // candidates of default_layer
-  std::vector<int> best, cand, dsg, dsp, gorder_e, alt;
+  std::vector<int> best, cand, dsg, dsp, gorder_e, alt, ccnt;
+  std::vector<char> in_dom;
 };
 
 Scratch& scratch() {
@@ -499,6 +509,59 @@ double refine_layer(const double* weight, int num_experts, int* phy2log, int num
   return mx;
 }
 
+namespace {
+
+// The count search of default_layer on s.best (duplicate-free, heaviest GPU best_max).
+void count_search(const double* weight, int E, int S, int G, int gpus_per_domain,
+                  double best_max, Scratch& s) {
+  int k = S / G, dom_slots = gpus_per_domain * k;
+  std::vector<int>& cnt = s.ccnt;  // (refine_layer uses s.rcnt)
+  std::vector<char>& in_dom = s.in_dom;
+  in_dom.resize(E);
+  bool all = S <= kCountSearchSlots;
+  double mean = 0;
+  for (int e = 0; e < E; ++e) mean += weight[e];
+  mean /= G;
+  for (int pass = 0; pass < (all ? kCountSearchPasses : 2); ++pass) {
+    if (best_max <= mean * (1 + kGoodEnough)) break;
+    const int* b = s.best.data();
+    cnt.assign(E, 0);
+    for (int i = 0; i < S; ++i) ++cnt[b[i]];
+    int h = 0;  // the heaviest GPU
+    double hl = -1;
+    for (int g = 0; g < G; ++g) {
+      double l = 0;
+      for (int i = 0; i < k; ++i) l += weight[b[g * k + i]] / cnt[b[g * k + i]];
+      if (l > hl) hl = l, h = g;
+    }
+    bool improved = false;
+    for (int t = 0; t < S && !improved; ++t) {
+      int y = b[t], g = t / k;
+      if (cnt[y] < 2 || weight[y] / (cnt[y] - 1) >= best_max) continue;
+      const int* dom = b + (g / gpus_per_domain) * dom_slots;
+      std::fill(in_dom.begin(), in_dom.end(), 0);
+      for (int i = 0; i < dom_slots; ++i) in_dom[dom[i]] = 1;
+      for (int z = 0; z < E && !improved; ++z) {
+        if (!in_dom[z] || holds(b + g * k, k, z)) continue;
+        if (!all && g != h && !holds(b + h * k, k, z)) continue;
+        // Lower bound of any layout with these counts: the heaviest replica.
+        if (weight[z] / (cnt[z] + 1) >= best_max) continue;
+        s.cand.assign(s.best.begin(), s.best.end());
+        s.cand[t] = z;
+        double mx = refine_layer(weight, E, s.cand.data(), S, G, gpus_per_domain);
+        if (mx < best_max * (1 - 1e-9) && !has_duplicates(s.cand.data(), S, G)) {
+          best_max = mx;
+          s.best.swap(s.cand);
+          improved = true;
+        }
+      }
+    }
+    if (!improved) break;
+  }
+}
+
+}  // namespace
+
 void default_layer(const double* weight, int num_experts, const Options& o, int* out) {
   // Node-local candidates first (each group's replicas on one node, refined within nodes); a
   // global candidate replaces them only when strictly better balanced, so locality is kept
@@ -515,19 +578,23 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
   // rewriting a duplicate to another expert (counts change); both compete.
   // A candidate that still holds a duplicate (a repair can fail) never replaces one without.
   bool best_dup = false;
-  auto keep_if_better = [&](std::vector<int>& cand, double mx) {
+  int best_domain = G;  // GPUs per domain of the best layout (node-local: a node's GPUs)
+  auto keep_if_better = [&](std::vector<int>& cand, double mx, int gpus_per_domain) {
     bool dup = has_duplicates(cand.data(), S, G);
     if (!have || (best_dup && !dup) || (dup == best_dup && mx < best_max * (1 - 1e-12)))
-      best_max = mx, best_dup = dup, s.best.swap(cand), have = true;
+      best_max = mx, best_dup = dup, s.best.swap(cand), have = true,
+      best_domain = gpus_per_domain;
   };
   auto consider = [&](std::vector<int>& cand, int gpus_per_domain, double known_max) {
     if (have && !best_dup && known_max >= best_max) return;
     if (known_max >= 0) {
       s.alt.assign(cand.begin(), cand.end());
       if (rewrite_duplicates(weight, E, s.alt.data(), S, G, gpus_per_domain, s))
-        keep_if_better(s.alt, refine_layer(weight, E, s.alt.data(), S, G, gpus_per_domain));
+        keep_if_better(s.alt, refine_layer(weight, E, s.alt.data(), S, G, gpus_per_domain),
+                       gpus_per_domain);
     }
-    keep_if_better(cand, refine_layer(weight, E, cand.data(), S, G, gpus_per_domain));
+    keep_if_better(cand, refine_layer(weight, E, cand.data(), S, G, gpus_per_domain),
+                   gpus_per_domain);
   };
 
   // The start and the reference: DeepSeek's global layout made duplicate-free (replica counts
@@ -597,6 +664,12 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
     deepseek_layer(weight, E, S, o.num_groups, 1, G, s.cand.data());
     consider(s.cand, G, max_gpu_load(weight, E, s.cand.data(), S, G));
   }
+  // Tiny shapes: other replica counts. Rewrite one slot of a replicated expert to another expert
+  // of the same domain that its GPU lacks, refine, keep it when strictly lighter; repeat while
+  // that helps. (The greedy counts minimise the heaviest replica, not the heaviest GPU: with 2-4
+  // slots per GPU another split can pack better.) Locality and the domain are kept.
+  if (have && !best_dup && S <= kCountSearchHeavySlots) count_search(weight, E, S, G, best_domain,
+                                                                 best_max, s);
   std::copy(s.best.begin(), s.best.end(), out);
 }
 
