@@ -5,9 +5,11 @@
 # Steps, each a line of the results table:
 #   1. the same greedy requests on a 1-engine CPU cluster and a 1-engine GPU cluster, on the same
 #      bf16 checkpoint: the share of equal tokens (passes at >= 95%; docs/cuda.md);
-#   2. 2 GPU engines (one per GPU, or both on GPU 0 when there is one): tokens against the CPU;
-#   3. 1 -> 2 -> 1 under load (eep-bench serve --scale-at): no failed request, phase times, the
-#      longest gap with no token output.
+#   1b. the same on a 1-engine GPU cluster whose serving group is NCCL (--data-comm nccl);
+#   2. 2 GPU engines (one per GPU over NCCL, or both on GPU 0 over Gloo when there is one GPU:
+#      NCCL refuses two members on one GPU): tokens against the CPU;
+#   3. 1 -> 2 -> 1 under load (eep-bench serve --scale-at), NCCL or Gloo as in step 2: no failed
+#      request, phase times, the longest gap with no token output.
 # Environment: EEP_GPU_MODEL (default: preset:small written as a bf16 checkpoint),
 # NCCL_NVLS_ENABLE is forced to 0.
 # Exit: 0 every step passed, 1 a step failed, 2 usage.
@@ -109,10 +111,19 @@ stop_coord
 if line=$(compare "1 GPU engine" "$results/gpu1.jsonl"); then :; else status=1; fi
 echo "$line"; table+=("$line")
 
+echo "== 1b. 1 GPU engine, NCCL serving group"
+# Spawned engines inherit the coordinator's environment: EEP_DATA_COMM sets their --data-comm.
+EEP_DATA_COMM=nccl start_coord coord-gpu1-nccl.log 1 --spawn 1 --backend cuda &&
+  eep-bench replay --coord "$addr" --timeout-ms 300000 "$results/requests.jsonl" >"$results/gpu1-nccl.jsonl"
+stop_coord
+if line=$(compare "1 GPU engine (NCCL group)" "$results/gpu1-nccl.jsonl"); then :; else status=1; fi
+echo "$line"; table+=("$line")
+
 echo "== 2. 2 GPU engines ($gpus GPU(s))"
 one_gpu_launch='eep-engine --coord {coord} --model {model} --seed {seed} --backend {backend} --device 0 --gpu-memory-fraction 0.3'
 if ((gpus >= 2)); then
   two=(--spawn 2 --backend cuda)
+  export EEP_DATA_COMM=nccl  # one engine per GPU: the exchange between device buffers
 else
   # Both on GPU 0, each with part of its memory; the MoE exchange then goes through Gloo.
   two=(--spawn 2 --backend cuda --launch-cmd "$one_gpu_launch")

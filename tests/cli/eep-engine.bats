@@ -69,6 +69,16 @@ load common
   run -2 --separate-stderr "$ENGINE" --model preset:tiny --backend tpu
 }
 
+@test "--data-comm mpi exits 2" {
+  run -2 --separate-stderr "$ENGINE" --model preset:tiny --data-comm mpi
+}
+
+@test "--data-comm nccl with the cpu backend exits 2 before registering, naming why" {
+  run -2 --separate-stderr timeout 20 "$ENGINE" --model preset:tiny --data-comm nccl \
+    --coord tcp://127.0.0.1:1
+  [[ "$stderr" == *"--data-comm nccl needs --backend cuda"* ]]
+}
+
 @test "--kv-blocks -1 exits 2" {
   run -2 --separate-stderr "$ENGINE" --model preset:tiny --kv-blocks -1
 }

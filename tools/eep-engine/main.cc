@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
       ->envname("EEP_MAX_MODEL_LEN")->check(CLI::Range(0, 1 << 24))->capture_default_str();
   app.add_option("--comm-host", o.comm_host, "address peers reach this engine's collectives on")
       ->envname("EEP_COMM_HOST")->capture_default_str();
+  app.add_option("--data-comm", o.data_comm,
+                 "library of the serving group: gloo, or nccl (cuda backend, one engine per GPU)")
+      ->envname("EEP_DATA_COMM")->check(CLI::IsMember({"gloo", "nccl"}))->capture_default_str();
   app.add_flag("--join", o.join,
                "join a serving cluster: the coordinator scales up to fold this engine in")
       ->envname("EEP_JOIN");

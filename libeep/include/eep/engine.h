@@ -27,6 +27,10 @@ struct EngineOptions {
   bool join = false;               // join a serving cluster: the coordinator folds this engine in
   std::chrono::milliseconds leave_timeout{30000};  // SIGTERM: hand requests over within this
   std::string comm_host = "127.0.0.1";  // address peers reach this engine's collectives on
+  // The serving group's library: "gloo" (TCP through comm_host; host buffers) or "nccl" (cuda
+  // backend, one engine per GPU: the MoE exchange on device buffers, no host staging). Weight
+  // transfers of a transition stay on a Gloo group (they move host buffers).
+  std::string data_comm = "gloo";
   std::chrono::milliseconds heartbeat{500};
   std::chrono::milliseconds coord_timeout{10000};      // coordinator silent this long: exit 1
   std::chrono::milliseconds collective_timeout{30000};

@@ -25,6 +25,9 @@ Engine::~Engine() {
 int Engine::run() {
   // Backend and model first: a bad --backend or --model fails before anything is registered.
   check_backend_available(opts_.backend);
+  EEP_CHECK(opts_.data_comm == "gloo" || (opts_.data_comm == "nccl" && opts_.backend == "cuda"),
+            ErrorCode::kInvalidArgument,
+            "--data-comm " + opts_.data_comm + " needs --backend cuda (NCCL moves device buffers)");
   weights_ = open_weights(opts_.model, opts_.seed);
   if (opts_.num_kv_blocks == 0) {
     // Sized once here, before registering: a joining engine is told its peers' size instead.
@@ -217,13 +220,7 @@ void Engine::configure(const proto::Body& msg) {
     dense_loaded_ = true;
   }
   backend_->load_experts(*weights_, p, rank);
-  GlooGroupOptions go;
-  go.name = "eep/g" + std::to_string(gen);
-  go.rank = rank;
-  go.size = size;
-  go.host = opts_.comm_host;
-  go.timeout = opts_.collective_timeout;
-  group_ = make_gloo_group(*store_, go);
+  group_ = make_serving_group("eep/g" + std::to_string(gen), rank, size);
   placement_ = std::move(p);
   rank_ = rank;
   generation_ = gen;
@@ -231,6 +228,26 @@ void Engine::configure(const proto::Body& msg) {
   paused_ = true;
   configured_ = true;
   send({{"type", "ready"}, {"generation", gen}, {"rank", rank}});
+}
+
+std::unique_ptr<Group> Engine::make_serving_group(const std::string& name, int rank, int size) {
+  log_->info("group {}: {} over {}, rank {}", name, size, opts_.data_comm, rank);
+  if (opts_.data_comm == "nccl") {
+    NcclGroupOptions no;
+    no.name = name;
+    no.rank = rank;
+    no.size = size;
+    no.device = opts_.device;
+    no.timeout = opts_.collective_timeout;
+    return make_nccl_group(*store_, no);
+  }
+  GlooGroupOptions go;
+  go.name = name;
+  go.rank = rank;
+  go.size = size;
+  go.host = opts_.comm_host;
+  go.timeout = opts_.collective_timeout;
+  return make_gloo_group(*store_, go);
 }
 
 void Engine::add_request(const proto::Body& msg) {

@@ -106,13 +106,8 @@ void Engine::prepare_worker(PendingTransition* pt) {
     if (pt->new_rank >= 0 && !pt->cancelled) {
       backend_->stage_experts(t.new_placement, pt->new_rank, received);
       if (!pt->is_new) back_up_experts(*backend_, *pt, t.old_rank_of(engine_id_));
-      GlooGroupOptions go;
-      go.name = base;
-      go.rank = pt->new_rank;
-      go.size = static_cast<int>(t.new_members.size());
-      go.host = opts_.comm_host;
-      go.timeout = opts_.collective_timeout;
-      pt->standby = make_gloo_group(*store_, go);
+      pt->standby =
+          make_serving_group(base, pt->new_rank, static_cast<int>(t.new_members.size()));
     }
     if (pt->cancelled) {
       backend_->discard_staged();

@@ -67,6 +67,9 @@ class Engine {
   void add_request(const proto::Body& msg);
   void step();
   void fail_group(const std::string& why);
+  // The group the engine steps in (flags all-reduce, MoE exchange): Gloo or NCCL per
+  // --data-comm. `name` is unique per membership (the store keys its rendezvous by it).
+  std::unique_ptr<Group> make_serving_group(const std::string& name, int rank, int size);
   void send_register();
   // True when a SIGTERM should leave gracefully (a member of a group of two or more).
   bool graceful_leave();
