@@ -44,10 +44,12 @@ void rope(bf16* x, const int32_t* positions, int rows, int num_heads, int head_d
 void router_topk(const float* logits, int rows, int num_experts, int k, bool renorm,
                  int32_t* ids, float* weights, cudaStream_t stream);
 // The router GEMM (logits[r][e] = x[r] . w[e], fp32 in, fp32 accumulation) and router_topk in
-// one launch, one block per row: for decode batches (each block reads all of w, from L2).
-// hidden + 2 * num_experts floats must fit in 48 KiB (hidden <= ~10k at 1024 experts).
+// one launch for decode batches: blocks over (row, 8 experts), the last block of a row to finish
+// does its top-k. logits: workspace [rows][num_experts]; counters: [rows] zeros, left zero
+// (graph-replayable). hidden + num_experts floats must fit in 48 KiB.
 void router_fused(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
-                  bool renorm, int32_t* ids, float* weights, cudaStream_t stream);
+                  bool renorm, float* logits, unsigned* counters, int32_t* ids, float* weights,
+                  cudaStream_t stream);
 
 // ---- activation ----------------------------------------------------------------------------
 // y = silu(g) * u element-wise over n values.
@@ -147,6 +149,11 @@ bool grouped_gemm_device_tma();
 constexpr int kSkinnyMaxRows = 8;
 void skinny_gemm(const bf16* x, const bf16* w, void* y, bool y_f32, int rows, int n, int k,
                  cudaStream_t stream);
+// The same for up to kSkinnyMaxSegments weight matrices that share x (q, k and v), in one
+// launch: y[s] [rows][n[s]] = x * w[s]^T.
+constexpr int kSkinnyMaxSegments = 3;
+void skinny_gemm_multi(const bf16* x, const bf16* const* w, void* const* y, const int* n,
+                       int count, bool y_f32, int rows, int k, cudaStream_t stream);
 
 // ---- attention preparation (kernels/attention_prep.cu) -------------------------------------
 // In one launch, for q [rows][num_heads][head_dim], k and v [rows][num_kv_heads][head_dim]:

@@ -17,15 +17,17 @@ void router_topk(const float* logits, int rows, int num_experts, int k, bool ren
 }
 
 void router_fused(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
-                  bool renorm, int32_t* ids, float* weights, cudaStream_t stream) {
+                  bool renorm, float* logits, unsigned* counters, int32_t* ids, float* weights,
+                  cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && hidden > 0 && num_experts > 0 && num_experts <= 1024,
               "router_fused: hidden > 0, 0 < num_experts <= 1024");
   EEP_REQUIRE(k > 0 && k <= 32 && k <= num_experts, "router_fused: 0 < k <= min(32, num_experts)");
-  const size_t smem = sizeof(float) * (size_t(hidden) + 2 * size_t(num_experts));
-  EEP_REQUIRE(smem <= 48 * 1024, "router_fused: hidden + 2 * num_experts floats fit in 48 KiB");
+  const size_t smem = sizeof(float) * (size_t(hidden) + size_t(num_experts));
+  EEP_REQUIRE(smem <= 48 * 1024, "router_fused: hidden + num_experts floats fit in 48 KiB");
   if (rows == 0) return;
-  detail::router_fused_kernel<<<rows, detail::kRouterFusedThreads, smem, stream>>>(
-      x, w, hidden, num_experts, k, renorm, ids, weights);
+  const dim3 grid(rows, detail::ceil_div(num_experts, detail::kRouterExpertsPerBlock));
+  detail::router_fused_kernel<<<grid, 32 * detail::kRouterExpertsPerBlock, smem, stream>>>(
+      x, w, hidden, num_experts, k, renorm, logits, counters, ids, weights);
   EEP_LAUNCH_CHECK();
 }
 

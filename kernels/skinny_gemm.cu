@@ -17,14 +17,29 @@ constexpr int kSkinnyThreads = 256;
 __device__ __forceinline__ void store_out(bf16* p, float v) { *p = __float2bfloat16(v); }
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
 
+// Up to kSkinnyMaxSegments products with the same x in one launch (q, k and v): warps are
+// numbered over the segments' columns in order; segment s owns warps [first[s], first[s+1]).
+struct SkinnySegments {
+  const bf16* w[kSkinnyMaxSegments];
+  void* y[kSkinnyMaxSegments];
+  int n[kSkinnyMaxSegments];
+  long long first[kSkinnyMaxSegments + 1];
+  int count;
+};
+
 template <int M, typename OutT>
 __global__ void __launch_bounds__(kSkinnyThreads)
-    skinny_gemm_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                       OutT* __restrict__ y, int n, int k) {
+    skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnySegments segs, int k) {
   const int lane = threadIdx.x & 31;
-  const long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+  long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+  if (warp >= segs.first[segs.count]) return;
+  int s = 0;
+  while (warp >= segs.first[s + 1]) ++s;
+  warp -= segs.first[s];
+  const bf16* __restrict__ w = segs.w[s];
+  OutT* __restrict__ y = static_cast<OutT*>(segs.y[s]);
+  const int n = segs.n[s];
   const long long col0 = warp * kSkinnyCols;
-  if (col0 >= n) return;
   float acc[kSkinnyCols][M];
 #pragma unroll
   for (int c = 0; c < kSkinnyCols; ++c)
@@ -71,13 +86,12 @@ __global__ void __launch_bounds__(kSkinnyThreads)
 }
 
 template <typename OutT>
-void launch_skinny(const bf16* x, const bf16* w, OutT* y, int rows, int n, int k,
+void launch_skinny(const bf16* x, const SkinnySegments& segs, int rows, int k,
                    cudaStream_t stream) {
-  const long long warps = (n + kSkinnyCols - 1) / kSkinnyCols;
-  const int blocks = ceil_div(warps * 32, kSkinnyThreads);
+  const int blocks = ceil_div(segs.first[segs.count] * 32, kSkinnyThreads);
   switch (rows) {
 #define EEP_SKINNY_CASE(M) \
-  case M: skinny_gemm_kernel<M, OutT><<<blocks, kSkinnyThreads, 0, stream>>>(x, w, y, n, k); break;
+  case M: skinny_gemm_kernel<M, OutT><<<blocks, kSkinnyThreads, 0, stream>>>(x, segs, k); break;
     EEP_SKINNY_CASE(1) EEP_SKINNY_CASE(2) EEP_SKINNY_CASE(3) EEP_SKINNY_CASE(4)
     EEP_SKINNY_CASE(5) EEP_SKINNY_CASE(6) EEP_SKINNY_CASE(7) EEP_SKINNY_CASE(8)
 #undef EEP_SKINNY_CASE
@@ -86,16 +100,31 @@ void launch_skinny(const bf16* x, const bf16* w, OutT* y, int rows, int n, int k
 
 }  // namespace detail
 
-void skinny_gemm(const bf16* x, const bf16* w, void* y, bool y_f32, int rows, int n, int k,
-                 cudaStream_t stream) {
-  EEP_REQUIRE(rows >= 0 && rows <= kSkinnyMaxRows && n > 0 && k > 0 && k % 8 == 0,
-              "skinny_gemm: 0 <= rows <= 8, n > 0, k > 0 and k % 8 == 0");
+void skinny_gemm_multi(const bf16* x, const bf16* const* w, void* const* y, const int* n,
+                       int count, bool y_f32, int rows, int k, cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && rows <= kSkinnyMaxRows && k > 0 && k % 8 == 0 && count >= 1 &&
+                  count <= kSkinnyMaxSegments,
+              "skinny_gemm: 0 <= rows <= 8, k > 0, k % 8 == 0, 1..3 segments");
+  detail::SkinnySegments segs{};
+  segs.count = count;
+  for (int s = 0; s < count; ++s) {
+    EEP_REQUIRE(n[s] > 0, "skinny_gemm: n > 0");
+    segs.w[s] = w[s];
+    segs.y[s] = y[s];
+    segs.n[s] = n[s];
+    segs.first[s + 1] = segs.first[s] + (n[s] + detail::kSkinnyCols - 1) / detail::kSkinnyCols;
+  }
   if (rows == 0) return;
   if (y_f32)
-    detail::launch_skinny(x, w, static_cast<float*>(y), rows, n, k, stream);
+    detail::launch_skinny<float>(x, segs, rows, k, stream);
   else
-    detail::launch_skinny(x, w, static_cast<bf16*>(y), rows, n, k, stream);
+    detail::launch_skinny<bf16>(x, segs, rows, k, stream);
   EEP_LAUNCH_CHECK();
+}
+
+void skinny_gemm(const bf16* x, const bf16* w, void* y, bool y_f32, int rows, int n, int k,
+                 cudaStream_t stream) {
+  skinny_gemm_multi(x, &w, &y, &n, 1, y_f32, rows, k, stream);
 }
 
 }  // namespace eep::kernels

@@ -1062,6 +1062,8 @@ int main() {
     test_skinny_gemm(8, 512, 2048, false);
     test_skinny_gemm(3, 2047, 4096, true);
     test_skinny_gemm(5, 1, 24, false);
+    test_skinny_gemm_multi(1, 2048);
+    test_skinny_gemm_multi(7, 256);
     test_argmax(9, 151936);
     test_argmax(6, 1000);
     test_argmax(5, 33);

@@ -69,13 +69,20 @@ void test_router_fused(int rows, int hidden, int num_experts, int k, bool renorm
   std::vector<float> x(size_t(rows) * hidden), w(size_t(num_experts) * hidden);
   for (auto& e : x) e = float(xd(g_rng)) / 8.0f;
   for (auto& e : w) e = float(wd(g_rng)) / 8.0f;
-  DeviceBuffer<float> dx(x.size()), dw(w.size()), dwt(size_t(rows) * k);
+  DeviceBuffer<float> dx(x.size()), dw(w.size()), dwt(size_t(rows) * k),
+      dl(size_t(rows) * num_experts);
   DeviceBuffer<int32_t> di(size_t(rows) * k);
+  DeviceBuffer<unsigned> dc(rows);
   dx.upload(x);
   dw.upload(w);
-  dwt.poison();
-  di.poison();
-  K::router_fused(dx.get(), dw.get(), rows, hidden, num_experts, k, renorm, di.get(), dwt.get(), 0);
+  TEST_CUDA(cudaMemset(dc.get(), 0, rows * sizeof(unsigned)));
+  // Twice: the counters must be back at zero after a launch for the next one to work.
+  for (int pass = 0; pass < 2; ++pass) {
+    dwt.poison();
+    di.poison();
+    K::router_fused(dx.get(), dw.get(), rows, hidden, num_experts, k, renorm, dl.get(), dc.get(),
+                    di.get(), dwt.get(), 0);
+  }
   sync();
   std::vector<float> logits(size_t(rows) * num_experts), wt(size_t(rows) * k);
   std::vector<int32_t> ids(size_t(rows) * k);
@@ -174,4 +181,35 @@ void test_skinny_gemm(int rows, int n, int k, bool f32_out) {
                           std::to_string(k) + (f32_out ? " f32" : " bf16");
   report(tag, rel_err(f32_out ? yf.download() : to_float(yb.download()), ref),
          f32_out ? 1e-5 : 1e-2);
+}
+
+// q, k and v shapes in one launch: every segment against its own CPU product.
+void test_skinny_gemm_multi(int rows, int k) {
+  const int n[3] = {4096, 512, 100};
+  std::vector<float> xf;
+  auto xh = random_bf16(g_rng, size_t(rows) * k, 1.0f, xf);
+  DeviceBuffer<bf16> x(xh.size());
+  x.upload(xh);
+  std::vector<std::vector<float>> wf(3);
+  std::vector<std::unique_ptr<DeviceBuffer<bf16>>> w, y;
+  const bf16* wp[3];
+  void* yp[3];
+  for (int s = 0; s < 3; ++s) {
+    auto wh = random_bf16(g_rng, size_t(n[s]) * k, 0.05f, wf[s]);
+    w.push_back(std::make_unique<DeviceBuffer<bf16>>(wh.size()));
+    w[s]->upload(wh);
+    y.push_back(std::make_unique<DeviceBuffer<bf16>>(size_t(rows) * n[s]));
+    y[s]->poison();
+    wp[s] = w[s]->get();
+    yp[s] = y[s]->get();
+  }
+  K::skinny_gemm_multi(x.get(), wp, yp, n, 3, false, rows, k, 0);
+  sync();
+  for (int s = 0; s < 3; ++s) {
+    std::vector<float> ref(size_t(rows) * n[s]);
+    eep::ops::matmul_nt(xf.data(), wf[s].data(), ref.data(), rows, k, n[s]);
+    report("skinny_gemm_multi " + std::to_string(rows) + "x" + std::to_string(k) + " segment " +
+               std::to_string(s) + " (n=" + std::to_string(n[s]) + ")",
+           rel_err(to_float(y[s]->download()), ref), 1e-2);
+  }
 }

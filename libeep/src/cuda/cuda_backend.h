@@ -181,6 +181,7 @@ class CudaBackend : public Backend {
   DeviceArray<int32_t> meta_, topk_ids_, moe_idx_, offsets_dev_, slot_rows_, local_slots_;
   DeviceArray<bf16> send_rows_, recv_rows_, permuted_, gu_, act_, y_, results_, returned_;
   DeviceArray<int32_t> hdr_dev_send_, hdr_dev_recv_;
+  DeviceArray<unsigned> router_counters_;  // router_fused's per-row arrival counters (zeros)
   PinnedArray<int32_t> meta_host_, ids_host_, idx_host_, hdr_send_, hdr_recv_, slot_ids_host_;
   PinnedArray<char> stage_send_, stage_recv_;
   DeviceArray<float> side_f32_;  // set_dense / stage_experts conversions

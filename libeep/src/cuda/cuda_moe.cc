@@ -41,10 +41,16 @@ void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Gr
             "placement has " + std::to_string(placement_.num_ranks) + " ranks, group has " +
                 std::to_string(group.size()));
   if (rows > 0 && rows <= kFusedRouterRows &&
-      size_t(cfg_.hidden_size + 2 * cfg_.num_experts) * sizeof(float) <= 48 * 1024) {
+      size_t(cfg_.hidden_size + cfg_.num_experts) * sizeof(float) <= 48 * 1024) {
     // Decode batches: one launch (a cuBLAS GEMV plus the top-k were two, mostly latency).
+    if (router_counters_.empty()) {
+      router_counters_.resize(kFusedRouterRows);
+      EEP_CU(cudaMemsetAsync(router_counters_.get(), 0, router_counters_.bytes(), stream_));
+    }
     kernels::router_fused(h_f32, d.router.get(), rows, cfg_.hidden_size, cfg_.num_experts, k,
-                          cfg_.norm_topk_prob, topk_ids_.reserve(size_t(rows) * k),
+                          cfg_.norm_topk_prob,
+                          router_logits_.reserve(size_t(kFusedRouterRows) * cfg_.num_experts),
+                          router_counters_.get(), topk_ids_.reserve(size_t(rows) * k),
                           topk_w_.reserve(size_t(rows) * k), stream_);
   } else if (rows > 0) {
     float* logits = router_logits_.reserve(size_t(rows) * cfg_.num_experts);
