@@ -97,6 +97,39 @@ struct Search {
     return gain;
   }
 
+  // rewrite_gain(t, x) for an added replica of x (t's GPU lacks x), given ax = the change of
+  // overload on x's GPUs alone (sum of ex(l) - ex(l - dx), dx = x's drop per replica): only y's
+  // other GPUs are visited. Needs a layout without duplicates (one replica per GPU and expert).
+  double add_gain(int t, int x, double ax, double dx) const {
+    int y = phy[t];
+    double nx = w[x] / (cnt[x] + 1), oy = w[y] / cnt[y], ry = w[y] / (cnt[y] - 1) - oy;
+    double lb = load[t / k];
+    double gain = ax + ex(lb) - ex(lb + nx - oy);
+    for (int u : slots_of[y]) {
+      if (u == t) continue;
+      int g = u / k;
+      double l = load[g];
+      gain += holds(g, x) ? ex(l - dx) - ex(l - dx + ry) : ex(l) - ex(l + ry);
+    }
+    return gain;
+  }
+
+  // rewrite_gain(s, z) when x = phy[s] loses this replica, given rx = the rise of each of x's
+  // other replicas and rest = the change of overload on x's other GPUs alone: only z's GPUs are
+  // visited. Needs a layout without duplicates.
+  double drop_gain(int s, int z, double rest, double rx) const {
+    int x = phy[s];
+    double oz = w[z] / cnt[z], dz = oz - w[z] / (cnt[z] + 1);
+    double la = load[s / k];
+    double gain = rest + ex(la) - ex(la + oz - dz - w[x] / cnt[x]);
+    for (int u : slots_of[z]) {
+      int g = u / k;
+      double l = load[g];
+      gain += holds(g, x) ? ex(l + rx) - ex(l + rx - dz) : ex(l) - ex(l - dz);
+    }
+    return gain;
+  }
+
   void move_slot(int s, int from, int to) {  // slots_of bookkeeping
     auto& v = slots_of[from];
     v.erase(std::find(v.begin(), v.end(), s));
@@ -207,6 +240,9 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
   tr.moves.push_back(st.moved);
   tr.maxima.push_back(st.max_load());
   int k = st.k, E = st.E, S = st.S;
+  // add_gain needs one replica per GPU and expert; operations never add a duplicate, so a
+  // layout that starts without one keeps none.
+  bool dup_free = std::none_of(st.on.begin(), st.on.end(), [](int c) { return c > 1; });
   for (int iter = 0; iter < 4 * S; ++iter) {
     int a = static_cast<int>(std::max_element(st.load.begin(), st.load.end()) - st.load.begin());
     double la = st.load[a];
@@ -233,8 +269,12 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
       // A new replica of x lowers each of x's GPUs by wx - wx_new at most: the bound on the
       // gain of any "add a replica of x" (cost >= 1), checked before trying every slot.
       double dx = wx - weight[x] / (st.cnt[x] + 1);
-      double add_bound = 0;
-      for (int u : st.slots_of[x]) add_bound += std::min(st.ex(st.load[u / k]), dx);
+      double add_bound = 0, ax = 0;
+      for (int u : st.slots_of[x]) {
+        double l = st.load[u / k];
+        add_bound += std::min(st.ex(l), dx);
+        ax += st.ex(l) - st.ex(l - dx);
+      }
       bool try_add = add_bound > best_score;
       for (int t = 0; t < S; ++t) {
         int b = t / k;
@@ -257,18 +297,25 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
         if (try_add && st.cnt[y] >= 2 && x != y) {
           double lb = st.load[b];
           double ub = add_bound + st.ex(lb) - st.ex(lb + wx - dx - weight[y] / st.cnt[y]);
-          if (ub > best_score) offer(st.rewrite_gain(t, x), st.move_cost(t, x), {t, -1, x});
+          if (ub > best_score)
+            offer(dup_free ? st.add_gain(t, x, ax, dx) : st.rewrite_gain(t, x), st.move_cost(t, x),
+                  {t, -1, x});
         }
       }
       // Rewrite slot s of the heaviest GPU to another expert z.
       if (st.cnt[x] >= 2) {
+        double rx = weight[x] / (st.cnt[x] - 1) - wx, rest = 0;
+        if (dup_free)
+          for (int u : st.slots_of[x])
+            if (u != s) rest += st.ex(st.load[u / k]) - st.ex(st.load[u / k] + rx);
         for (int z = 0; z < E; ++z) {
           if (z == x || st.holds(a, z)) continue;
           // a sheds at most wx - (z's new per-replica load): prune before the full gain.
           double shed = wx - weight[z] / (st.cnt[z] + 1);
           double other = st.cnt[z] * (weight[z] / st.cnt[z] - weight[z] / (st.cnt[z] + 1));
           if (std::min(ex_a, std::max(shed, 0.0)) + other <= best_score) continue;
-          offer(st.rewrite_gain(s, z), st.move_cost(s, z), {s, -1, z});
+          offer(dup_free ? st.drop_gain(s, z, rest, rx) : st.rewrite_gain(s, z), st.move_cost(s, z),
+                {s, -1, z});
         }
       }
     }
