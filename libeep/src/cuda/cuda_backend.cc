@@ -231,10 +231,14 @@ void CudaBackend::load_experts(const WeightSource& src, const Placement& placeme
   experts_ = std::move(next);
   placement_ = placement;
   rank_ = rank;
-  load_.assign(cfg_.num_layers, std::vector<int64_t>(placement.num_slots, 0));
-  load_dev_.resize(size_t(cfg_.num_layers) * spr);
-  EEP_CU(cudaMemsetAsync(load_dev_.get(), 0, load_dev_.bytes(), side_stream_));
-  EEP_CU(cudaStreamSynchronize(side_stream_));
+  restart_load_counts(side_stream_);
+}
+
+void CudaBackend::restart_load_counts(cudaStream_t stream) {
+  load_.assign(cfg_.num_layers, std::vector<int64_t>(placement_.num_slots, 0));
+  load_dev_.resize(size_t(cfg_.num_layers) * placement_.slots_per_rank());
+  EEP_CU(cudaMemsetAsync(load_dev_.get(), 0, load_dev_.bytes(), stream));
+  EEP_CU(cudaStreamSynchronize(stream));
   load_dev_dirty_ = false;
 }
 

@@ -120,6 +120,8 @@ class CudaBackend : public Backend {
   void finish_step();
   // Folds the device-counted load of the device-routed MoE into load_.
   void fold_device_load() const;
+  // Zeroes load_ and the device counts for placement_ (after a load or a commit).
+  void restart_load_counts(cudaStream_t stream);
   // Graphs of decode steps, by shape; dropped when the experts, the placement or any workspace
   // move (graph nodes hold device addresses).
   void drop_graphs();

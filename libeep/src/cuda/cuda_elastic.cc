@@ -153,18 +153,13 @@ void CudaBackend::commit_staged() {
   EEP_CHECK(staged_rank_ >= 0, ErrorCode::kInternal, "commit without staged experts");
   activate();
   EEP_CU(cudaStreamSynchronize(stream_));  // no step still reads the old slots
-  fold_device_load();  // counted under the old placement; reset below like load_
   experts_ = std::move(staged_);
   placement_ = std::move(staged_placement_);
   rank_ = staged_rank_;
   staged_.clear();
   staged_rank_ = -1;
   graphs_stale_ = true;  // graphs hold the old slots' addresses and shapes
-  load_.assign(cfg_.num_layers, std::vector<int64_t>(placement_.num_slots, 0));
-  load_dev_.resize(size_t(cfg_.num_layers) * placement_.slots_per_rank());
-  EEP_CU(cudaMemsetAsync(load_dev_.get(), 0, load_dev_.bytes(), stream_));
-  EEP_CU(cudaStreamSynchronize(stream_));
-  load_dev_dirty_ = false;
+  restart_load_counts(stream_);  // counts restart with the placement, host and device
 }
 
 void CudaBackend::discard_staged() {

@@ -20,8 +20,8 @@
 namespace eep::cuda {
 
 namespace {
-// Up to this many rows the router runs as one fused kernel (each row's block reads the whole
-// fp32 router from L2; beyond a few dozen rows cuBLAS's GEMM is cheaper).
+// Up to this many rows the router GEMM and top-k run as one fused kernel (blocks of a row read
+// the fp32 router from L2, once per row; beyond a few dozen rows cuBLAS's GEMM is cheaper).
 constexpr int kFusedRouterRows = 32;
 // Up to this many rows per local slot on average, gate|up and SwiGLU run as one fused GEMM.
 constexpr int kFusedSwigluRowsPerSlot = 64;
