@@ -12,6 +12,7 @@
 
 #include "check.cuh"
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -28,6 +29,7 @@ __global__ void attention_prep_kernel(bf16* __restrict__ q, bf16* __restrict__ k
                                       int num_heads, int num_kv_heads, int head_dim, float eps,
                                       double log_theta, bf16* __restrict__ k_cache,
                                       bf16* __restrict__ v_cache) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int lane = threadIdx.x & 31;
   const int heads_per_row = num_heads + 2 * num_kv_heads;
   const long long item = blockIdx.x * (long long)kPrepWarps + (threadIdx.x >> 5);
@@ -102,10 +104,10 @@ void attention_prep(bf16* q, bf16* k, const bf16* v, const bf16* q_norm, const b
   EEP_REQUIRE(theta > 0.0f, "attention_prep: theta > 0");
   if (rows == 0) return;
   const long long warps = (long long)rows * (num_heads + 2 * num_kv_heads);
-  detail::attention_prep_kernel<<<detail::ceil_div(warps, detail::kPrepWarps),
-                                  32 * detail::kPrepWarps, 0, stream>>>(
-      q, k, v, q_norm, k_norm, positions, kv_slots, rows, num_heads, num_kv_heads, head_dim, eps,
-      std::log(double(theta)), k_cache, v_cache);
+  detail::launch_kernel(detail::attention_prep_kernel, detail::ceil_div(warps, detail::kPrepWarps),
+                        32 * detail::kPrepWarps, 0, stream, q, k, v, q_norm, k_norm, positions,
+                        kv_slots, rows, num_heads, num_kv_heads, head_dim, eps,
+                        std::log(double(theta)), k_cache, v_cache);
   EEP_LAUNCH_CHECK();
 }
 

@@ -6,6 +6,7 @@
 
 #include "check.cuh"
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -16,6 +17,7 @@ __global__ void paged_attention_small_head_kernel(const bf16* q, const bf16* k_c
                                                   const int32_t* seq_lens, bf16* out,
                                                   int num_heads, int num_kv_heads, int head_dim,
                                                   int block_size, int max_blocks, float scale) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int row = blockIdx.x / num_heads, head = blockIdx.x % num_heads;
   const int kv_head = head / (num_heads / num_kv_heads);
   const int c = threadIdx.x;
@@ -49,9 +51,10 @@ void paged_attention_small_head(const bf16* q, const bf16* k_cache, const bf16* 
                   block_size > 0 && max_blocks_per_row > 0,
               "paged_attention_small_head: head_dim in 1..32, heads a multiple of kv heads");
   if (num_rows == 0) return;
-  detail::paged_attention_small_head_kernel<<<num_rows * num_heads, 32, 0, stream>>>(
-      q, k_cache, v_cache, block_tables, seq_lens, out, num_heads, num_kv_heads, head_dim,
-      block_size, max_blocks_per_row, 1.0f / std::sqrt(float(head_dim)));
+  detail::launch_kernel(detail::paged_attention_small_head_kernel, num_rows * num_heads, 32, 0,
+                        stream, q, k_cache, v_cache, block_tables, seq_lens, out, num_heads,
+                        num_kv_heads, head_dim, block_size, max_blocks_per_row,
+                        1.0f / std::sqrt(float(head_dim)));
   EEP_LAUNCH_CHECK();
 }
 

@@ -4,6 +4,7 @@
 
 #include "check.cuh"
 #include "grouped_gemm_device.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -148,8 +149,8 @@ void launch(int dev, const bf16* x, const bf16* w, bf16* y, const int32_t* offse
       ((long long)max_rows / C::BM + std::min(num_experts, max_rows)) * (long long)nb;
   const int grid = int(std::min<long long>(grid_cache<C, SWIGLU, WG>(dev), bound));
   if (grid <= 0) return;
-  kernel_of<C, SWIGLU, WG>()<<<grid, C::THREADS, C::SMEM_BYTES, stream>>>(x, w, y, offsets,
-                                                                          num_experts, n, k);
+  detail::launch_kernel(kernel_of<C, SWIGLU, WG>(), grid, C::THREADS, C::SMEM_BYTES, stream, x, w,
+                        y, offsets, num_experts, n, k);
   EEP_LAUNCH_CHECK();
 }
 

@@ -34,6 +34,7 @@
 #include <cuda.h>  // CUtensorMap
 
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels::detail::ggd {
 
@@ -253,6 +254,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
                                const __nv_bfloat16* __restrict__ w,
                                __nv_bfloat16* __restrict__ y, const int32_t* __restrict__ offsets,
                                int num_experts, int n, int k) {
+  pdl_begin();  // launch.cuh: before any global memory access
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ TileTable<C::THREADS> tt;
   const int tid = threadIdx.x;
@@ -497,6 +499,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
                               const __nv_bfloat16* __restrict__ w,
                               __nv_bfloat16* __restrict__ y, const int32_t* __restrict__ offsets,
                               int num_experts, int n, int k) {
+  pdl_begin();  // launch.cuh: before any global memory access
 #ifdef EEP_GGD_WGMMA
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __shared__ TileTable<C::THREADS> tt;

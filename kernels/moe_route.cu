@@ -3,6 +3,7 @@
 // invariant "no row reaches a slot whose weights are not in place" checked on every item, and
 // the per-slot load counted, all without the host. The step can then run as one CUDA graph.
 #include "check.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -12,6 +13,7 @@ __global__ void route_local_kernel(const int32_t* ids, int items, const int32_t*
                                    int num_experts, int max_replicas, int first_slot, int spr,
                                    int layer, int32_t* local_slots, unsigned long long* load,
                                    int32_t* error) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int32_t* replicas = route;                       // [num_experts]
   const int32_t* table = route + num_experts;            // [num_experts][max_replicas]
   const int32_t* slot_expert = table + size_t(num_experts) * max_replicas;  // [spr]
@@ -49,9 +51,9 @@ void route_local(const int32_t* ids, int items, const int32_t* route, int num_ex
   if (items == 0) return;
   const int threads = 256;
   const int blocks = (items + threads - 1) / threads;
-  detail::route_local_kernel<<<blocks, threads, 0, stream>>>(
-      ids, items, route, num_experts, max_replicas, first_slot, slots_per_rank, layer,
-      local_slots, load, error);
+  detail::launch_kernel(detail::route_local_kernel, blocks, threads, 0, stream, ids, items, route,
+                        num_experts, max_replicas, first_slot, slots_per_rank, layer, local_slots,
+                        load, error);
   EEP_LAUNCH_CHECK();
 }
 

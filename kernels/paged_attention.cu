@@ -2,6 +2,7 @@
 
 #include "check.cuh"
 #include "paged_attention.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -21,9 +22,9 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
   switch (head_dim) {
 #define EEP_ATTN_CASE(D)                                                                     \
   case D:                                                                                    \
-    detail::paged_decode_attention_kernel<D><<<grid, threads, 0, stream>>>(                  \
-        q, k_cache, v_cache, block_tables, seq_lens, out, num_heads, num_kv_heads,           \
-        block_size, max_blocks_per_seq, scale);                                              \
+    detail::launch_kernel(detail::paged_decode_attention_kernel<D>, grid, threads, 0, stream, \
+                          q, k_cache, v_cache, block_tables, seq_lens, out, num_heads,      \
+                          num_kv_heads, block_size, max_blocks_per_seq, scale);             \
     break;
     EEP_ATTN_CASE(64)
     EEP_ATTN_CASE(128)

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels::detail {
 
@@ -16,6 +17,7 @@ __global__ void paged_decode_attention_kernel(
     const __nv_bfloat16* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
     const int32_t* __restrict__ seq_lens, __nv_bfloat16* __restrict__ out, int num_heads,
     int num_kv_heads, int block_size, int max_blocks_per_seq, float scale) {
+  pdl_begin();  // launch.cuh: before any global memory access
   constexpr int kPerLane = HEAD_DIM / 32;  // even: loaded as bf16 pairs
   __shared__ float s_m[kAttnWarps], s_l[kAttnWarps];
   __shared__ float s_acc[kAttnWarps][HEAD_DIM];

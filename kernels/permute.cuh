@@ -9,12 +9,14 @@
 #pragma once
 
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels::detail {
 
 __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int num_pairs,
                                     int num_experts, int32_t* __restrict__ expert_offsets,
                                     int32_t* __restrict__ slot_rows) {
+  pdl_begin();  // launch.cuh: before any global memory access
   extern __shared__ int smem_i[];
   const int num_warps = blockDim.x / 32;
   int* counts = smem_i;                             // [num_warps][num_experts]
@@ -85,6 +87,7 @@ __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int nu
 __global__ void permute_copy_kernel(const __nv_bfloat16* __restrict__ x,
                                     const int32_t* __restrict__ slot_rows, int k, int hidden,
                                     __nv_bfloat16* __restrict__ permuted) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int s = blockIdx.x;
   const int row = slot_rows[s];
   if (row < 0) return;
@@ -104,6 +107,7 @@ __global__ void unpermute_kernel(const __nv_bfloat16* __restrict__ y,
                                  const int32_t* __restrict__ slot_rows,
                                  const float* __restrict__ weights, int k, int hidden,
                                  __nv_bfloat16* __restrict__ out) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int t = blockIdx.x;
   const int32_t* rows = slot_rows + size_t(t) * k;
   const float* w = weights + size_t(t) * k;
@@ -126,6 +130,7 @@ __global__ void unpermute_vec8_kernel(const __nv_bfloat16* __restrict__ y,
                                       const int32_t* __restrict__ slot_rows,
                                       const float* __restrict__ weights, int num_tokens, int k,
                                       int hidden, __nv_bfloat16* __restrict__ out) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int groups = hidden / 8;
   const long long g = blockIdx.x * (long long)blockDim.x + threadIdx.x;
   if (g >= (long long)num_tokens * groups) return;

@@ -5,6 +5,7 @@
 
 #include "check.cuh"
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -26,6 +27,7 @@ __device__ __forceinline__ float block_sum(float v, float* shared) {
 
 __global__ void embedding_gather_kernel(const bf16* table, const int32_t* ids, int dim, int vocab,
                                         float* out) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int r = blockIdx.x;
   const int id = ids[r];
   float* o = out + size_t(r) * dim;
@@ -39,6 +41,7 @@ __global__ void embedding_gather_kernel(const bf16* table, const int32_t* ids, i
 
 __global__ void add_rmsnorm_kernel(float* residual, const bf16* delta, const bf16* w, bf16* out,
                                    float* out_f32, int dim, float eps) {
+  pdl_begin();  // launch.cuh: before any global memory access
   __shared__ float shared[32];
   const int r = blockIdx.x;
   float* x = residual + size_t(r) * dim;
@@ -68,6 +71,7 @@ __global__ void add_rmsnorm_kernel(float* residual, const bf16* delta, const bf1
 // walking the row twice.
 __global__ void add_rmsnorm_vec8_kernel(float* residual, const bf16* delta, const bf16* w,
                                         bf16* out, float* out_f32, int dim, float eps) {
+  pdl_begin();  // launch.cuh: before any global memory access
   __shared__ float shared[32];
   const int r = blockIdx.x;
   const int c = threadIdx.x * 8;
@@ -120,6 +124,7 @@ __global__ void add_rmsnorm_vec8_kernel(float* residual, const bf16* delta, cons
 
 template <typename T>
 __global__ void gather_rows_kernel(const T* src, const int32_t* idx, int dim, T* dst) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int r = blockIdx.x;
   const T* s = src + size_t(idx[r]) * dim;
   T* d = dst + size_t(r) * dim;
@@ -127,12 +132,14 @@ __global__ void gather_rows_kernel(const T* src, const int32_t* idx, int dim, T*
 }
 
 __global__ void f32_to_bf16_kernel(const float* in, bf16* out, int64_t n) {
+  pdl_begin();  // launch.cuh: before any global memory access
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     out[i] = __float2bfloat16(in[i]);
 }
 
 __global__ void bf16_to_f32_kernel(const bf16* in, float* out, int64_t n) {
+  pdl_begin();  // launch.cuh: before any global memory access
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     out[i] = __bfloat162float(in[i]);
@@ -140,6 +147,7 @@ __global__ void bf16_to_f32_kernel(const bf16* in, float* out, int64_t n) {
 
 __global__ void kv_write_kernel(const bf16* k, const bf16* v, const int32_t* slots, int kv_dim,
                                 bf16* k_cache, bf16* v_cache) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const int r = blockIdx.x;
   const size_t dst = size_t(slots[r]) * kv_dim;
   const size_t src = size_t(r) * kv_dim;
@@ -150,6 +158,7 @@ __global__ void kv_write_kernel(const bf16* k, const bf16* v, const int32_t* slo
 }
 
 __global__ void argmax_rows_kernel(const float* logits, int vocab, int32_t* ids) {
+  pdl_begin();  // launch.cuh: before any global memory access
   __shared__ float best_v[32];
   __shared__ int best_i[32];
   const int r = blockIdx.x;
@@ -205,8 +214,8 @@ void embedding_gather(const bf16* table, const int32_t* ids, int rows, int dim, 
                       float* out, cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && dim > 0 && vocab > 0, "embedding_gather: rows >= 0, dim, vocab > 0");
   if (rows == 0) return;
-  detail::embedding_gather_kernel<<<rows, detail::kRowThreads, 0, stream>>>(table, ids, dim,
-                                                                              vocab, out);
+  detail::launch_kernel(detail::embedding_gather_kernel, rows, detail::kRowThreads, 0, stream,
+                        table, ids, dim, vocab, out);
   EEP_LAUNCH_CHECK();
 }
 
@@ -221,11 +230,11 @@ void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, f
   if (rows == 0) return;
   if (dim % 8 == 0 && dim / 8 <= 1024) {
     const int threads = (dim / 8 + 31) / 32 * 32;
-    detail::add_rmsnorm_vec8_kernel<<<rows, threads, 0, stream>>>(residual, delta, w, out,
-                                                                  out_f32, dim, eps);
+    detail::launch_kernel(detail::add_rmsnorm_vec8_kernel, rows, threads, 0, stream, residual,
+                          delta, w, out, out_f32, dim, eps);
   } else {
-    detail::add_rmsnorm_kernel<<<rows, detail::kRowThreads, 0, stream>>>(residual, delta, w, out,
-                                                                          out_f32, dim, eps);
+    detail::launch_kernel(detail::add_rmsnorm_kernel, rows, detail::kRowThreads, 0, stream,
+                          residual, delta, w, out, out_f32, dim, eps);
   }
   EEP_LAUNCH_CHECK();
 }
@@ -234,7 +243,8 @@ void gather_rows(const bf16* src, const int32_t* idx, int rows, int dim, bf16* d
                  cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && dim > 0, "gather_rows: rows >= 0 and dim > 0");
   if (rows == 0) return;
-  detail::gather_rows_kernel<<<rows, detail::kRowThreads, 0, stream>>>(src, idx, dim, dst);
+  detail::launch_kernel(detail::gather_rows_kernel<bf16>, rows, detail::kRowThreads, 0, stream, src,
+                        idx, dim, dst);
   EEP_LAUNCH_CHECK();
 }
 
@@ -242,23 +252,24 @@ void gather_rows_f32(const float* src, const int32_t* idx, int rows, int dim, fl
                      cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && dim > 0, "gather_rows_f32: rows >= 0 and dim > 0");
   if (rows == 0) return;
-  detail::gather_rows_kernel<<<rows, detail::kRowThreads, 0, stream>>>(src, idx, dim, dst);
+  detail::launch_kernel(detail::gather_rows_kernel<float>, rows, detail::kRowThreads, 0, stream,
+                        src, idx, dim, dst);
   EEP_LAUNCH_CHECK();
 }
 
 void f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t stream) {
   EEP_REQUIRE(n >= 0, "f32_to_bf16: n >= 0");
   if (n == 0) return;
-  detail::f32_to_bf16_kernel<<<detail::elementwise_blocks(n), detail::kRowThreads, 0, stream>>>(
-      in, out, n);
+  detail::launch_kernel(detail::f32_to_bf16_kernel, detail::elementwise_blocks(n),
+                        detail::kRowThreads, 0, stream, in, out, n);
   EEP_LAUNCH_CHECK();
 }
 
 void bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stream) {
   EEP_REQUIRE(n >= 0, "bf16_to_f32: n >= 0");
   if (n == 0) return;
-  detail::bf16_to_f32_kernel<<<detail::elementwise_blocks(n), detail::kRowThreads, 0, stream>>>(
-      in, out, n);
+  detail::launch_kernel(detail::bf16_to_f32_kernel, detail::elementwise_blocks(n),
+                        detail::kRowThreads, 0, stream, in, out, n);
   EEP_LAUNCH_CHECK();
 }
 
@@ -266,14 +277,15 @@ void kv_write(const bf16* k, const bf16* v, const int32_t* slots, int rows, int 
               bf16* k_cache, bf16* v_cache, cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && kv_dim > 0, "kv_write: rows >= 0 and kv_dim > 0");
   if (rows == 0) return;
-  detail::kv_write_kernel<<<rows, 128, 0, stream>>>(k, v, slots, kv_dim, k_cache, v_cache);
+  detail::launch_kernel(detail::kv_write_kernel, rows, 128, 0, stream, k, v, slots, kv_dim, k_cache,
+                        v_cache);
   EEP_LAUNCH_CHECK();
 }
 
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && vocab > 0, "argmax_rows: rows >= 0 and vocab > 0");
   if (rows == 0) return;
-  detail::argmax_rows_kernel<<<rows, 1024, 0, stream>>>(logits, vocab, ids);
+  detail::launch_kernel(detail::argmax_rows_kernel, rows, 1024, 0, stream, logits, vocab, ids);
   EEP_LAUNCH_CHECK();
 }
 

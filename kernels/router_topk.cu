@@ -1,5 +1,6 @@
 #include "check.cuh"
 #include "router_topk.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -10,9 +11,9 @@ void router_topk(const float* logits, int rows, int num_experts, int k, bool ren
   EEP_REQUIRE(k > 0 && k <= 32 && k <= num_experts, "router_topk: 0 < k <= min(32, num_experts)");
   if (rows == 0) return;
   const size_t smem = sizeof(float) * detail::kRouterWarps * num_experts;  // <= 16 KiB
-  detail::router_topk_kernel<<<detail::ceil_div(rows, detail::kRouterWarps),
-                               32 * detail::kRouterWarps, smem, stream>>>(
-      logits, rows, num_experts, k, renorm, ids, weights);
+  detail::launch_kernel(detail::router_topk_kernel, detail::ceil_div(rows, detail::kRouterWarps),
+                        32 * detail::kRouterWarps, smem, stream, logits, rows, num_experts, k,
+                        renorm, ids, weights);
   EEP_LAUNCH_CHECK();
 }
 
@@ -26,8 +27,9 @@ void router_fused(const float* x, const float* w, int rows, int hidden, int num_
   EEP_REQUIRE(smem <= 48 * 1024, "router_fused: hidden + num_experts floats fit in 48 KiB");
   if (rows == 0) return;
   const dim3 grid(rows, detail::ceil_div(num_experts, detail::kRouterExpertsPerBlock));
-  detail::router_fused_kernel<<<grid, 32 * detail::kRouterExpertsPerBlock, smem, stream>>>(
-      x, w, hidden, num_experts, k, renorm, logits, counters, ids, weights);
+  detail::launch_kernel(detail::router_fused_kernel, grid, 32 * detail::kRouterExpertsPerBlock,
+                        smem, stream, x, w, hidden, num_experts, k, renorm, logits, counters, ids,
+                        weights);
   EEP_LAUNCH_CHECK();
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels::detail {
 
@@ -75,6 +76,7 @@ __device__ __forceinline__ void router_topk_warp(const float* lr, float* probs, 
 __global__ void router_topk_kernel(const float* __restrict__ logits, int rows, int num_experts,
                                    int k, bool renorm, int32_t* __restrict__ ids,
                                    float* __restrict__ weights) {
+  pdl_begin();  // launch.cuh: before any global memory access
   extern __shared__ float probs_smem[];
   const int warp = threadIdx.x >> 5;
   const int row = blockIdx.x * kRouterWarps + warp;
@@ -96,6 +98,7 @@ __global__ void router_fused_kernel(const float* __restrict__ x, const float* __
                                     int hidden, int num_experts, int k, bool renorm,
                                     float* logits, unsigned* counters,
                                     int32_t* __restrict__ ids, float* __restrict__ weights) {
+  pdl_begin();  // launch.cuh: before any global memory access
   extern __shared__ float smem_f[];
   float* xs = smem_f;                  // [hidden]
   float* probs = smem_f + hidden;      // [num_experts] (last block only)

@@ -2,6 +2,7 @@
 
 #include "check.cuh"
 #include "silu_mul.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -19,8 +20,8 @@ void silu_mul(const bf16* g, const bf16* u, bf16* y, int64_t n, cudaStream_t str
 void silu_mul_fused(const bf16* gu, bf16* y, int rows, int inter, cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && inter > 0, "silu_mul_fused: rows >= 0 and inter > 0");
   if (rows == 0) return;
-  detail::silu_mul_fused_kernel<<<grid_for((long long)rows * inter), 256, 0, stream>>>(gu, y, rows,
-                                                                                        inter);
+  detail::launch_kernel(detail::silu_mul_fused_kernel, grid_for((long long)rows * inter), 256, 0,
+                        stream, gu, y, rows, inter);
   EEP_LAUNCH_CHECK();
 }
 

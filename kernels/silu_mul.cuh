@@ -2,6 +2,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels::detail {
 
@@ -18,6 +19,7 @@ __global__ void silu_mul_kernel(const __nv_bfloat16* __restrict__ g,
 // gu [rows][2*inter]: gate in columns [0, inter), up in [inter, 2*inter).
 __global__ void silu_mul_fused_kernel(const __nv_bfloat16* __restrict__ gu,
                                       __nv_bfloat16* __restrict__ y, int rows, int inter) {
+  pdl_begin();  // launch.cuh: before any global memory access
   const long long n = (long long)rows * inter;
   const long long stride = (long long)gridDim.x * blockDim.x;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += stride) {

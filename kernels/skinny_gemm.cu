@@ -6,6 +6,7 @@
 // are read exactly once, with several independent 16-byte loads in flight per lane.
 #include "check.cuh"
 #include "common.cuh"
+#include "launch.cuh"
 
 namespace eep::kernels {
 
@@ -32,14 +33,23 @@ __global__ void __launch_bounds__(kSkinnyThreads)
     skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnySegments segs, int k) {
   const int lane = threadIdx.x & 31;
   long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
-  if (warp >= segs.first[segs.count]) return;
+  const bool active = warp < segs.first[segs.count];
   int s = 0;
-  while (warp >= segs.first[s + 1]) ++s;
-  warp -= segs.first[s];
+  if (active) {
+    while (warp >= segs.first[s + 1]) ++s;
+    warp -= segs.first[s];
+  }
   const bf16* __restrict__ w = segs.w[s];
-  OutT* __restrict__ y = static_cast<OutT*>(segs.y[s]);
   const int n = segs.n[s];
   const long long col0 = warp * kSkinnyCols;
+  // The weights are constant during a step: start pulling this warp's rows into L2 while the
+  // kernel before (the norm that makes x) still runs; one 128-byte line per lane and step.
+  if (active)
+    for (int c = 0; c < kSkinnyCols && col0 + c < n; ++c)
+      for (int i = lane * 64; i < k; i += 32 * 64) prefetch_l2(w + size_t(col0 + c) * k + i);
+  pdl_begin();
+  if (!active) return;
+  OutT* __restrict__ y = static_cast<OutT*>(segs.y[s]);
   float acc[kSkinnyCols][M];
 #pragma unroll
   for (int c = 0; c < kSkinnyCols; ++c)
@@ -90,8 +100,10 @@ void launch_skinny(const bf16* x, const SkinnySegments& segs, int rows, int k,
                    cudaStream_t stream) {
   const int blocks = ceil_div(segs.first[segs.count] * 32, kSkinnyThreads);
   switch (rows) {
-#define EEP_SKINNY_CASE(M) \
-  case M: skinny_gemm_kernel<M, OutT><<<blocks, kSkinnyThreads, 0, stream>>>(x, segs, k); break;
+#define EEP_SKINNY_CASE(M)                                                                     \
+  case M:                                                                                      \
+    launch_kernel(skinny_gemm_kernel<M, OutT>, blocks, kSkinnyThreads, 0, stream, x, segs, k); \
+    break;
     EEP_SKINNY_CASE(1) EEP_SKINNY_CASE(2) EEP_SKINNY_CASE(3) EEP_SKINNY_CASE(4)
     EEP_SKINNY_CASE(5) EEP_SKINNY_CASE(6) EEP_SKINNY_CASE(7) EEP_SKINNY_CASE(8)
 #undef EEP_SKINNY_CASE

@@ -1,0 +1,55 @@
+// Kernel launches with programmatic dependent launch (PDL, Hopper): a decode step is hundreds
+// of small kernels, and between two of them the GPU otherwise idles for the next launch (about
+// 2 ms of an 8 ms batch-1 step on the H100, docs/cuda.md). With PDL the next kernel in the stream
+// is launched while the one before it still runs: its blocks become resident, may prefetch what
+// no kernel writes (weights), and then wait in pdl_begin() until the previous kernel has
+// finished and its writes are visible.
+//
+// The rule for every kernel launched through launch_kernel(): call pdl_begin() before any other
+// access to global memory (only prefetches of weights may come first), on every path, including
+// early returns. Then a kernel never runs ahead of the one before it, so the chain of waits keeps
+// the stream's order. Kernels launched with <<<>>> (or by cuBLAS) are ordered as usual.
+// EEP_CUDA_PDL=0 launches without the attribute (pdl_begin is then a no-op).
+#pragma once
+
+#include <utility>
+
+#include <cuda_runtime.h>
+
+#include "check.cuh"
+
+namespace eep::kernels::detail {
+
+// Waits until the kernels before this one in the stream have finished, then lets the next
+// kernel launch (its blocks will wait in turn).
+__device__ __forceinline__ void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Pulls one 128-byte line into L2 (weights, before pdl_begin()).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+bool pdl_enabled();  // false when EEP_CUDA_PDL=0 (read once)
+
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  EEP_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+}  // namespace eep::kernels::detail
