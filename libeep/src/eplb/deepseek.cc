@@ -8,7 +8,7 @@
 // (weight, index), which pick exactly the same element; sorting uses packed 64-bit keys; scratch
 // memory is reused across layers.
 #include <algorithm>
-#include <limits>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -54,9 +54,10 @@ struct Scratch {
   std::vector<int> order, fill;
   std::vector<FI> heap;
   std::vector<float> w, group_w, node_w, phy_w;
-  std::vector<int> gpack, grank, mlog2log, mcnt, picks, items, tree, node_order;
+  std::vector<int> gpack, grank, mlog2log, mcnt, picks, items, node_order;
+  std::vector<uint64_t> tree;
   std::vector<int> holder_start, holder_fill, holders;
-  std::vector<float> item_w, tree_w, pack_w;
+  std::vector<float> item_w, pack_w;
   std::vector<char> seen;
 };
 
@@ -180,32 +181,33 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   }
   while (r < rk.size()) take_replica();
   // Each onto the lightest GPU with room (lowest index on ties): a tournament tree over the GPUs
-  // (full ones weigh +inf) finds it in O(log GPUs). Nodes hold the winner's weight and index.
-  const float inf = std::numeric_limits<float>::infinity();
+  // finds it in O(log GPUs). A node holds its winner as one key, the weight's bits (non-negative
+  // floats order as their bits) above the index, so ties go to the lower index; full GPUs and
+  // padding are kFull.
+  constexpr uint64_t kFull = ~uint64_t{0};
   int size = 2;
   while (size < num_packs) size *= 2;
-  s.tree_w.assign(2 * size, inf);
-  s.tree.resize(2 * size);
-  float* tv = s.tree_w.data();
-  int* ti = s.tree.data();
-  for (int p = 0; p < size; ++p) ti[size + p] = p, tv[size + p] = p < num_packs ? 0.f : inf;
-  auto pull = [&](int x) {  // the left child (lower indices) wins ties; branch-free
-    int c = 2 * x + static_cast<int>(tv[2 * x + 1] < tv[2 * x]);
-    tv[x] = tv[c];
-    ti[x] = ti[c];
-  };
-  for (int x = size - 1; x >= 1; --x) pull(x);
+  s.tree.assign(2 * size, kFull);
+  uint64_t* tree = s.tree.data();
+  for (int p = 0; p < num_packs; ++p) tree[size + p] = static_cast<uint64_t>(p);  // weight 0
+  for (int x = size - 1; x >= 1; --x) tree[x] = std::min(tree[2 * x], tree[2 * x + 1]);
   s.fill.assign(num_packs, 0);
   s.pack_w.assign(num_packs, 0.f);
-  // avoid_duplicates: the GPUs already holding a replicated expert weigh +inf while its next
+  // avoid_duplicates: the GPUs already holding a replicated expert count as full while its next
   // replica is placed (holders[e] lists them). When DeepSeek's own choice creates no duplicate,
   // every choice is the same, so the layout is DeepSeek's; otherwise the lightest GPU with room
   // that lacks the expert (or, when there is none, DeepSeek's choice).
-  auto set_leaf = [&](int p, float v) {
-    tv[size + p] = v;
-    for (int x = (p + size) >> 1; x >= 1; x >>= 1) pull(x);
+  auto set_leaf = [&](int p, uint64_t key) {  // the path's minimum stays in a register
+    int x = p + size;
+    tree[x] = key;
+    for (; x > 1; x >>= 1) key = std::min(key, tree[x ^ 1]), tree[x >> 1] = key;
   };
-  auto leaf = [&](int p) { return s.fill[p] < per_pack ? s.pack_w[p] : inf; };
+  auto leaf = [&](int p) {
+    if (s.fill[p] == per_pack) return kFull;
+    uint32_t bits;
+    std::memcpy(&bits, &s.pack_w[p], sizeof bits);
+    return (static_cast<uint64_t>(bits) << 32) | static_cast<uint32_t>(p);
+  };
   if (avoid_duplicates) {
     s.holder_start.assign(n + 1, 0);
     for (int e = 0; e < n; ++e) s.holder_start[e + 1] = s.holder_start[e] + s.mcnt[e];
@@ -213,15 +215,16 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
     s.holders.resize(num_slots);
   }
   for (int i = 0; i < num_slots; ++i) {
-    int e = s.items[i], p = ti[1];
-    int* held = nullptr;
-    int nheld = 0;
+    int e = s.items[i], p = static_cast<int>(tree[1] & 0xffffffffu);
     if (avoid_duplicates && s.mcnt[e] > 1) {
-      held = &s.holders[s.holder_start[e]];
-      nheld = s.holder_fill[e]++;
-      for (int h = 0; h < nheld; ++h) set_leaf(held[h], inf);
-      if (tv[1] < inf) p = ti[1];
-      for (int h = 0; h < nheld; ++h) set_leaf(held[h], leaf(held[h]));
+      int* held = &s.holders[s.holder_start[e]];
+      int nheld = s.holder_fill[e]++;
+      // Only when DeepSeek's choice holds e already: the lightest of the others.
+      if (std::find(held, held + nheld, p) != held + nheld) {
+        for (int h = 0; h < nheld; ++h) set_leaf(held[h], kFull);
+        if (tree[1] != kFull) p = static_cast<int>(tree[1] & 0xffffffffu);
+        for (int h = 0; h < nheld; ++h) set_leaf(held[h], leaf(held[h]));
+      }
       held[nheld] = p;
     }
     out[p * per_pack + s.fill[p]++] = e;

@@ -21,7 +21,6 @@
 // that skip candidates which cannot win (a node-local layout can never beat its heaviest node
 // spread evenly over the node's GPUs).
 #include <algorithm>
-#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -31,9 +30,6 @@ namespace eep::eplb {
 
 namespace {
 
-constexpr double kEps = 1e-12;
-// Relative distance to the lower bound at which refinement stops (balancedness >= ~0.9999).
-constexpr double kGoodEnough = 1e-4;
 // Relative distance to the lower bound beyond which default_layer tries more global candidates.
 constexpr double kSearchMore = 1 + 1e-2;
 // Layers with at most this many slots always get every candidate.
@@ -56,11 +52,8 @@ struct Scratch {
   std::vector<float> fw;
   std::vector<double> w, group_w, node_w;
   std::vector<DI> heap;
-  // refinement and evaluation
+  // evaluation
   std::vector<int> rcnt;
-  std::vector<double> load, rw;
-  std::vector<int> srt, gorder, stamp;
-  std::vector<uint64_t> mask;
   // candidates of default_layer
   std::vector<int> best, cand, dsg, dsp, gorder_e, alt, ccnt;
   std::vector<char> in_dom;
@@ -198,137 +191,6 @@ void pack_replicas(const double* w, const int* cnt, int n, const int* order, int
     int c = 0;
     for (int i = s.part[last * m + g]; i >= 0; i = s.next[i]) out[g * k + c++] = s.item_e[i];
   }
-}
-
-// Swap refinement on GPUs [first, first + n) of phy2log (replica weights w / cnt). Keeps counts;
-// never adds duplicates. Returns the heaviest GPU's load of the range.
-double refine_range(const double* w, const int* cnt, int num_experts, int* phy, int first, int n,
-                    int k, Scratch& s) {
-  int* p = phy + static_cast<size_t>(first) * k;  // the range's slots, GPU-major
-  s.load.assign(n, 0.0);
-  s.rw.resize(static_cast<size_t>(n) * k);
-  double* load = s.load.data();
-  double* rw = s.rw.data();
-  for (int i = 0; i < n * k; ++i) {
-    rw[i] = w[p[i]] / cnt[p[i]];
-    load[i / k] += rw[i];
-  }
-  auto do_swap = [&](int i, int j) {  // local slot indices on different GPUs
-    double d = rw[i] - rw[j];
-    load[i / k] -= d, load[j / k] += d;
-    std::swap(p[i], p[j]);
-    std::swap(rw[i], rw[j]);
-  };
-  // Repair duplicates first: swap a duplicate with a replica of another GPU in the domain that
-  // creates none, choosing the closest load. (Usually there is none: one pass over the slots,
-  // marking each expert with the last GPU seen holding it, tells.)
-  s.stamp.assign(num_experts, -1);
-  bool dup = false;
-  for (int i = 0; i < n * k; ++i) {
-    dup |= s.stamp[p[i]] == i / k;
-    s.stamp[p[i]] = i / k;
-  }
-  for (int g = 0; g < n && dup; ++g) {
-    for (int i = 0; i < k; ++i) {
-      int si = g * k + i, e = p[si];
-      int copies = 0;
-      for (int j = 0; j < k; ++j) copies += p[g * k + j] == e;
-      if (copies < 2) continue;
-      int best = -1;
-      double best_d = 0;
-      for (int h = 0; h < n; ++h) {
-        if (h == g || holds(p + h * k, k, e)) continue;
-        for (int j = 0; j < k; ++j) {
-          int t = h * k + j;
-          if (holds(p + g * k, k, p[t])) continue;
-          double d = std::abs(rw[si] - rw[t]);
-          if (best < 0 || d < best_d) best = t, best_d = d;
-        }
-      }
-      if (best >= 0) do_swap(si, best);
-    }
-  }
-  // Lower bound of the heaviest GPU: the mean, and the GPU holding the heaviest replica must
-  // carry it. Within kGoodEnough of it no swap is worth its time.
-  double bound = 0, heaviest = 0;
-  for (int g = 0; g < n; ++g) bound += load[g];
-  bound /= n;
-  for (int i = 0; i < n * k; ++i) heaviest = std::max(heaviest, rw[i]);
-  bound = std::max(bound, heaviest);
-  double good = bound * (1 + kGoodEnough);
-  // Which experts each GPU holds, one bit each: the duplicate test of a candidate swap is then
-  // two loads instead of two scans of k slots.
-  int words = (num_experts + 63) / 64;
-  s.mask.assign(static_cast<size_t>(n) * words, 0);
-  uint64_t* mask = s.mask.data();
-  auto flip = [&](int g, int e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
-  auto has = [&](int g, int e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
-  for (int i = 0; i < n * k; ++i) flip(i / k, p[i]);
-  // Each GPU's slots by replica weight, heaviest first; GPUs by load, lightest first.
-  s.srt.resize(static_cast<size_t>(n) * k);
-  int* srt = s.srt.data();
-  auto sort_gpu = [&](int g) {
-    int* q = srt + g * k;
-    for (int i = 1; i < k; ++i)  // insertion sort: k is small and the list nearly sorted
-      for (int j = i; j > 0 && rw[q[j]] > rw[q[j - 1]]; --j) std::swap(q[j], q[j - 1]);
-  };
-  for (int g = 0; g < n; ++g) {
-    std::iota(srt + g * k, srt + (g + 1) * k, g * k);
-    sort_gpu(g);
-  }
-  s.gorder.resize(n);
-  int* gorder = s.gorder.data();
-  std::iota(gorder, gorder + n, 0);
-  std::sort(gorder, gorder + n, [&](int x, int y) { return load[x] < load[y]; });
-  auto reposition = [&](int g) {  // restores gorder after load[g] changed
-    int pos = static_cast<int>(std::find(gorder, gorder + n, g) - gorder);
-    while (pos > 0 && load[gorder[pos - 1]] > load[g]) gorder[pos] = gorder[pos - 1], --pos;
-    while (pos < n - 1 && load[gorder[pos + 1]] < load[g]) gorder[pos] = gorder[pos + 1], ++pos;
-    gorder[pos] = g;
-  };
-  for (int iter = 0; iter < 8 * n; ++iter) {
-    int a = gorder[n - 1];
-    double la = load[a];
-    if (la <= good) break;
-    double best_new = la - kEps * std::max(1.0, la);
-    int bs = -1, bt = -1;
-    const int* sa = srt + a * k;
-    // Lightest partners first: the gap only shrinks along gorder, and with it the best new
-    // maximum a partner can give (la - gap / 2), so the scan stops at the first that cannot win.
-    for (int bi = 0; bi < n - 1; ++bi) {
-      int b = gorder[bi];
-      double gap = la - load[b];
-      if (la - gap / 2 >= best_new) break;
-      const int* sb = srt + b * k;
-      // d = rw[x] - rw[y] closest to gap / 2, for x on a (heaviest first) and y on b: the
-      // ideal y weight falls as x's does, so one pointer walks b's list.
-      int j = 0;
-      for (int ii = 0; ii < k; ++ii) {
-        int x = sa[ii];
-        double ideal = rw[x] - gap / 2;
-        while (j < k && rw[sb[j]] > ideal) ++j;
-        for (int jj = std::max(0, j - 1); jj <= std::min(k - 1, j); ++jj) {
-          int y = sb[jj];
-          double d = rw[x] - rw[y];
-          if (d <= 0 || d >= gap) continue;
-          double nm = std::max(la - d, load[b] + d);
-          if (nm >= best_new) continue;
-          if (has(b, p[x]) || has(a, p[y])) continue;
-          best_new = nm, bs = x, bt = y;
-        }
-      }
-      if (best_new <= good) break;  // good enough: no need for the best
-    }
-    if (bs < 0) break;
-    int b = bt / k;
-    flip(a, p[bs]), flip(b, p[bs]), flip(a, p[bt]), flip(b, p[bt]);
-    do_swap(bs, bt);
-    sort_gpu(a);
-    sort_gpu(b);
-    reposition(a);
-    reposition(b);
-  }
-  return *std::max_element(load, load + n);
 }
 
 // Groups onto nodes: LPT with capacity, then swaps between the heaviest node and the others.
@@ -496,26 +358,13 @@ double max_gpu_load(const std::vector<double>& weight, const std::vector<int>& p
                       static_cast<int>(phy2log.size()), num_gpus);
 }
 
-double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
-                    int num_gpus, int gpus_per_domain) {
-  Scratch& s = scratch();
-  int k = num_slots / num_gpus;
-  s.rcnt.assign(num_experts, 0);
-  for (int i = 0; i < num_slots; ++i) ++s.rcnt[phy2log[i]];
-  double mx = 0;
-  for (int first = 0; first < num_gpus; first += gpus_per_domain)
-    mx = std::max(mx, refine_range(weight, s.rcnt.data(), num_experts, phy2log, first,
-                                   gpus_per_domain, k, s));
-  return mx;
-}
-
 namespace {
 
 // The count search of default_layer on s.best (duplicate-free, heaviest GPU best_max).
 void count_search(const double* weight, int E, int S, int G, int gpus_per_domain,
                   double best_max, Scratch& s) {
   int k = S / G, dom_slots = gpus_per_domain * k;
-  std::vector<int>& cnt = s.ccnt;  // (refine_layer uses s.rcnt)
+  std::vector<int>& cnt = s.ccnt;
   std::vector<char>& in_dom = s.in_dom;
   in_dom.resize(E);
   bool all = S <= kCountSearchSlots;

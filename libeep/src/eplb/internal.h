@@ -9,6 +9,11 @@
 
 namespace eep::eplb {
 
+// Relative margin of "strictly better" comparisons between loads.
+constexpr double kEps = 1e-12;
+// Relative distance to the lower bound at which refinement stops (balancedness >= ~0.9999).
+constexpr double kGoodEnough = 1e-4;
+
 // Builds a finalized plan from phy2log.
 Plan make_plan(std::vector<std::vector<int>> phy2log, int num_logical, int num_gpus);
 

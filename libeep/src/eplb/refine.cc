@@ -1,0 +1,241 @@
+// Swap refinement (step 4 of the default algorithm, docs/eplb.md): while exchanging one replica
+// of the heaviest GPU with a lighter replica of another GPU lowers the pair's maximum without
+// creating a duplicate, do the best such exchange.
+//
+// Speed: a swap only exchanges two replicas between GPUs, so the multiset of replica weights
+// never changes. The replicas are sorted by weight once; for a replica x of the heaviest GPU
+// (load la) the partners y that can win lie in one window of that order,
+//   w(x) - (best - lightest) < w(y) < w(x) - (la - best),
+// (la - d < best and load(y's GPU) + d < best, d = w(x) - w(y)), which narrows as the best swap
+// found so far improves. Only the two swapped replicas change GPU, so the bookkeeping per swap is
+// O(1) plus one pass over the GPU loads for the heaviest and the lightest.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "eplb/internal.h"
+
+namespace eep::eplb {
+
+namespace {
+
+struct RefineScratch {
+  std::vector<int> rcnt, stamp;
+  std::vector<double> load, rw;  // per GPU; per slot
+  // Replicas ("items") sorted by weight, heaviest first: weight, expert, GPU; and the item in
+  // each slot / the slot of each item.
+  std::vector<double> iw;
+  std::vector<int> ie, igpu, islot, slot_item;
+  std::vector<int> lower, hi_tree, lo_tree;
+  std::vector<uint16_t> key16;
+  std::vector<int> tmp;
+  std::vector<uint64_t> keys, mask;
+};
+
+RefineScratch& scratch() {
+  thread_local RefineScratch s;
+  return s;
+}
+
+bool holds(const int* gpu_slots, int k, int e) {
+  for (int i = 0; i < k; ++i)
+    if (gpu_slots[i] == e) return true;
+  return false;
+}
+
+// Repairs duplicates: swaps a duplicate with a replica of another GPU of the range that creates
+// none, choosing the closest load. (Usually there is none: one pass over the slots, marking each
+// expert with the last GPU seen holding it, tells.)
+void repair_duplicates(int* p, double* rw, double* load, int num_experts, int n, int k,
+                       RefineScratch& s) {
+  s.stamp.assign(num_experts, -1);
+  bool dup = false;
+  for (int i = 0; i < n * k; ++i) {
+    dup |= s.stamp[p[i]] == i / k;
+    s.stamp[p[i]] = i / k;
+  }
+  for (int g = 0; g < n && dup; ++g) {
+    for (int i = 0; i < k; ++i) {
+      int si = g * k + i, e = p[si];
+      int copies = 0;
+      for (int j = 0; j < k; ++j) copies += p[g * k + j] == e;
+      if (copies < 2) continue;
+      int best = -1;
+      double best_d = 0;
+      for (int h = 0; h < n; ++h) {
+        if (h == g || holds(p + h * k, k, e)) continue;
+        for (int j = 0; j < k; ++j) {
+          int t = h * k + j;
+          if (holds(p + g * k, k, p[t])) continue;
+          double d = std::abs(rw[si] - rw[t]);
+          if (best < 0 || d < best_d) best = t, best_d = d;
+        }
+      }
+      if (best < 0) continue;
+      double d = rw[si] - rw[best];
+      load[g] -= d, load[best / k] += d;
+      std::swap(p[si], p[best]);
+      std::swap(rw[si], rw[best]);
+    }
+  }
+}
+
+// idx[0..m) = indices of w by weight descending, equal weights in index order. Two LSD radix
+// passes on the top 16 bits of the float weight (sign, exponent, 7 mantissa bits: 1/128 apart),
+// then insertion sort on the exact weights, which only has to fix neighbours within a bucket.
+void sort_desc(const double* w, int m, int* idx, RefineScratch& s) {
+  s.key16.resize(m);
+  s.tmp.resize(m);
+  uint16_t* key = s.key16.data();
+  for (int i = 0; i < m; ++i) {
+    float f = static_cast<float>(w[i]);
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    key[i] = static_cast<uint16_t>(~(bits >> 16));  // non-negative: descending weight
+  }
+  int* a = idx;
+  int* b = s.tmp.data();
+  std::iota(a, a + m, 0);
+  for (int shift = 0; shift < 16; shift += 8) {
+    int count[257] = {};
+    for (int i = 0; i < m; ++i) ++count[((key[i] >> shift) & 0xff) + 1];
+    for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+    for (int i = 0; i < m; ++i) b[count[(key[a[i]] >> shift) & 0xff]++] = a[i];
+    std::swap(a, b);
+  }
+  // Two passes: the result is back in idx (a == idx).
+  for (int t = 1; t < m; ++t)
+    for (int u = t; u > 0 && w[idx[u]] > w[idx[u - 1]]; --u) std::swap(idx[u], idx[u - 1]);
+}
+
+// Swap refinement on GPUs [first, first + n) of phy2log (replica weights w / cnt). Keeps counts;
+// never adds duplicates. Returns the heaviest GPU's load of the range.
+double refine_range(const double* w, const int* cnt, int num_experts, int* phy, int first, int n,
+                    int k, RefineScratch& s) {
+  int* p = phy + static_cast<size_t>(first) * k;  // the range's slots, GPU-major
+  int m = n * k;
+  s.load.assign(n, 0.0);
+  s.rw.resize(m);
+  double* load = s.load.data();
+  double* rw = s.rw.data();
+  for (int i = 0; i < m; ++i) {
+    rw[i] = w[p[i]] / cnt[p[i]];
+    load[i / k] += rw[i];
+  }
+  repair_duplicates(p, rw, load, num_experts, n, k, s);
+  // Lower bound of the heaviest GPU: the mean, and the GPU holding the heaviest replica must
+  // carry it. Within kGoodEnough of it no swap is worth its time.
+  double bound = 0, heaviest = 0;
+  for (int g = 0; g < n; ++g) bound += load[g];
+  bound /= n;
+  for (int i = 0; i < m; ++i) heaviest = std::max(heaviest, rw[i]);
+  bound = std::max(bound, heaviest);
+  double good = bound * (1 + kGoodEnough);
+  s.islot.resize(m);
+  int* islot = s.islot.data();
+  sort_desc(rw, m, islot, s);
+  s.iw.resize(m), s.ie.resize(m), s.igpu.resize(m), s.slot_item.resize(m), s.lower.resize(m + 1);
+  double* iw = s.iw.data();
+  int* ie = s.ie.data();
+  int* igpu = s.igpu.data();
+  int* slot_item = s.slot_item.data();
+  for (int t = 0; t < m; ++t) {
+    int slot = islot[t];
+    iw[t] = rw[slot], ie[t] = p[slot], igpu[t] = slot / k, slot_item[slot] = t;
+  }
+  // lower[t]: the first item lighter than item t (replicas of one expert weigh the same).
+  int* lower = s.lower.data();
+  lower[m] = m;
+  for (int t = m - 1; t >= 0; --t) lower[t] = t + 1 < m && iw[t + 1] == iw[t] ? lower[t + 1] : t + 1;
+  // Which experts each GPU holds, one bit each: the duplicate test of a candidate swap is then
+  // two loads instead of two scans of k slots.
+  int words = (num_experts + 63) / 64;
+  s.mask.assign(static_cast<size_t>(n) * words, 0);
+  uint64_t* mask = s.mask.data();
+  auto flip = [&](int g, int e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
+  auto has = [&](int g, int e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
+  for (int i = 0; i < m; ++i) flip(i / k, p[i]);
+  // The heaviest and the lightest GPU: tournament trees of GPU indices over the loads (a swap
+  // changes two loads: two leaf-to-root updates each).
+  int size = 1;
+  while (size < n) size *= 2;
+  s.hi_tree.resize(2 * size), s.lo_tree.resize(2 * size);
+  int* hi_tree = s.hi_tree.data();
+  int* lo_tree = s.lo_tree.data();
+  for (int x = 0; x < size; ++x) hi_tree[size + x] = lo_tree[size + x] = std::min(x, n - 1);
+  for (int x = size - 1; x >= 1; --x) {
+    int h0 = hi_tree[2 * x], h1 = hi_tree[2 * x + 1];
+    hi_tree[x] = load[h1] > load[h0] ? h1 : h0;
+    int l0 = lo_tree[2 * x], l1 = lo_tree[2 * x + 1];
+    lo_tree[x] = load[l1] < load[l0] ? l1 : l0;
+  }
+  // After load[g] changed: the path's winners stay in registers (ties: the lower index).
+  auto update = [&](int g) {
+    for (int x = (g + size) >> 1; x >= 1; x >>= 1) {
+      int h0 = hi_tree[2 * x], h1 = hi_tree[2 * x + 1];
+      hi_tree[x] = load[h1] > load[h0] ? h1 : h0;
+      int l0 = lo_tree[2 * x], l1 = lo_tree[2 * x + 1];
+      lo_tree[x] = load[l1] < load[l0] ? l1 : l0;
+    }
+  };
+  for (int iter = 0; iter < 8 * n; ++iter) {
+    int a = hi_tree[1];
+    double la = load[a], lmin = load[lo_tree[1]];
+    if (la <= good) break;
+    double best = la - kEps * std::max(1.0, la);
+    int bx = -1, by = -1;
+    for (int i = 0; i < k && best > good; ++i) {
+      int x = slot_item[a * k + i];
+      double wx = iw[x];
+      // Partners y: w(x) - (best - lmin) < w(y) < w(x) - (la - best): from the first item
+      // lighter than x down the order while the lower end allows.
+      double hi = wx - (la - best);
+      int t = lower[x];
+      while (t < m && iw[t] >= hi) ++t;
+      for (; t < m; ++t) {
+        double wy = iw[t];
+        if (wy <= wx - (best - lmin)) break;
+        int b = igpu[t];
+        if (b == a) continue;
+        double d = wx - wy;
+        double nm = std::max(la - d, load[b] + d);
+        if (nm >= best || has(b, ie[x]) || has(a, ie[t])) continue;
+        best = nm, bx = x, by = t;
+        if (best <= good) break;  // good enough: no need for the best
+      }
+    }
+    if (bx < 0) break;
+    int b = igpu[by];
+    double d = iw[bx] - iw[by];
+    load[a] -= d, load[b] += d;
+    update(a);
+    update(b);
+    flip(a, ie[bx]), flip(b, ie[bx]), flip(a, ie[by]), flip(b, ie[by]);
+    std::swap(igpu[bx], igpu[by]);
+    std::swap(islot[bx], islot[by]);
+    slot_item[islot[bx]] = bx, slot_item[islot[by]] = by;
+  }
+  for (int t = 0; t < m; ++t) p[islot[t]] = ie[t];
+  double mx = 0;
+  for (int g = 0; g < n; ++g) mx = std::max(mx, load[g]);
+  return mx;
+}
+
+}  // namespace
+
+double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
+                    int num_gpus, int gpus_per_domain) {
+  RefineScratch& s = scratch();
+  int k = num_slots / num_gpus;
+  s.rcnt.assign(num_experts, 0);
+  for (int i = 0; i < num_slots; ++i) ++s.rcnt[phy2log[i]];
+  double mx = 0;
+  for (int first = 0; first < num_gpus; first += gpus_per_domain)
+    mx = std::max(mx, refine_range(weight, s.rcnt.data(), num_experts, phy2log, first,
+                                   gpus_per_domain, k, s));
+  return mx;
+}
+
+}  // namespace eep::eplb
