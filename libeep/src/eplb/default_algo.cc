@@ -7,8 +7,8 @@
 //     per-replica load;
 //  3. LPT packing of replicas onto GPUs (heaviest first onto the lightest GPU that has room and
 //     does not hold the expert yet);
-//  4. swap refinement: move the heaviest GPU's load down by exchanging one of its replicas with a
-//     lighter replica of another GPU while no duplicate appears.
+//  4. swap refinement (refine.cc): move the heaviest GPU's load down by exchanging one of its
+//     replicas with a lighter replica of another GPU while no duplicate appears.
 // On small shapes (<= 128 slots) the best layout is then improved by other replica counts: one
 // slot rewritten to another expert of its domain, refined, kept when strictly lighter (every
 // slot with <= 24 slots, else only rewrites touching the heaviest GPU), a few passes.
@@ -16,8 +16,9 @@
 // whichever candidate has the lowest heaviest GPU, so the result is never less balanced than them
 // (unless they held duplicates that had to be repaired).
 //
-// Speed (a whole DeepSeek-V3 plan in well under a millisecond): flat scratch arrays reused across
-// layers, heaps for every "lightest"/"heaviest" choice, 64-bit sort keys, and cheap lower bounds
+// Speed (the aim is a whole DeepSeek-V3 plan in about a millisecond; docs/eplb.md has where it
+// stands): flat scratch arrays reused across layers, heaps and tournament trees for every
+// "lightest"/"heaviest" choice, 64-bit sort keys, and cheap lower bounds
 // that skip candidates which cannot win (a node-local layout can never beat its heaviest node
 // spread evenly over the node's GPUs).
 #include <algorithm>

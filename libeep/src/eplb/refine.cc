@@ -8,7 +8,7 @@
 //   w(x) - (best - lightest) < w(y) < w(x) - (la - best),
 // (la - d < best and load(y's GPU) + d < best, d = w(x) - w(y)), which narrows as the best swap
 // found so far improves. Only the two swapped replicas change GPU, so the bookkeeping per swap is
-// O(1) plus one pass over the GPU loads for the heaviest and the lightest.
+// O(1) plus two leaf-to-root updates of the trees that give the heaviest and the lightest GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -31,7 +31,7 @@ struct RefineScratch {
   std::vector<int> lower, hi_tree, lo_tree;
   std::vector<uint16_t> key16;
   std::vector<int> tmp;
-  std::vector<uint64_t> keys, mask;
+  std::vector<uint64_t> mask;
 };
 
 RefineScratch& scratch() {
@@ -165,20 +165,17 @@ double refine_range(const double* w, const int* cnt, int num_experts, int* phy, 
   int* hi_tree = s.hi_tree.data();
   int* lo_tree = s.lo_tree.data();
   for (int x = 0; x < size; ++x) hi_tree[size + x] = lo_tree[size + x] = std::min(x, n - 1);
-  for (int x = size - 1; x >= 1; --x) {
+  auto pull = [&](int x) {  // the left child (the lower indices) wins ties
     int h0 = hi_tree[2 * x], h1 = hi_tree[2 * x + 1];
     hi_tree[x] = load[h1] > load[h0] ? h1 : h0;
     int l0 = lo_tree[2 * x], l1 = lo_tree[2 * x + 1];
     lo_tree[x] = load[l1] < load[l0] ? l1 : l0;
-  }
-  // After load[g] changed: the path's winners stay in registers (ties: the lower index).
+  };
+  for (int x = size - 1; x >= 1; --x) pull(x);
+  // After load[g] changed: its path to the root. (Carrying the path's winner in registers
+  // instead measured slower: the tie rule then compiles to branches.)
   auto update = [&](int g) {
-    for (int x = (g + size) >> 1; x >= 1; x >>= 1) {
-      int h0 = hi_tree[2 * x], h1 = hi_tree[2 * x + 1];
-      hi_tree[x] = load[h1] > load[h0] ? h1 : h0;
-      int l0 = lo_tree[2 * x], l1 = lo_tree[2 * x + 1];
-      lo_tree[x] = load[l1] < load[l0] ? l1 : l0;
-    }
+    for (int x = (g + size) >> 1; x >= 1; x >>= 1) pull(x);
   };
   for (int iter = 0; iter < 8 * n; ++iter) {
     int a = hi_tree[1];
