@@ -247,6 +247,14 @@ void route_local(const int32_t* ids, int items, const int32_t* route, int num_ex
 void permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int k, int hidden,
                     int num_experts, int32_t* expert_offsets, int32_t* slot_rows, bf16* permuted,
                     cudaStream_t stream);
+// route_local followed by permute_tokens over the local slots, in one launch (two when the
+// rows are many): slot_offsets [slots_per_rank+1], slot_rows, permuted, the load per local slot
+// and the error record as those two give (the local slot of each item is not stored).
+void route_permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int k,
+                          int hidden, const int32_t* route, int num_experts, int max_replicas,
+                          int first_slot, int slots_per_rank, int layer, unsigned long long* load,
+                          int32_t* error, int32_t* slot_offsets, int32_t* slot_rows,
+                          bf16* permuted, cudaStream_t stream);
 // Combine: out[t] = sum_j weights[t][j] * y[slot_rows[t*k+j]], j in order, fp32 accumulation.
 void unpermute_tokens(const bf16* y, const int32_t* slot_rows, const float* weights,
                       int num_tokens, int k, int hidden, bf16* out, cudaStream_t stream);
@@ -268,6 +276,19 @@ void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, i
 // (near-tied experts otherwise flip).
 void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, float* out_f32,
                  int rows, int dim, float eps, cudaStream_t stream);
+// The MoE combine of a layer folded into the next residual norm (one launch instead of
+// unpermute_tokens + add_rmsnorm at decode): residual[r] += bf16(sum_j weights[r][j] *
+// y[slot_rows[r*k+j]]) (unpermute_tokens' value), then the norm as add_rmsnorm. Bitwise equal to
+// the two launches. Needs add_combine_rmsnorm_supported(dim): dim % 8 == 0 and dim <= 8192.
+struct MoeCombine {
+  const bf16* y = nullptr;              // expert outputs, grouped by slot [rows*k][dim]
+  const int32_t* slot_rows = nullptr;   // [rows*k] row of y of each (token, choice); -1: none
+  const float* weights = nullptr;       // [rows*k] routing weights
+  int k = 0;
+};
+bool add_combine_rmsnorm_supported(int dim);
+void add_combine_rmsnorm(float* residual, const MoeCombine& combine, const bf16* w, bf16* out,
+                         float* out_f32, int rows, int dim, float eps, cudaStream_t stream);
 // dst[i] = src[idx[i]] for `rows` rows of dim elements (idx device). Used to pack rows for
 // dispatch and to pick the rows that sample.
 void gather_rows(const bf16* src, const int32_t* idx, int rows, int dim, bf16* dst,

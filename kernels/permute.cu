@@ -6,23 +6,48 @@
 
 namespace eep::kernels {
 
+namespace {
+
+// The plan (with the rows copied in its block when they are few), then the copy kernel if not.
+void plan_and_copy(const bf16* x, const int32_t* topk_ids, int num_tokens, int k, int hidden,
+                   int num_buckets, const detail::LocalRoute& rt, int32_t* offsets,
+                   int32_t* slot_rows, bf16* permuted, cudaStream_t stream) {
+  EEP_REQUIRE(num_tokens >= 0 && k > 0 && hidden > 0, "permute_tokens: k > 0 and hidden > 0");
+  EEP_REQUIRE(num_buckets > 0 && num_buckets <= 1024, "permute_tokens: 0 < num_experts <= 1024");
+  const long long pairs = (long long)num_tokens * k;
+  EEP_REQUIRE(pairs < (1LL << 31), "permute_tokens: num_tokens * k < 2^31");
+  // Shared memory: (warps + 1) * num_buckets ints, kept under the default 48 KiB.
+  const int warps = std::max(1, std::min(32, 12288 / num_buckets - 1));
+  const size_t smem = sizeof(int) * size_t(warps + 1) * num_buckets;
+  const bool inline_copy = hidden % 8 == 0 && pairs * hidden <= detail::kInlineCopyElements;
+  detail::launch_kernel(detail::permute_plan_kernel, 1, 32 * warps, smem, stream, topk_ids,
+                        int(pairs), num_buckets, rt, offsets, slot_rows, x, k, hidden,
+                        inline_copy ? permuted : nullptr);
+  if (pairs == 0 || inline_copy) return;
+  detail::launch_kernel(detail::permute_copy_kernel, unsigned(pairs), 128, 0, stream, x, slot_rows,
+                        k, hidden, permuted);
+}
+
+}  // namespace
+
 void permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int k, int hidden,
                     int num_experts, int32_t* expert_offsets, int32_t* slot_rows, bf16* permuted,
                     cudaStream_t stream) {
-  EEP_REQUIRE(num_tokens >= 0 && k > 0 && hidden > 0, "permute_tokens: k > 0 and hidden > 0");
-  EEP_REQUIRE(num_experts > 0 && num_experts <= 1024, "permute_tokens: 0 < num_experts <= 1024");
-  const long long pairs = (long long)num_tokens * k;
-  EEP_REQUIRE(pairs < (1LL << 31), "permute_tokens: num_tokens * k < 2^31");
-  // Shared memory: (warps + 1) * num_experts ints, kept under the default 48 KiB.
-  const int warps = std::max(1, std::min(32, 12288 / num_experts - 1));
-  const size_t smem = sizeof(int) * size_t(warps + 1) * num_experts;
-  detail::launch_kernel(detail::permute_plan_kernel, 1, 32 * warps, smem, stream, topk_ids,
-                        int(pairs), num_experts, expert_offsets, slot_rows);
-  EEP_LAUNCH_CHECK();
-  if (pairs == 0) return;
-  detail::launch_kernel(detail::permute_copy_kernel, unsigned(pairs), 128, 0, stream, x, slot_rows,
-                        k, hidden, permuted);
-  EEP_LAUNCH_CHECK();
+  plan_and_copy(x, topk_ids, num_tokens, k, hidden, num_experts, detail::LocalRoute{},
+                expert_offsets, slot_rows, permuted, stream);
+}
+
+void route_permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int k,
+                          int hidden, const int32_t* route, int num_experts, int max_replicas,
+                          int first_slot, int slots_per_rank, int layer, unsigned long long* load,
+                          int32_t* error, int32_t* slot_offsets, int32_t* slot_rows,
+                          bf16* permuted, cudaStream_t stream) {
+  EEP_REQUIRE(route && load && error && num_experts > 0 && max_replicas > 0,
+              "route_permute_tokens: route, load, error, num_experts > 0, max_replicas > 0");
+  const detail::LocalRoute rt{route, max_replicas, first_slot, slots_per_rank,
+                              layer, num_experts, load, error};
+  plan_and_copy(x, topk_ids, num_tokens, k, hidden, slots_per_rank, rt, slot_offsets, slot_rows,
+                permuted, stream);
 }
 
 void unpermute_tokens(const bf16* y, const int32_t* slot_rows, const float* weights,

@@ -6,16 +6,54 @@
 // adds the group's size, so no atomics). Then an exclusive scan over (expert, warp) gives each
 // warp the first row it may use per expert, and pass 2 walks the segment again handing out rows
 // in order. Deterministic: no atomics, no dependence on scheduling.
+//
+// With a LocalRoute (a group of one, moe_route.cu's rule) the pairs' buckets are the local slots
+// their (expert, item) pairs route to, computed in both passes instead of read, the per-slot load
+// is added from the counts (no atomics per item), and the first pair that has no slot here is
+// recorded. Small batches (decode) also copy the rows in the same block: one launch for routing,
+// plan and copy.
 #pragma once
 
+#include "combine.cuh"
 #include "common.cuh"
 #include "launch.cuh"
 
 namespace eep::kernels::detail {
 
+// moe_route.cu's replica rule for a group of one (route: replica counts, replica slots, the
+// expert of each local slot; see route_local in eep_kernels.h).
+struct LocalRoute {
+  const int32_t* route = nullptr;  // null: the ids are the buckets
+  int max_replicas = 0, first_slot = 0, spr = 0, layer = 0, num_experts = 0;
+  unsigned long long* load = nullptr;
+  int32_t* error = nullptr;
+};
+
+// The local slot of item i with expert e, or -1; *slot and *holds say why for the error record.
+__device__ __forceinline__ int local_slot_of(const LocalRoute& rt, int i, int e, int* slot,
+                                             int* holds) {
+  const int32_t* replicas = rt.route;
+  const int32_t* table = rt.route + rt.num_experts;
+  const int32_t* slot_expert = table + size_t(rt.num_experts) * rt.max_replicas;
+  *slot = -1;
+  *holds = -2;
+  if (e < 0 || e >= rt.num_experts || replicas[e] <= 0) return -1;
+  *slot = table[size_t(e) * rt.max_replicas + i % replicas[e]];
+  const int s = *slot - rt.first_slot;
+  if (s < 0 || s >= rt.spr) return -1;
+  *holds = slot_expert[s];
+  return *holds == e ? s : -1;
+}
+
+// Rows to copy in the plan's own block (one launch at decode sizes): at most this many elements.
+constexpr long long kInlineCopyElements = 64 * 1024;
+
 __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int num_pairs,
-                                    int num_experts, int32_t* __restrict__ expert_offsets,
-                                    int32_t* __restrict__ slot_rows) {
+                                    int num_experts, const LocalRoute rt,
+                                    int32_t* __restrict__ expert_offsets,
+                                    int32_t* __restrict__ slot_rows,
+                                    const __nv_bfloat16* __restrict__ x, int k, int hidden,
+                                    __nv_bfloat16* __restrict__ permuted) {
   pdl_begin();  // launch.cuh: before any global memory access
   extern __shared__ int smem_i[];
   const int num_warps = blockDim.x / 32;
@@ -32,11 +70,27 @@ __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int nu
   const int seg_end = min(num_pairs, seg_begin + seg);
   int* my_counts = counts + warp * num_experts;
 
+  // The bucket of pair s: its id, or with a route its local slot (-1: dropped).
+  auto bucket = [&](int s, bool record) {
+    int e = s < seg_end ? topk_ids[s] : -1;
+    if (rt.route && s < seg_end) {
+      int slot, holds;
+      const int local = local_slot_of(rt, s, e, &slot, &holds);
+      if (local < 0 && record && atomicCAS(rt.error, 0, 1) == 0) {
+        rt.error[1] = rt.layer;
+        rt.error[2] = e;
+        rt.error[3] = slot;
+        rt.error[4] = holds;
+      }
+      e = local;
+    }
+    return e >= num_experts ? -1 : e;  // invalid id: the pair is dropped (slot_rows = -1)
+  };
+
   // Pass 1: count.
   for (int base = seg_begin; base < seg_end; base += 32) {
     const int s = base + lane;
-    int e = s < seg_end ? topk_ids[s] : -1;
-    if (e >= num_experts) e = -1;  // invalid id: the pair is dropped (slot_rows = -1)
+    const int e = bucket(s, true);
     const unsigned group = __match_any_sync(kFullMask, e);
     if (e >= 0 && (group & lanes_below) == 0) my_counts[e] += __popc(group);
     __syncwarp();
@@ -52,6 +106,7 @@ __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int nu
       run += c;
     }
     totals[e] = run;
+    if (rt.load && run > 0) rt.load[e] += (unsigned long long)run;  // one thread per slot
   }
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -72,14 +127,24 @@ __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int nu
   // Pass 2: hand out rows.
   for (int base = seg_begin; base < seg_end; base += 32) {
     const int s = base + lane;
-    int e = s < seg_end ? topk_ids[s] : -1;
-    if (e >= num_experts) e = -1;
+    const int e = bucket(s, false);
     const unsigned group = __match_any_sync(kFullMask, e);
     const int leader_first = e >= 0 ? my_counts[e] : 0;
     if (s < seg_end) slot_rows[s] = e >= 0 ? leader_first + __popc(group & lanes_below) : -1;
     __syncwarp();
     if (e >= 0 && (group & lanes_below) == 0) my_counts[e] += __popc(group);
     __syncwarp();
+  }
+  // Small batches: the rows too (slot_rows written above by this block: visible after the
+  // barrier). Warp w copies pairs w, w + warps, ...; 16 bytes a lane.
+  if (permuted == nullptr) return;
+  __syncthreads();
+  for (int s = warp; s < num_pairs; s += num_warps) {
+    const int row = slot_rows[s];
+    if (row < 0) continue;
+    const uint4* src = reinterpret_cast<const uint4*>(x + size_t(s / k) * hidden);
+    uint4* dst = reinterpret_cast<uint4*>(permuted + size_t(row) * hidden);
+    for (int i = lane; i < hidden / 8; i += 32) dst[i] = src[i];
   }
 }
 
@@ -136,26 +201,8 @@ __global__ void unpermute_vec8_kernel(const __nv_bfloat16* __restrict__ y,
   if (g >= (long long)num_tokens * groups) return;
   const int t = int(g / groups);
   const int c = int(g % groups) * 8;
-  const int32_t* rows = slot_rows + size_t(t) * k;
-  const float* w = weights + size_t(t) * k;
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int j = 0; j < k; ++j) {
-    const int r = rows[j];
-    if (r < 0) continue;
-    const uint4 raw = *reinterpret_cast<const uint4*>(y + size_t(r) * hidden + c);
-    const __nv_bfloat162* v = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 f = __bfloat1622float2(v[e]);
-      acc[2 * e] += w[j] * f.x;
-      acc[2 * e + 1] += w[j] * f.y;
-    }
-  }
-  uint4 packed;
-  __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&packed);
-#pragma unroll
-  for (int e = 0; e < 4; ++e) o[e] = __floats2bfloat162_rn(acc[2 * e], acc[2 * e + 1]);
-  *reinterpret_cast<uint4*>(out + size_t(t) * hidden + c) = packed;
+  *reinterpret_cast<uint4*>(out + size_t(t) * hidden + c) =
+      combine8(y, slot_rows + size_t(t) * k, weights + size_t(t) * k, k, hidden, c);
 }
 
 }  // namespace eep::kernels::detail

@@ -4,6 +4,7 @@
 #include <cfloat>
 
 #include "check.cuh"
+#include "combine.cuh"
 #include "common.cuh"
 #include "launch.cuh"
 
@@ -69,8 +70,10 @@ __global__ void add_rmsnorm_kernel(float* residual, const bf16* delta, const bf1
 // dim / 8 <= 1024): the row's x, delta and w are each read once in 16- or 32-byte pieces and x
 // stays in registers between the sum of squares and the output, instead of a 256-thread block
 // walking the row twice.
-__global__ void add_rmsnorm_vec8_kernel(float* residual, const bf16* delta, const bf16* w,
-                                        bf16* out, float* out_f32, int dim, float eps) {
+__global__ void add_rmsnorm_vec8_kernel(float* residual, const bf16* delta,
+                                        const MoeCombine comb,
+                                        const bf16* w, bf16* out, float* out_f32, int dim,
+                                        float eps) {
   pdl_begin();  // launch.cuh: before any global memory access
   __shared__ float shared[32];
   const int r = blockIdx.x;
@@ -84,8 +87,12 @@ __global__ void add_rmsnorm_vec8_kernel(float* residual, const bf16* delta, cons
     const float4 x1 = reinterpret_cast<const float4*>(x)[1];
     v[0] = x0.x, v[1] = x0.y, v[2] = x0.z, v[3] = x0.w;
     v[4] = x1.x, v[5] = x1.y, v[6] = x1.z, v[7] = x1.w;
-    if (delta) {
-      const uint4 raw = *reinterpret_cast<const uint4*>(delta + size_t(r) * dim + c);
+    if (delta || comb.y) {
+      // The delta as stored bf16, or the MoE combine computed here (the same bits).
+      const uint4 raw =
+          comb.y ? combine8(comb.y, comb.slot_rows + size_t(r) * comb.k,
+                            comb.weights + size_t(r) * comb.k, comb.k, dim, c)
+                 : *reinterpret_cast<const uint4*>(delta + size_t(r) * dim + c);
       const __nv_bfloat162* d2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
@@ -231,12 +238,26 @@ void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, f
   if (dim % 8 == 0 && dim / 8 <= 1024) {
     const int threads = (dim / 8 + 31) / 32 * 32;
     detail::launch_kernel(detail::add_rmsnorm_vec8_kernel, rows, threads, 0, stream, residual,
-                          delta, w, out, out_f32, dim, eps);
+                          delta, MoeCombine{}, w, out, out_f32, dim, eps);
   } else {
     detail::launch_kernel(detail::add_rmsnorm_kernel, rows, detail::kRowThreads, 0, stream,
                           residual, delta, w, out, out_f32, dim, eps);
   }
   EEP_LAUNCH_CHECK();
+}
+
+bool add_combine_rmsnorm_supported(int dim) { return dim > 0 && dim % 8 == 0 && dim / 8 <= 1024; }
+
+void add_combine_rmsnorm(float* residual, const MoeCombine& combine, const bf16* w, bf16* out,
+                         float* out_f32, int rows, int dim, float eps, cudaStream_t stream) {
+  EEP_REQUIRE(rows >= 0 && add_combine_rmsnorm_supported(dim),
+              "add_combine_rmsnorm: rows >= 0, dim % 8 == 0 and dim <= 8192");
+  EEP_REQUIRE(combine.y && combine.slot_rows && combine.weights && combine.k > 0,
+              "add_combine_rmsnorm: y, slot_rows, weights and k > 0");
+  if (rows == 0) return;
+  const int threads = (dim / 8 + 31) / 32 * 32;
+  detail::launch_kernel(detail::add_rmsnorm_vec8_kernel, rows, threads, 0, stream, residual,
+                        static_cast<const bf16*>(nullptr), combine, w, out, out_f32, dim, eps);
 }
 
 void gather_rows(const bf16* src, const int32_t* idx, int rows, int dim, bf16* dst,

@@ -878,6 +878,33 @@ void test_permute(int tokens, int k, int hidden, int num_experts) {
       for (int d = 0; d < hidden; ++d)
         ref[size_t(t) * hidden + d] += wts[t * k + j] * yf[size_t(rows[t * k + j]) * hidden + d];
   report("un" + tag, rel_err(to_float(out.download()), ref), 1e-2);
+
+  // The combine folded into the next residual norm: bitwise what unpermute + add_rmsnorm give.
+  if (!K::add_combine_rmsnorm_supported(hidden)) return;
+  std::vector<float> wf, res(size_t(tokens) * hidden);
+  auto wh = random_bf16(g_rng, hidden, 1.0f, wf);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : res) v = nd(g_rng);
+  DeviceBuffer<float> x_two(res.size()), x_one(res.size()), f_two(res.size()), f_one(res.size());
+  DeviceBuffer<bf16> nw(hidden), h_two(res.size()), h_one(res.size());
+  nw.upload(wh);
+  x_two.upload(res);
+  x_one.upload(res);
+  K::add_rmsnorm(x_two.get(), out.get(), nw.get(), h_two.get(), f_two.get(), tokens, hidden, 1e-6f,
+                 0);
+  K::add_combine_rmsnorm(x_one.get(), K::MoeCombine{y.get(), drows.get(), dw.get(), k}, nw.get(),
+                         h_one.get(), f_one.get(), tokens, hidden, 1e-6f, 0);
+  sync();
+  long diff = 0;
+  {
+    const auto a = x_two.download(), b = x_one.download(), fa = f_two.download(),
+               fb = f_one.download();
+    const auto ha = h_two.download(), hb = h_one.download();
+    diff += std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) != 0;
+    diff += std::memcmp(fa.data(), fb.data(), fa.size() * sizeof(float)) != 0;
+    diff += std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(bf16)) != 0;
+  }
+  report_exact("add_combine_rmsnorm = unpermute + add_rmsnorm " + tag, diff);
 }
 
 // ---- whole MoE block ------------------------------------------------------------------------
@@ -1058,6 +1085,10 @@ int main() {
     test_route_local(1, 128, 128);
     test_route_local(2048, 128, 144);
     test_route_local(300, 16, 24);
+    test_route_permute(1, 8, 128, 128, 2048);     // decode: one launch
+    test_route_permute(8, 8, 128, 144, 2048);     // still inline
+    test_route_permute(256, 8, 128, 136, 2048);   // plan, then the copy kernel
+    test_route_permute(33, 4, 16, 24, 40);
     test_skinny_gemm(1, 4096, 2048, false);
     test_skinny_gemm(8, 512, 2048, false);
     test_skinny_gemm(3, 2047, 4096, true);

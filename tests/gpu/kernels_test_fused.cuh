@@ -98,22 +98,41 @@ void test_router_fused(int rows, int hidden, int num_experts, int k, bool renorm
 }
 
 // ---- route_local ------------------------------------------------------------------------------
-void test_route_local(int items, int num_experts, int slots) {
-  // Slots: every expert once, then replicas of random experts; replica order as listed.
-  std::vector<int32_t> slot_expert(slots);
-  std::vector<std::vector<int32_t>> reps(num_experts);
-  std::uniform_int_distribution<int> ed(0, num_experts - 1);
-  for (int s = 0; s < slots; ++s) slot_expert[s] = s < num_experts ? s : ed(g_rng);
-  std::shuffle(slot_expert.begin(), slot_expert.end(), g_rng);
-  for (int s = 0; s < slots; ++s) reps[slot_expert[s]].push_back(s);
+// A random placement of `slots` slots on one rank (every expert once, then replicas of random
+// experts) as route_local's table.
+struct RouteTable {
+  std::vector<int32_t> slot_expert, table;
+  std::vector<std::vector<int32_t>> reps;  // slots of each expert, in replica order
   int max_rep = 1;
-  for (auto& r : reps) max_rep = std::max<int>(max_rep, int(r.size()));
-  std::vector<int32_t> table(size_t(num_experts) * (1 + max_rep) + slots, -1);
+};
+
+RouteTable make_route_table(int num_experts, int slots) {
+  RouteTable t;
+  t.slot_expert.resize(slots);
+  t.reps.resize(num_experts);
+  std::uniform_int_distribution<int> ed(0, num_experts - 1);
+  for (int s = 0; s < slots; ++s) t.slot_expert[s] = s < num_experts ? s : ed(g_rng);
+  std::shuffle(t.slot_expert.begin(), t.slot_expert.end(), g_rng);
+  for (int s = 0; s < slots; ++s) t.reps[t.slot_expert[s]].push_back(s);
+  for (auto& r : t.reps) t.max_rep = std::max<int>(t.max_rep, int(r.size()));
+  t.table.assign(size_t(num_experts) * (1 + t.max_rep) + slots, -1);
   for (int e = 0; e < num_experts; ++e) {
-    table[e] = int32_t(reps[e].size());
-    for (size_t r = 0; r < reps[e].size(); ++r) table[num_experts + size_t(e) * max_rep + r] = reps[e][r];
+    t.table[e] = int32_t(t.reps[e].size());
+    for (size_t r = 0; r < t.reps[e].size(); ++r)
+      t.table[num_experts + size_t(e) * t.max_rep + r] = t.reps[e][r];
   }
-  std::copy(slot_expert.begin(), slot_expert.end(), table.begin() + num_experts * (1 + max_rep));
+  std::copy(t.slot_expert.begin(), t.slot_expert.end(),
+            t.table.begin() + num_experts * (1 + t.max_rep));
+  return t;
+}
+
+void test_route_local(int items, int num_experts, int slots) {
+  RouteTable rt = make_route_table(num_experts, slots);
+  auto& slot_expert = rt.slot_expert;
+  auto& reps = rt.reps;
+  auto& table = rt.table;
+  const int max_rep = rt.max_rep;
+  std::uniform_int_distribution<int> ed(0, num_experts - 1);
   std::vector<int32_t> ids(items);
   for (auto& e : ids) e = ed(g_rng);
   std::vector<int32_t> want(items);
@@ -159,6 +178,59 @@ void test_route_local(int items, int num_experts, int slots) {
            table[num_experts * (1 + max_rep) + err[3]] == err[4] && err[4] != err[2]);
   for (int i = 0; i < items; ++i) mism += got[i] != (want[i] == bad_slot ? -1 : want[i]);
   report_exact(tag + " wrong slot refused", mism);
+}
+
+// ---- route_permute_tokens ---------------------------------------------------------------------
+// The fused routing + permutation against route_local followed by permute_tokens: the same
+// offsets, rows, permuted buffer and load, bit for bit; a wrong slot is refused the same way.
+void test_route_permute(int tokens, int k, int num_experts, int slots, int hidden) {
+  RouteTable rt = make_route_table(num_experts, slots);
+  const int items = tokens * k;
+  std::uniform_int_distribution<int> ed(0, num_experts - 1);
+  std::vector<int32_t> ids(items);
+  for (auto& e : ids) e = ed(g_rng);
+  std::vector<float> xf;
+  auto xh = random_bf16(g_rng, size_t(tokens) * hidden, 1.0f, xf);
+  DeviceBuffer<int32_t> dids(items), droute(rt.table.size()), dlocal(items), derr(5), derr2(5);
+  DeviceBuffer<int32_t> off_a(slots + 1), off_b(slots + 1), rows_a(items), rows_b(items);
+  DeviceBuffer<unsigned long long> load_a(slots), load_b(slots);
+  DeviceBuffer<bf16> x(xh.size()), perm_a(size_t(items) * hidden), perm_b(size_t(items) * hidden);
+  dids.upload(ids);
+  x.upload(xh);
+  const std::string tag = "route_permute_tokens T=" + std::to_string(tokens) + " k=" +
+                          std::to_string(k) + " slots=" + std::to_string(slots) + " h=" +
+                          std::to_string(hidden);
+  for (int wrong = 0; wrong < 2; ++wrong) {
+    if (wrong) rt.table[num_experts * (1 + rt.max_rep) + rt.reps[ids[0]][0]] = -1;
+    droute.upload(rt.table);
+    for (auto* b : {&off_a, &off_b, &rows_a, &rows_b}) b->poison();
+    perm_a.poison();
+    perm_b.poison();
+    for (auto* e : {&derr, &derr2}) TEST_CUDA(cudaMemset(e->get(), 0, 5 * sizeof(int32_t)));
+    for (auto* l : {&load_a, &load_b})
+      TEST_CUDA(cudaMemset(l->get(), 0, slots * sizeof(unsigned long long)));
+    K::route_local(dids.get(), items, droute.get(), num_experts, rt.max_rep, 0, slots, 5,
+                   dlocal.get(), load_a.get(), derr.get(), 0);
+    K::permute_tokens(x.get(), dlocal.get(), tokens, k, hidden, slots, off_a.get(), rows_a.get(),
+                      perm_a.get(), 0);
+    K::route_permute_tokens(x.get(), dids.get(), tokens, k, hidden, droute.get(), num_experts,
+                            rt.max_rep, 0, slots, 5, load_b.get(), derr2.get(), off_b.get(),
+                            rows_b.get(), perm_b.get(), 0);
+    sync();
+    long mism = off_a.download() != off_b.download();
+    const auto ra = rows_a.download(), rb = rows_b.download();
+    mism += ra != rb;
+    mism += load_a.download() != load_b.download();
+    const auto pa = perm_a.download(), pb = perm_b.download();
+    for (int s = 0; s < items; ++s)  // rows nobody wrote stay poisoned in both
+      if (ra[s] >= 0)
+        mism += std::memcmp(&pa[size_t(ra[s]) * hidden], &pb[size_t(ra[s]) * hidden],
+                            sizeof(bf16) * hidden) != 0;
+    const auto ea = derr.download(), eb = derr2.download();
+    mism += ea[0] != eb[0] || ea[1] != eb[1];
+    if (wrong) mism += !(eb[0] == 1 && eb[1] == 5 && eb[4] == -1 && eb[2] >= 0);
+    report_exact(tag + (wrong ? " wrong slot refused" : ""), mism);
+  }
 }
 
 // ---- skinny_gemm --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@
 
 namespace eep::kernels {
 class GroupedGemm;
+struct MoeCombine;
 }
 
 namespace eep::cuda {
@@ -102,14 +103,17 @@ class CudaBackend : public Backend {
   // only when the MoE must route on the host (a group of more than one).
   void run_layers(const StepMeta& m, Group& group);
   // MoE FFN of one layer for h [rows] (h_f32: the same rows in fp32, the router's input) across
-  // the group; result in out (bf16 [rows][hidden]).
-  void moe(int layer, const bf16* h, const float* h_f32, int rows, Group& group, bf16* out);
+  // the group; result in out (bf16 [rows][hidden]). With `deferred`, the device-routed path may
+  // leave its combine to the next residual norm instead (deferred->y set; out not written).
+  void moe(int layer, const bf16* h, const float* h_f32, int rows, Group& group, bf16* out,
+           kernels::MoeCombine* deferred = nullptr);
   // The MoE after the router, for a group of more than one: replicas chosen on the host, rows
   // exchanged, every arriving row checked on the host.
   void moe_host_routed(int layer, const bf16* h, int rows, Group& group, bf16* out);
-  // The MoE after the router, for a group of one: everything on the device (kernels::route_local,
+  // The MoE after the router, for a group of one: everything on the device (kernels::route_permute_tokens,
   // the permutation, device-offset grouped GEMMs), so a step can be a CUDA graph.
-  void moe_device_routed(int layer, const bf16* h, int rows, bf16* out);
+  void moe_device_routed(int layer, const bf16* h, int rows, bf16* out,
+                         kernels::MoeCombine* deferred);
   void gemm(const bf16* x, const bf16* w, void* y, cudaDataType_t y_type, int rows, int k, int n);
   // fp32 × fp32 → fp32 (the router), without TF32.
   void gemm_f32(const float* x, const float* w, float* y, int rows, int k, int n);
@@ -180,7 +184,7 @@ class CudaBackend : public Backend {
   // Forward workspace (grown on demand).
   DeviceArray<float> x_, h_f32_, router_logits_, topk_w_, logits_, ones_;
   DeviceArray<bf16> h_, q_, k_, v_, attn_, delta_, moe_out_, final_h_;
-  DeviceArray<int32_t> meta_, topk_ids_, moe_idx_, offsets_dev_, slot_rows_, local_slots_;
+  DeviceArray<int32_t> meta_, topk_ids_, moe_idx_, offsets_dev_, slot_rows_;
   DeviceArray<bf16> send_rows_, recv_rows_, permuted_, gu_, act_, y_, results_, returned_;
   DeviceArray<int32_t> hdr_dev_send_, hdr_dev_recv_;
   DeviceArray<unsigned> router_counters_;  // router_fused's per-row arrival counters (zeros)

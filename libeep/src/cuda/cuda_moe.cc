@@ -3,9 +3,10 @@
 // paths that route identically (the CPU backend's (token, choice) → replica rule):
 //
 // - a group of one (moe_device_routed): replica choice, the invariant check "no row reaches a
-//   slot whose weights are not in place" and the load count in one kernel (route_local), rows
-//   grouped by slot (permute_tokens), grouped GEMMs that read the row offsets on the device,
-//   SwiGLU, and the weighted combine. No host work, so a decode step can be a CUDA graph.
+//   slot whose weights are not in place", the load count and the rows grouped by slot in one
+//   kernel at decode sizes (route_permute_tokens), grouped GEMMs that read the row offsets on
+//   the device, SwiGLU, and the weighted combine (at decode inside the next residual norm). No
+//   host work, so a decode step can be a CUDA graph.
 // - a larger group (moe_host_routed): the top-k ids go to the host once per layer; replica and
 //   owner there, rows packed per owner, exchanged, every arriving row's (slot, expert) header
 //   checked on the host, grouped by local slot, cuBLAS grouped GEMMs (host offsets), returned,
@@ -34,7 +35,7 @@ struct RowHeader {
 }  // namespace
 
 void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Group& group,
-                      bf16* out) {
+                      bf16* out, kernels::MoeCombine* deferred) {
   const DenseLayer& d = layers_[layer];
   const int k = cfg_.num_experts_per_tok;
   EEP_CHECK(placement_.num_ranks == group.size(), ErrorCode::kInternal,
@@ -60,29 +61,30 @@ void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Gr
                          stream_);
   }
   if (group.size() == 1 && !host_routing_)
-    moe_device_routed(layer, h, rows, out);
+    moe_device_routed(layer, h, rows, out, deferred);
   else
     moe_host_routed(layer, h, rows, group, out);
 }
 
-void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* out) {
+void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* out,
+                                    kernels::MoeCombine* deferred) {
   if (rows == 0) return;
   const ExpertLayer& ex = experts_[layer];
   const int hidden = cfg_.hidden_size, k = cfg_.num_experts_per_tok;
   const int inter = cfg_.moe_intermediate_size;
   const int spr = placement_.slots_per_rank();
   const int items = rows * k;
-  // item → local slot (-1 and an error record if the slot does not hold the expert), load.
-  int32_t* local = local_slots_.reserve(items);
-  kernels::route_local(topk_ids_.get(), items, ex.route.get(), cfg_.num_experts, ex.max_replicas,
-                       rank_ * spr, spr, layer, local, load_dev_.get() + size_t(layer) * spr,
-                       route_error_.get(), stream_);
-  load_dev_dirty_ = true;
-  // Rows grouped by slot (stable), offsets on the device.
+  // item → local slot (none, and an error record, if the slot does not hold the expert), the
+  // load per slot, and the rows grouped by slot (stable) with their offsets: one launch (two
+  // for many rows).
   int32_t* offsets = offsets_dev_.reserve(spr + 1);
   int32_t* slot_rows = slot_rows_.reserve(items);
   bf16* permuted = permuted_.reserve(size_t(items) * hidden);
-  kernels::permute_tokens(h, local, rows, k, hidden, spr, offsets, slot_rows, permuted, stream_);
+  kernels::route_permute_tokens(h, topk_ids_.get(), rows, k, hidden, ex.route.get(),
+                                cfg_.num_experts, ex.max_replicas, rank_ * spr, spr, layer,
+                                load_dev_.get() + size_t(layer) * spr, route_error_.get(), offsets,
+                                slot_rows, permuted, stream_);
+  load_dev_dirty_ = true;
   bf16* act = act_.reserve(size_t(items) * inter);
   bf16* y = y_.reserve(size_t(items) * hidden);
   // gate|up with SwiGLU in the epilogue (its tiles take inter % 64 == 0; else two steps), then
@@ -99,7 +101,12 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
     kernels::silu_mul_fused(gu, act, items, inter, stream_);
   }
   kernels::grouped_gemm_device(act, ex.down.get(), y, offsets, spr, items, hidden, inter, stream_);
-  // out[t] = sum over choices j of w[t][j] * y[row of (t, j)], in choice order (as the CPU).
+  // out[t] = sum over choices j of w[t][j] * y[row of (t, j)], in choice order (as the CPU);
+  // or, deferred, the same sum inside the next residual norm (one launch fewer per layer).
+  if (deferred && kernels::add_combine_rmsnorm_supported(hidden)) {
+    *deferred = kernels::MoeCombine{y, slot_rows, topk_w_.get(), k};
+    return;
+  }
   kernels::unpermute_tokens(y, slot_rows, topk_w_.get(), rows, k, hidden, out, stream_);
 }
 

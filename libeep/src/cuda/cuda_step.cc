@@ -211,21 +211,30 @@ void CudaBackend::run_layers(const StepMeta& m, Group& group) {
   float* h_f32 = h_f32_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
   bf16* moe_out = moe_out_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
   kernels::embedding_gather(embed_.get(), m.tokens, rows, hidden, cfg_.vocab_size, x, stream_);
+  // The previous layer's MoE combine when it is left to the next residual norm (decode).
+  kernels::MoeCombine pending;
+  // x += previous MoE output (stored in moe_out, or combined here); out = norm(x).
+  auto add_norm = [&](const bf16* moe_delta, const bf16* w, bf16* out, float* out_f32) {
+    if (pending.y)
+      kernels::add_combine_rmsnorm(x, pending, w, out, out_f32, rows, hidden, cfg_.rms_norm_eps,
+                                   stream_);
+    else
+      kernels::add_rmsnorm(x, moe_delta, w, out, out_f32, rows, hidden, cfg_.rms_norm_eps,
+                           stream_);
+    pending = kernels::MoeCombine{};
+  };
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const DenseLayer& d = layers_[l];
-    // x += previous layer's MoE output; h = input_norm(x).
-    kernels::add_rmsnorm(x, l == 0 ? nullptr : moe_out, d.input_norm.get(), h, rows, hidden,
-                         cfg_.rms_norm_eps, stream_);
+    add_norm(l == 0 ? nullptr : moe_out, d.input_norm.get(), h, nullptr);
     if (rows > 0) attention(l, m);
     kernels::add_rmsnorm(x, delta_.get(), d.post_norm.get(), h, h_f32, rows, hidden,
                          cfg_.rms_norm_eps, stream_);
     // The MoE joins the group's collectives even with no rows (dummy step).
-    moe(l, h, h_f32, rows, group, moe_out);
+    moe(l, h, h_f32, rows, group, moe_out, &pending);
   }
   // Final norm over all rows (x += last MoE output), then logits for the sampling rows only.
   bf16* normed = final_h_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
-  kernels::add_rmsnorm(x, moe_out, final_norm_.get(), normed, rows, hidden, cfg_.rms_norm_eps,
-                       stream_);
+  add_norm(moe_out, final_norm_.get(), normed, nullptr);
   if (m.num_sample > 0) {
     bf16* picked = h;  // h is free now
     kernels::gather_rows(normed, m.sample_rows, m.num_sample, hidden, picked, stream_);
