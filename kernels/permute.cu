@@ -16,8 +16,10 @@ void plan_and_copy(const bf16* x, const int32_t* topk_ids, int num_tokens, int k
   EEP_REQUIRE(num_buckets > 0 && num_buckets <= 1024, "permute_tokens: 0 < num_experts <= 1024");
   const long long pairs = (long long)num_tokens * k;
   EEP_REQUIRE(pairs < (1LL << 31), "permute_tokens: num_tokens * k < 2^31");
-  // Shared memory: (warps + 1) * num_buckets ints, kept under the default 48 KiB.
-  const int warps = std::max(1, std::min(32, 12288 / num_buckets - 1));
+  // Shared memory: (warps + 1) * num_buckets ints, kept under the default 48 KiB. A warp per 32
+  // pairs up to that, at least 8 (the inline copy's width): the plan's scans grow with warps.
+  const int max_warps = std::max(1, std::min(32, 12288 / num_buckets - 1));
+  const int warps = int(std::min<long long>(max_warps, std::max<long long>(8, (pairs + 31) / 32)));
   const size_t smem = sizeof(int) * size_t(warps + 1) * num_buckets;
   const bool inline_copy = hidden % 8 == 0 && pairs * hidden <= detail::kInlineCopyElements;
   detail::launch_kernel(detail::permute_plan_kernel, 1, 32 * warps, smem, stream, topk_ids,

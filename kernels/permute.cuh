@@ -109,15 +109,24 @@ __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int nu
     if (rt.load && run > 0) rt.load[e] += (unsigned long long)run;  // one thread per slot
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int run = 0;
-    for (int e = 0; e < num_experts; ++e) {
-      const int c = totals[e];
-      totals[e] = run;
-      expert_offsets[e] = run;
-      run += c;
+  if (warp == 0) {  // exclusive scan of the totals, 32 experts a round
+    int carry = 0;
+    for (int base = 0; base < num_experts; base += 32) {
+      const int e = base + lane;
+      const int c = e < num_experts ? totals[e] : 0;
+      int incl = c;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const int up = __shfl_up_sync(kFullMask, incl, o);
+        if (lane >= o) incl += up;
+      }
+      if (e < num_experts) {
+        totals[e] = carry + incl - c;
+        expert_offsets[e] = carry + incl - c;
+      }
+      carry += __shfl_sync(kFullMask, incl, 31);
     }
-    expert_offsets[num_experts] = run;
+    if (lane == 0) expert_offsets[num_experts] = carry;
   }
   __syncthreads();
   for (int i = threadIdx.x; i < num_warps * num_experts; i += blockDim.x)

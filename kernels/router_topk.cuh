@@ -91,32 +91,50 @@ __global__ void router_topk_kernel(const float* __restrict__ logits, int rows, i
 // memory, then a warp sum) into logits[row]; the last block of a row to finish (a per-row
 // arrival counter) does the softmax and top-k and resets the counter, so the kernel can be
 // replayed from a graph. Spreading a row over blocks matters: one block reading the whole 1 MB
-// router of Qwen3-30B-A3B took 18 us on the H100.
+// router of Qwen3-30B-A3B took 18 us on the H100. The first kRouterHeldLoads float4 of each
+// lane's weights are loaded before pdl_begin() (the router is constant during a step), so they
+// arrive while the norm before still runs; the sum keeps the same order.
 constexpr int kRouterExpertsPerBlock = 8;  // one warp each
+constexpr int kRouterHeldLoads = 16;       // float4 per lane: all of it up to hidden 2048
 
 __global__ void router_fused_kernel(const float* __restrict__ x, const float* __restrict__ w,
                                     int hidden, int num_experts, int k, bool renorm,
                                     float* logits, unsigned* counters,
                                     int32_t* __restrict__ ids, float* __restrict__ weights) {
-  pdl_begin();  // launch.cuh: before any global memory access
   extern __shared__ float smem_f[];
   float* xs = smem_f;                  // [hidden]
   float* probs = smem_f + hidden;      // [num_experts] (last block only)
   __shared__ bool last;
   const int row = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int e = blockIdx.y * kRouterExpertsPerBlock + warp;
+  const bool vec = (hidden & 3) == 0 && e < num_experts;
+  const float* we = w + size_t(e) * hidden;
+  const float4* w4 = reinterpret_cast<const float4*>(we);
+  float4 held[kRouterHeldLoads];
+#pragma unroll
+  for (int j = 0; j < kRouterHeldLoads; ++j) {
+    const int i = lane + 32 * j;
+    held[j] = vec && i < hidden / 4 ? __ldg(w4 + i) : make_float4(0, 0, 0, 0);
+  }
+  pdl_begin();  // launch.cuh: the loads above read only weights
   const float* xr = x + size_t(row) * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) xs[i] = xr[i];
   __syncthreads();
   float* lr = logits + size_t(row) * num_experts;
-  const int e = blockIdx.y * kRouterExpertsPerBlock + warp;
   if (e < num_experts) {
-    const float* we = w + size_t(e) * hidden;
     float acc = 0.0f;
-    if ((hidden & 3) == 0) {
-      const float4* w4 = reinterpret_cast<const float4*>(we);
+    if (vec) {
       const float4* x4 = reinterpret_cast<const float4*>(xs);
-      for (int i = lane; i < hidden / 4; i += 32) {
+#pragma unroll
+      for (int j = 0; j < kRouterHeldLoads; ++j) {
+        const int i = lane + 32 * j;
+        if (i < hidden / 4) {
+          const float4 a = held[j], b = x4[i];
+          acc += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+        }
+      }
+      for (int i = lane + 32 * kRouterHeldLoads; i < hidden / 4; i += 32) {
         const float4 a = __ldg(w4 + i), b = x4[i];
         acc += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
       }
