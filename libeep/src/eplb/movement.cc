@@ -5,14 +5,17 @@
 //   - add a replica of an expert held by the heaviest GPU in a slot elsewhere whose expert has
 //     spare replicas (one move: the hot expert's per-replica load drops everywhere it lives);
 //   - rewrite a slot of the heaviest GPU to another expert, taking a replica from the expert it
-//     held (one move).
+//     held (one move);
+//   - a swap chain: GPUs above the floor each hand one replica on along a chain that ends at a
+//     GPU below it (m GPUs fixed with m + 1 moves; chain_search).
 // Overload is the sum over GPUs of max(0, load - floor). No operation ever adds a duplicate
 // replica to a GPU. Each layer's search records its trajectory (slots moved and heaviest GPU
 // after every operation); movement_rows then spends the plan's tolerance GLOBALLY, as the
 // balancedness is global (sum of means / sum of maxima): a greedy over the layers' trajectories
 // takes the steps with the largest drop of the heaviest GPU per moved slot until the sum of the
 // maxima fits. Layers where moving is cheap go below their share so that expensive ones move
-// less. The best plan relabelled to overlap the current one most (align_layer) is every layer's
+// less. Each layer is then searched again (four variants) down to exactly the maximum allocated
+// to it, and the allocation redone, twice. The best plan relabelled to overlap the current one most (align_layer) is every layer's
 // last point, so the budget is always met.
 #include <algorithm>
 #include <cmath>
@@ -25,12 +28,25 @@ namespace eep::eplb {
 
 namespace {
 
-// Each layer's search goes down to best / (1 - f * tolerance), once for each f here: below its
-// even share (1), so that layers where moving is cheap can fund the others. The greedy's
-// trajectory is not optimal for thresholds above its floor, so three floors give the hull more
-// points: 320/64 under 10% drift moves 10.75% per step instead of 11.06% with one floor
-// (f = 0.5), at three times the search time.
-constexpr double kMovementFloors[] = {0.25, 0.5, 0.75};
+// Each layer's first searches go down to best / (1 - f * tolerance), once for each f here: at
+// and below its even share (1), so that layers where moving is cheap can fund the others. The
+// allocation of the tolerance over the layers then gives each layer a target, and more searches
+// go exactly there (kTargetRounds). Measured at 320/64 under 10% drift (5 steps, with the chains
+// and target rounds): floors {0.5, 1} 10.26% moved/step, {0.25, 0.75} 10.33%, {0.25, 0.5, 0.75}
+// 10.30% at 1.3x the time, {0.25, 1} 10.35%, {0.5} 10.39%.
+constexpr double kMovementFloors[] = {0.5, 1.0};
+// Rounds of searches at the allocated targets, each followed by a new allocation: 320/64 10.83%
+// (none, three floors, no chains) -> 10.26% (one round, two variants) -> 10.16% (two rounds, four
+// variants); three rounds 10.15% at 1.3x the time of two.
+constexpr int kTargetRounds = 2;
+
+// The search's variants: each finds other trajectories, and each layer keeps the best points.
+enum class Variant {
+  kGreedy,       // the best operation per new move, chains included
+  kChainsFirst,  // the longest chain first while there is one of two GPUs or more
+  kLightTie,     // on equal scores the swap that moves the least load
+  kNoChains,     // single operations only (the search before chains)
+};
 
 // Search state of one layer. Loads are recomputed from scratch after every operation (O(slots)),
 // so the recorded maxima are exact; candidate gains use incremental deltas.
@@ -229,10 +245,98 @@ struct Trajectory {
   std::vector<double> maxima;   // heaviest GPU after the first i operations
 };
 
+// A swap chain: slot `to` on a GPU below the floor takes the expert of from[0], whose slot takes
+// to's expert; then from[1]'s expert, which sends from[0]'s expert there; and so on. Every GPU of
+// `from` (all above the floor) ends at or below the floor with one new move each; the receiver
+// ends with the last expert, at most the floor. Replica loads rise along the chain by at least
+// the excess of the GPU that takes each step.
+struct Chain {
+  int to = -1;
+  std::vector<int> from;
+  double score = 0;
+};
+
+struct ChainItem {
+  double w;
+  int s;
+};
+
+// The best chain (total overload removed per new move) over all receiving slots, by a DP over the
+// replicas of the GPUs above the floor sorted by load per replica; chains of 2 or more GPUs only
+// (one GPU is a swap, which the greedy offers itself).
+Chain chain_search(const Search& st, std::vector<ChainItem>& items, bool longest, double beat) {
+  Chain best;
+  int k = st.k;
+  items.clear();
+  for (int g = 0; g < st.G; ++g)
+    if (st.load[g] > st.floor)
+      for (int s = g * k; s < (g + 1) * k; ++s)
+        items.push_back({st.w[st.phy[s]] / st.cnt[st.phy[s]], s});
+  if (items.size() < static_cast<size_t>(2 * k)) return best;
+  std::sort(items.begin(), items.end(),
+            [](const ChainItem& a, const ChainItem& b) { return a.w < b.w; });
+  int n = static_cast<int>(items.size());
+  std::vector<double> val(n), cost(n);
+  std::vector<int> par(n), len(n);
+  for (int t = 0; t < st.S; ++t) {
+    int b = t / k;
+    double room = st.floor - st.load[b];
+    // A chain through b removes at most its room with at least 3 moves (fewer only when it
+    // undoes earlier moves).
+    if (room <= 0 || (!longest && room / 3 <= std::max(beat, best.score))) {
+      t += k - 1;
+      continue;
+    }
+    int y = st.phy[t];
+    double wy = st.w[y] / st.cnt[y];
+    int y_moved = y != st.orig[t];
+    int lo =
+        static_cast<int>(std::upper_bound(items.begin(), items.end(), wy,
+                                          [](double v, const ChainItem& it) { return v < it.w; }) -
+                         items.begin());
+    for (int i = lo; i < n && items[i].w <= wy + room; ++i) {
+      val[i] = -1;
+      int s = items[i].s, a = s / k, x = st.phy[s];
+      if (st.holds(b, x)) continue;
+      double e = st.load[a] - st.floor, wi = items[i].w;
+      double best_r = -1;
+      auto consider = [&](int p, double v, double c, int l) {
+        double tc = (x != st.orig[t]) - y_moved;
+        double r = c + tc > 0 ? v / (c + tc) : 1e300 + v;
+        if (longest) r = l * 1e30 + std::min(r, 1e20);
+        if (r > best_r) best_r = r, val[i] = v, cost[i] = c, par[i] = p, len[i] = l;
+      };
+      if (wi - e >= wy && !st.holds(a, y))
+        consider(-1, e, (y != st.orig[s]) - (x != st.orig[s]), 1);
+      for (int p = lo; p < i && items[p].w <= wi - e; ++p) {
+        if (val[p] < 0) continue;
+        int xp = st.phy[items[p].s];
+        if (xp == x || st.holds(a, xp)) continue;
+        bool repeat = false;
+        for (int q = p; q >= 0 && !repeat; q = par[q]) repeat = items[q].s / k == a;
+        if (repeat) continue;
+        consider(p, val[p] + e, cost[p] + (xp != st.orig[s]) - (x != st.orig[s]), len[p] + 1);
+      }
+      double tc = (x != st.orig[t]) - y_moved;
+      double fr = cost[i] + tc > 0 ? val[i] / (cost[i] + tc) : 1e300 + val[i];
+      if (longest) fr = len[i] * 1e30 + std::min(fr, 1e20);
+      if (val[i] > 0 && len[i] >= 2 && fr > best.score) {
+        best.score = fr;
+        best.to = t;
+        best.from.clear();
+        for (int q = i; q >= 0; q = par[q]) best.from.push_back(items[q].s);
+        std::reverse(best.from.begin(), best.from.end());
+      }
+    }
+  }
+  return best;
+}
+
 // The greedy search of one layer from `current` towards max load <= floor; stops there, when no
 // operation helps, or when it has moved max_moves slots.
 Trajectory search_layer(const std::vector<double>& weight, const std::vector<int>& current,
-                        double floor, int max_moves, int num_gpus) {
+                        double floor, int max_moves, int num_gpus, Variant variant) {
+  bool chains_first = variant == Variant::kChainsFirst;
   Trajectory tr;
   tr.start = complete(weight, current, num_gpus);
   Search st(weight.data(), static_cast<int>(weight.size()), current.data(), tr.start, num_gpus,
@@ -243,6 +347,9 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
   // add_gain needs one replica per GPU and expert; operations never add a duplicate, so a
   // layout that starts without one keeps none.
   bool dup_free = std::none_of(st.on.begin(), st.on.end(), [](int c) { return c > 1; });
+  std::vector<ChainItem> chain_items;
+  std::vector<double> excess;
+  int G = st.G;
   for (int iter = 0; iter < 4 * S; ++iter) {
     int a = static_cast<int>(std::max_element(st.load.begin(), st.load.end()) - st.load.begin());
     double la = st.load[a];
@@ -259,6 +366,7 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
       // slot can take part in later swaps at one new move each. Measured at 320/64 (three
       // floors): 11.44% moved/step without a tie-break, 11.19% preferring the smallest d,
       // 10.75% preferring the largest.
+      if (variant == Variant::kLightTie) waste = -waste;
       if (score > best_score + tie || (score > best_score - tie && waste < best_waste))
         best_score = score, best = op, best_waste = waste;
     };
@@ -319,6 +427,36 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
         }
       }
     }
+    // Swap chains (chain_search): taken when strictly better per move than every single
+    // operation above.
+    // A chain of m >= 2 GPUs costs m + 1 new moves (fewer only when it undoes earlier moves,
+    // rare): its score is at most the best prefix of the largest excesses over m + 1.
+    bool chain_hopeless = false;
+    if (variant != Variant::kNoChains) {
+      excess.clear();
+      for (int g = 0; g < G; ++g)
+        if (st.load[g] > st.floor) excess.push_back(st.load[g] - st.floor);
+      std::sort(excess.rbegin(), excess.rend());
+      double sum = 0, bound = 0;
+      for (size_t m = 0; m < excess.size(); ++m) {
+        sum += excess[m];
+        if (m >= 1) bound = std::max(bound, sum / (m + 2));
+      }
+      chain_hopeless = bound <= best_score + tie;
+    }
+    if (variant != Variant::kNoChains && !chain_hopeless) {
+      Chain c = chain_search(st, chain_items, chains_first, best_score + tie);
+      if (chains_first ? c.to >= 0 : c.score > best_score + tie) {
+        for (int s : c.from) {
+          st.swap(c.to, s);
+          st.recompute();
+          tr.ops.push_back({c.to, s, -1});
+          tr.moves.push_back(st.moved);
+          tr.maxima.push_back(st.max_load());
+        }
+        continue;
+      }
+    }
     if (best.s1 < 0) break;
     if (best.s2 >= 0) {
       st.swap(best.s1, best.s2);
@@ -331,6 +469,12 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
     tr.maxima.push_back(st.max_load());
   }
   return tr;
+}
+
+int count_moves(const std::vector<int>& phy, const std::vector<int>& current) {
+  int n = 0;
+  for (size_t s = 0; s < phy.size(); ++s) n += phy[s] != current[s];
+  return n;
 }
 
 std::vector<int> replay(const Trajectory& tr, int n) {
@@ -346,11 +490,6 @@ std::vector<int> replay(const Trajectory& tr, int n) {
   return phy;
 }
 
-int count_moves(const std::vector<int>& phy, const std::vector<int>& current) {
-  int n = 0;
-  for (size_t s = 0; s < phy.size(); ++s) n += phy[s] != current[s];
-  return n;
-}
 
 }  // namespace
 
@@ -368,37 +507,31 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
     budget += best_max[l];
   }
   budget /= 1.0 - o.tolerance;
-  // Each layer: its trajectory, searched down to a floor below its even share of the tolerance
-  // (cheap layers fund the others), and the aligned best plan as its last point.
+  // Each layer: its trajectories, searched down to floors at and below its even share of the
+  // tolerance (cheap layers fund the others) and later to its allocated targets, and the aligned
+  // best plan as its last point.
   struct Layer {
-    std::vector<Trajectory> trs;  // one per floor
+    std::vector<Trajectory> trs;  // one per search (floor or target, variant)
     std::vector<int> aligned;
-    std::vector<int> moves;    // per point: trajectory points, then the aligned plan
+    std::vector<int> moves;    // per point: the trajectories' points and the aligned plan
     std::vector<double> maxima;
     std::vector<std::pair<int, int>> src;  // per point: (trajectory, operations); -1: aligned
-    std::vector<int> hull;     // points on the lower convex hull of (moves, max), fewest moves first
-    size_t at = 0;             // the chosen hull point
-    int chosen = -1;           // a point off the hull, when the last step needed less
+    std::vector<int> hull;     // points on the lower convex hull of (moves, max), fewest first
+    size_t at = 0;             // the allocation's hull point
+    int chosen = -1;           // the chosen point (off the hull when the last step needed less)
   };
   std::vector<Layer> ls(L);
-  double total = 0;
-  for (int l = 0; l < L; ++l) {
-    Layer& y = ls[l];
-    y.aligned = align_layer(current[l], best[l], o.num_gpus, 1);
-    int aligned_moves = count_moves(y.aligned, current[l]);
-    for (double f : kMovementFloors) {
-      double floor = best_max[l] / (1.0 - f * o.tolerance);
-      y.trs.push_back(search_layer(load[l], current[l], floor, aligned_moves, o.num_gpus));
-      const Trajectory& tr = y.trs.back();
-      for (size_t i = 0; i < tr.moves.size(); ++i) {
-        y.moves.push_back(tr.moves[i]);
-        y.maxima.push_back(tr.maxima[i]);
-        y.src.push_back({static_cast<int>(y.trs.size()) - 1, static_cast<int>(i)});
-      }
+  auto add = [&](Layer& y, Trajectory tr) {
+    y.trs.push_back(std::move(tr));
+    const Trajectory& t = y.trs.back();
+    for (size_t i = 0; i < t.moves.size(); ++i) {
+      y.moves.push_back(t.moves[i]);
+      y.maxima.push_back(t.maxima[i]);
+      y.src.push_back({static_cast<int>(y.trs.size()) - 1, static_cast<int>(i)});
     }
-    y.moves.push_back(aligned_moves);
-    y.maxima.push_back(best_max[l]);
-    y.src.push_back({-1, 0});
+  };
+  // Lower convex hull of the layer's points (moves, max), fewest moves first.
+  auto build_hull = [](Layer& y) {
     int n = static_cast<int>(y.moves.size());
     std::vector<int> idx(n);
     for (int i = 0; i < n; ++i) idx[i] = i;
@@ -408,6 +541,7 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
     auto slope = [&](int p, int q) {  // drop of the max per moved slot from p to q
       return (y.maxima[p] - y.maxima[q]) / (y.moves[q] - y.moves[p]);
     };
+    y.hull.clear();
     for (int i : idx) {
       if (!y.hull.empty() && y.maxima[i] >= y.maxima[y.hull.back()]) continue;  // dominated
       while (y.hull.size() >= 2 && slope(y.hull[y.hull.size() - 2], y.hull.back()) <=
@@ -415,39 +549,77 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
         y.hull.pop_back();
       y.hull.push_back(i);
     }
-    total += y.maxima[y.hull[0]];
+  };
+  std::vector<int> aligned_moves(L);
+  for (int l = 0; l < L; ++l) {
+    Layer& y = ls[l];
+    y.aligned = align_layer(current[l], best[l], o.num_gpus, 1);
+    aligned_moves[l] = count_moves(y.aligned, current[l]);
+    for (double f : kMovementFloors)
+      add(y, search_layer(load[l], current[l], best_max[l] / (1.0 - f * o.tolerance),
+                          aligned_moves[l], o.num_gpus, Variant::kGreedy));
+    y.moves.push_back(aligned_moves[l]);
+    y.maxima.push_back(best_max[l]);
+    y.src.push_back({-1, 0});
   }
   // Greedy over layers: the hull step with the largest drop of the max per move first, until
   // the budget holds. Hull slopes fall along each layer, so this is the cheapest way there.
-  auto step_slope = [&](int l) {
-    const Layer& y = ls[l];
-    int p = y.hull[y.at], q = y.hull[y.at + 1];
-    return (y.maxima[p] - y.maxima[q]) / (y.moves[q] - y.moves[p]);
-  };
-  std::priority_queue<std::pair<double, int>> heap;
-  for (int l = 0; l < L; ++l)
-    if (ls[l].hull.size() > 1) heap.push({step_slope(l), l});
-  while (total > budget && !heap.empty()) {
-    int l = heap.top().second;
-    heap.pop();
-    Layer& y = ls[l];
-    double before = y.maxima[y.hull[y.at]];
-    ++y.at;
-    total += y.maxima[y.hull[y.at]] - before;
-    if (y.at + 1 < y.hull.size()) heap.push({step_slope(l), l});
-    if (total <= budget) {
-      // The last step may overshoot: any point of this layer that fits with fewer moves will do.
-      double allowed = budget - (total - y.maxima[y.hull[y.at]]);
-      int pick = y.hull[y.at];
-      for (size_t i = 0; i < y.moves.size(); ++i)
-        if (y.maxima[i] <= allowed && y.moves[i] < y.moves[pick]) pick = static_cast<int>(i);
-      y.chosen = pick;
+  // Returns each layer's chosen point.
+  auto allocate = [&] {
+    double total = 0;
+    for (Layer& y : ls) {
+      build_hull(y);
+      y.at = 0, y.chosen = -1;
+      total += y.maxima[y.hull[0]];
     }
+    auto step_slope = [&](int l) {
+      const Layer& y = ls[l];
+      int p = y.hull[y.at], q = y.hull[y.at + 1];
+      return (y.maxima[p] - y.maxima[q]) / (y.moves[q] - y.moves[p]);
+    };
+    std::priority_queue<std::pair<double, int>> heap;
+    for (int l = 0; l < L; ++l)
+      if (ls[l].hull.size() > 1) heap.push({step_slope(l), l});
+    while (total > budget && !heap.empty()) {
+      int l = heap.top().second;
+      heap.pop();
+      Layer& y = ls[l];
+      double before = y.maxima[y.hull[y.at]];
+      ++y.at;
+      total += y.maxima[y.hull[y.at]] - before;
+      if (y.at + 1 < y.hull.size()) heap.push({step_slope(l), l});
+      if (total <= budget) {
+        // The last step may overshoot: any point of this layer that fits with fewer moves will
+        // do.
+        double allowed = budget - (total - y.maxima[y.hull[y.at]]);
+        int pick = y.hull[y.at];
+        for (size_t i = 0; i < y.moves.size(); ++i)
+          if (y.maxima[i] <= allowed && y.moves[i] < y.moves[pick]) pick = static_cast<int>(i);
+        y.chosen = pick;
+      }
+    }
+    for (Layer& y : ls)
+      if (y.chosen < 0) y.chosen = y.hull[y.at];
+  };
+  allocate();
+  // Each allocation gives every layer an exact target (its chosen point's maximum); the searches
+  // in every variant go exactly there (the first searches' floors only bracket it), and the
+  // allocation is redone with their points added.
+  for (int round = 0; round < kTargetRounds; ++round) {
+    for (int l = 0; l < L; ++l) {
+      Layer& y = ls[l];
+      if (y.moves[y.chosen] == 0 || y.src[y.chosen].first < 0) continue;
+      for (Variant v : {Variant::kGreedy, Variant::kChainsFirst, Variant::kLightTie,
+                        Variant::kNoChains})
+        add(y, search_layer(load[l], current[l], y.maxima[y.chosen], aligned_moves[l],
+                            o.num_gpus, v));
+    }
+    allocate();
   }
   std::vector<std::vector<int>> rows(L);
   for (int l = 0; l < L; ++l) {
     const Layer& y = ls[l];
-    auto [t, n] = y.src[y.chosen >= 0 ? y.chosen : y.hull[y.at]];
+    auto [t, n] = y.src[y.chosen];
     rows[l] = t >= 0 ? replay(y.trs[t], n) : y.aligned;
   }
   return rows;
