@@ -1,13 +1,15 @@
 // y[m][n] = x[m][k] · w[n][k]^T for a few rows (decode): a memory-bound matrix-vector product,
 // where cuBLAS's GEMM kernels read the weights at well under half the HBM rate for m = 1.
 //
-// A block owns 8 (4 beyond 2 rows) output columns and its kSkinnyWarps warps split k: warp
+// A block owns 8 (4 beyond one row) output columns and its kSkinnyWarps warps split k: warp
 // w's lanes take 16-byte chunks of its k-slice, so at k = 2048 every lane issues all of its
 // weight loads (one per column) at once, and the block's partial sums meet in shared memory.
 // Those first weight loads go out before pdl_begin(): the weights are constant, so they are read
 // while the kernel before (the norm or the attention that makes x) still runs. (The earlier form,
 // a warp per two columns walking all of k, reached 1.0-1.5 TB/s on q/k/v and o at one row:
 // ncu on the H100, docs/cuda.md.)
+#include <algorithm>
+
 #include "check.cuh"
 #include "common.cuh"
 #include "launch.cuh"
@@ -16,10 +18,10 @@ namespace eep::kernels {
 
 namespace detail {
 
-// Output columns per block: 8 up to 2 rows; 4 beyond (the accumulators and the weights in
+// Output columns per block: 8 at one row; 4 beyond (the accumulators and the weights in
 // flight would otherwise take ~230 registers at 8 rows and one block per SM).
 template <int M>
-__host__ __device__ constexpr int skinny_cols() { return M <= 2 ? 8 : 4; }
+__host__ __device__ constexpr int skinny_cols() { return M == 1 ? 8 : 4; }
 constexpr int kSkinnyWarps = 8;  // warps per block, each a slice of k
 constexpr int kSkinnyThreads = 32 * kSkinnyWarps;
 
@@ -49,77 +51,130 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
   return s;
 }
 
+// Column group g of the segments: its weights, output, width and first column.
+struct SkinnyGroup {
+  const bf16* w;
+  void* y;
+  int n, cols;
+  long long col0;
+};
+
+template <int kCols>
+__device__ __forceinline__ SkinnyGroup skinny_group(const SkinnySegments& segs, long long g) {
+  int s = 0;
+  while (g >= segs.first[s + 1]) ++s;
+  SkinnyGroup r;
+  r.w = segs.w[s];
+  r.y = segs.y[s];
+  r.n = segs.n[s];
+  r.col0 = (g - segs.first[s]) * kCols;
+  r.cols = r.n - r.col0 < kCols ? int(r.n - r.col0) : kCols;
+  return r;
+}
+
+// Persistent (at one row): block b takes groups b, b + gridDim.x, ... (the grid is what fits on
+// the GPU at once), so the weight stream does not stop between short-lived blocks: while a
+// group's last chunk is summed and reduced, the next group's first weights are in flight.
 template <int M, typename OutT>
-__global__ void __launch_bounds__(kSkinnyThreads)
+__global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 registers
     skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnySegments segs, int k) {
   constexpr int kCols = skinny_cols<M>();
+  constexpr bool kPersistent = M == 1;  // see launch_skinny_rows
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  long long blk = blockIdx.x;
-  int s = 0;
-  while (blk >= segs.first[s + 1]) ++s;
-  blk -= segs.first[s];
-  const bf16* __restrict__ w = segs.w[s];
-  const int n = segs.n[s];
-  const long long col0 = blk * kCols;
-  const int cols = n - col0 < kCols ? int(n - col0) : kCols;
+  const long long groups = segs.first[segs.count];
   // This warp's slice of k, in 8-element chunks; lane l takes chunks begin + l, + 32, ...
   const int chunks = k / 8;
   const int per_warp = (chunks + kSkinnyWarps - 1) / kSkinnyWarps;
   const int begin = min(chunks, warp * per_warp), end = min(chunks, begin + per_warp);
-  float acc[kCols][M];
-#pragma unroll
-  for (int c = 0; c < kCols; ++c)
-#pragma unroll
-    for (int m = 0; m < M; ++m) acc[c][m] = 0.0f;
   uint4 next[kCols];
-  auto load_w = [&](int chunk) {
+  auto load_w = [&](const SkinnyGroup& grp, int chunk) {
 #pragma unroll
     for (int c = 0; c < kCols; ++c)
-      next[c] = c < cols ? __ldg(reinterpret_cast<const uint4*>(w + (col0 + c) * k) + chunk)
-                         : make_uint4(0, 0, 0, 0);
+      next[c] = c < grp.cols
+                    ? __ldg(reinterpret_cast<const uint4*>(grp.w + (grp.col0 + c) * k) + chunk)
+                    : make_uint4(0, 0, 0, 0);
   };
-  int chunk = begin + lane;
-  if (chunk < end) load_w(chunk);  // before the wait: weights are never written during a step
+  long long g = blockIdx.x;
+  SkinnyGroup grp = skinny_group<kCols>(segs, g);
+  if (begin + lane < end) load_w(grp, begin + lane);  // before the wait: weights are constant
   pdl_begin();
-  for (; chunk < end; chunk += 32) {
-    uint4 wv[kCols];
-#pragma unroll
-    for (int c = 0; c < kCols; ++c) wv[c] = next[c];
-    if (chunk + 32 < end) load_w(chunk + 32);  // the next chunk's weights in flight meanwhile
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + size_t(m) * k) + chunk);
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) acc[c][m] += dot8(wv[c], xv);
-    }
-  }
-  // Warps' partial sums: each warp reduces its own, then one thread per (column, row) adds the
-  // warps' in a fixed order.
   __shared__ float partial[kSkinnyWarps][kCols * M];
+  for (; g < groups; g += gridDim.x) {
+    const long long g_next = kPersistent ? g + gridDim.x : groups;
+    const SkinnyGroup grp_next = g_next < groups ? skinny_group<kCols>(segs, g_next) : grp;
+    float acc[kCols][M];
 #pragma unroll
-  for (int c = 0; c < kCols; ++c)
+    for (int c = 0; c < kCols; ++c)
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float v = warp_sum(acc[c][m]);
-      if (lane == 0) partial[warp][c * M + m] = v;
+      for (int m = 0; m < M; ++m) acc[c][m] = 0.0f;
+    for (int chunk = begin + lane; chunk < end; chunk += 32) {
+      uint4 wv[kCols];
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) wv[c] = next[c];
+      // In flight meanwhile: this group's next chunk, or the next group's first.
+      if (chunk + 32 < end)
+        load_w(grp, chunk + 32);
+      else if (g_next < groups)
+        load_w(grp_next, begin + lane);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + size_t(m) * k) + chunk);
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) acc[c][m] += dot8(wv[c], xv);
+      }
     }
-  __syncthreads();
-  const int t = threadIdx.x;
-  if (t < kCols * M && t / M < cols) {
-    float sum = 0.0f;
+    // Warps' partial sums: each warp reduces its own, then one thread per (column, row) adds
+    // the warps' in a fixed order.
 #pragma unroll
-    for (int i = 0; i < kSkinnyWarps; ++i) sum += partial[i][t];
-    OutT* __restrict__ y = static_cast<OutT*>(segs.y[s]);
-    store_out(y + size_t(t % M) * n + col0 + t / M, sum);
+    for (int c = 0; c < kCols; ++c)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float v = warp_sum(acc[c][m]);
+        if (lane == 0) partial[warp][c * M + m] = v;
+      }
+    __syncthreads();
+    const int t = threadIdx.x;
+    if (t < kCols * M && t / M < grp.cols) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kSkinnyWarps; ++i) sum += partial[i][t];
+      store_out(static_cast<OutT*>(grp.y) + size_t(t % M) * grp.n + grp.col0 + t / M, sum);
+    }
+    if (!kPersistent) break;
+    __syncthreads();  // partial is reused by the next group
+    grp = grp_next;
   }
+}
+
+// Blocks of skinny_gemm_kernel<M, OutT> that fit on the current device at once (cached per
+// device: the engine's device does not change).
+template <int M, typename OutT>
+int skinny_resident_blocks() {
+  static int cached[64] = {};
+  int dev = 0;
+  EEP_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) dev = 0;
+  if (cached[dev] == 0) {
+    int sms = 0, per_sm = 0;
+    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    EEP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, skinny_gemm_kernel<M, OutT>, kSkinnyThreads, 0));
+    cached[dev] = std::max(1, sms * std::max(1, per_sm));
+  }
+  return cached[dev];
 }
 
 template <int M, typename OutT>
 void launch_skinny_rows(const bf16* x, SkinnySegments segs, int k, cudaStream_t stream) {
   constexpr int cols = skinny_cols<M>();
   for (int s = 0; s < segs.count; ++s) segs.first[s + 1] = segs.first[s] + ceil_div(segs.n[s], cols);
-  launch_kernel(skinny_gemm_kernel<M, OutT>, unsigned(segs.first[segs.count]), kSkinnyThreads, 0,
-                stream, x, segs, k);
+  // Persistent at one row only: at 2-8 rows a block per group measured faster (H100, batch 8:
+  // 15.50-15.57 ms a step against 15.83-15.85 with the group loop, alternated runs).
+  const long long groups = segs.first[segs.count];
+  const long long grid =
+      M == 1 ? std::min<long long>(groups, skinny_resident_blocks<M, OutT>()) : groups;
+  launch_kernel(skinny_gemm_kernel<M, OutT>, unsigned(grid), kSkinnyThreads, 0, stream, x, segs,
+                k);
 }
 
 template <typename OutT>
