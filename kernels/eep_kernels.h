@@ -223,6 +223,8 @@ void sample_tokens(const float* logits, const SamplingRow* params, int rows, int
                    void* workspace, size_t workspace_bytes, int32_t* ids, cudaStream_t stream);
 
 // ---- device routing (kernels/moe_route.cu) -------------------------------------------------
+// (The backend calls route_permute_tokens, this and permute_tokens in one launch; route_local
+// stays as the reference kernels_test checks it against.)
 // For a group of one, where every replica is local. route is one device array:
 // [num_experts] replica counts, [num_experts][max_replicas] physical slots of each expert's
 // replicas, [slots_per_rank] the expert each local slot holds (-1 empty). Item i (= token * k +
