@@ -108,7 +108,6 @@ void attention_prep(bf16* q, bf16* k, const bf16* v, const bf16* q_norm, const b
                         32 * detail::kPrepWarps, 0, stream, q, k, v, q_norm, k_norm, positions,
                         kv_slots, rows, num_heads, num_kv_heads, head_dim, eps,
                         std::log(double(theta)), k_cache, v_cache);
-  EEP_LAUNCH_CHECK();
 }
 
 }  // namespace eep::kernels

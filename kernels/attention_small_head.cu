@@ -55,7 +55,6 @@ void paged_attention_small_head(const bf16* q, const bf16* k_cache, const bf16* 
                         stream, q, k_cache, v_cache, block_tables, seq_lens, out, num_heads,
                         num_kv_heads, head_dim, block_size, max_blocks_per_row,
                         1.0f / std::sqrt(float(head_dim)));
-  EEP_LAUNCH_CHECK();
 }
 
 }  // namespace eep::kernels

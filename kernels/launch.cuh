@@ -9,7 +9,8 @@
 // access to global memory (only prefetches of weights may come first), on every path, including
 // early returns. Then a kernel never runs ahead of the one before it, so the chain of waits keeps
 // the stream's order. Kernels launched with <<<>>> (or by cuBLAS) are ordered as usual.
-// EEP_CUDA_PDL=0 launches without the attribute (pdl_begin is then a no-op).
+// EEP_CUDA_PDL=0 launches without the attribute (pdl_begin is then a no-op). launch_kernel
+// checks the launch itself (no EEP_LAUNCH_CHECK after it).
 #pragma once
 
 #include <utility>

@@ -54,7 +54,6 @@ void route_local(const int32_t* ids, int items, const int32_t* route, int num_ex
   detail::launch_kernel(detail::route_local_kernel, blocks, threads, 0, stream, ids, items, route,
                         num_experts, max_replicas, first_slot, slots_per_rank, layer, local_slots,
                         load, error);
-  EEP_LAUNCH_CHECK();
 }
 
 }  // namespace eep::kernels

@@ -33,7 +33,6 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
     default:
       EEP_REQUIRE(false, "paged_decode_attention: head_dim must be 64, 128 or 256");
   }
-  EEP_LAUNCH_CHECK();
 }
 
 }  // namespace eep::kernels

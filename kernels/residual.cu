@@ -223,7 +223,6 @@ void embedding_gather(const bf16* table, const int32_t* ids, int rows, int dim, 
   if (rows == 0) return;
   detail::launch_kernel(detail::embedding_gather_kernel, rows, detail::kRowThreads, 0, stream,
                         table, ids, dim, vocab, out);
-  EEP_LAUNCH_CHECK();
 }
 
 void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, int rows, int dim,
@@ -243,7 +242,6 @@ void add_rmsnorm(float* residual, const bf16* delta, const bf16* w, bf16* out, f
     detail::launch_kernel(detail::add_rmsnorm_kernel, rows, detail::kRowThreads, 0, stream,
                           residual, delta, w, out, out_f32, dim, eps);
   }
-  EEP_LAUNCH_CHECK();
 }
 
 bool add_combine_rmsnorm_supported(int dim) { return dim > 0 && dim % 8 == 0 && dim / 8 <= 1024; }
@@ -266,7 +264,6 @@ void gather_rows(const bf16* src, const int32_t* idx, int rows, int dim, bf16* d
   if (rows == 0) return;
   detail::launch_kernel(detail::gather_rows_kernel<bf16>, rows, detail::kRowThreads, 0, stream, src,
                         idx, dim, dst);
-  EEP_LAUNCH_CHECK();
 }
 
 void gather_rows_f32(const float* src, const int32_t* idx, int rows, int dim, float* dst,
@@ -275,7 +272,6 @@ void gather_rows_f32(const float* src, const int32_t* idx, int rows, int dim, fl
   if (rows == 0) return;
   detail::launch_kernel(detail::gather_rows_kernel<float>, rows, detail::kRowThreads, 0, stream,
                         src, idx, dim, dst);
-  EEP_LAUNCH_CHECK();
 }
 
 void f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t stream) {
@@ -283,7 +279,6 @@ void f32_to_bf16(const float* in, bf16* out, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   detail::launch_kernel(detail::f32_to_bf16_kernel, detail::elementwise_blocks(n),
                         detail::kRowThreads, 0, stream, in, out, n);
-  EEP_LAUNCH_CHECK();
 }
 
 void bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stream) {
@@ -291,7 +286,6 @@ void bf16_to_f32(const bf16* in, float* out, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   detail::launch_kernel(detail::bf16_to_f32_kernel, detail::elementwise_blocks(n),
                         detail::kRowThreads, 0, stream, in, out, n);
-  EEP_LAUNCH_CHECK();
 }
 
 void kv_write(const bf16* k, const bf16* v, const int32_t* slots, int rows, int kv_dim,
@@ -300,14 +294,12 @@ void kv_write(const bf16* k, const bf16* v, const int32_t* slots, int rows, int 
   if (rows == 0) return;
   detail::launch_kernel(detail::kv_write_kernel, rows, 128, 0, stream, k, v, slots, kv_dim, k_cache,
                         v_cache);
-  EEP_LAUNCH_CHECK();
 }
 
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && vocab > 0, "argmax_rows: rows >= 0 and vocab > 0");
   if (rows == 0) return;
   detail::launch_kernel(detail::argmax_rows_kernel, rows, 1024, 0, stream, logits, vocab, ids);
-  EEP_LAUNCH_CHECK();
 }
 
 }  // namespace eep::kernels

@@ -14,7 +14,6 @@ void router_topk(const float* logits, int rows, int num_experts, int k, bool ren
   detail::launch_kernel(detail::router_topk_kernel, detail::ceil_div(rows, detail::kRouterWarps),
                         32 * detail::kRouterWarps, smem, stream, logits, rows, num_experts, k,
                         renorm, ids, weights);
-  EEP_LAUNCH_CHECK();
 }
 
 void router_fused(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
@@ -30,7 +29,6 @@ void router_fused(const float* x, const float* w, int rows, int hidden, int num_
   detail::launch_kernel(detail::router_fused_kernel, grid, 32 * detail::kRouterExpertsPerBlock,
                         smem, stream, x, w, hidden, num_experts, k, renorm, logits, counters, ids,
                         weights);
-  EEP_LAUNCH_CHECK();
 }
 
 }  // namespace eep::kernels

@@ -22,7 +22,6 @@ void silu_mul_fused(const bf16* gu, bf16* y, int rows, int inter, cudaStream_t s
   if (rows == 0) return;
   detail::launch_kernel(detail::silu_mul_fused_kernel, grid_for((long long)rows * inter), 256, 0,
                         stream, gu, y, rows, inter);
-  EEP_LAUNCH_CHECK();
 }
 
 }  // namespace eep::kernels

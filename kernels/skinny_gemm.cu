@@ -211,7 +211,6 @@ void skinny_gemm_multi(const bf16* x, const bf16* const* w, void* const* y, cons
     detail::launch_skinny<float>(x, segs, rows, k, stream);
   else
     detail::launch_skinny<bf16>(x, segs, rows, k, stream);
-  EEP_LAUNCH_CHECK();
 }
 
 void skinny_gemm(const bf16* x, const bf16* w, void* y, bool y_f32, int rows, int n, int k,
