@@ -30,16 +30,19 @@ using Wg256 = WgConfig<256, 4, 1>;
 using Tma128 = TmaConfig<128, 6>;
 using Tma192 = TmaConfig<192, 5>;
 using Tma256 = TmaConfig<256, 4>;
+// ... with ping-pong consumers (each owns every other tile).
+using TmaPp128 = TmaConfig<128, 6, true>;
+using TmaPp192 = TmaConfig<192, 5, true>;
 
 enum Shape {
   kD16, kD16n16, kD32, kP64, kP128, kW128, kW128x2, kW192, kW256, kT128, kT192, kT256, kD16n64,
-  kShapes
+  kTP128, kTP192, kShapes
 };
 const char* const kShapeNames[kShapes] = {
     "mma_32x16",     "mma_16x16",          "mma_32x32",     "mma_128x64",
     "mma_128x128",   "wgmma_128x128",      "wgmma_128x128_2cta", "wgmma_128x192",
     "wgmma_128x256", "tma_wgmma_128x128",  "tma_wgmma_128x192",  "tma_wgmma_128x256",
-    "mma_64x16"};
+    "mma_64x16",     "tma_pp_128x128",     "tma_pp_128x192"};
 int g_forced_shape = -1;
 
 // Kernel kinds: 0 mma.sync, 1 wgmma fed by cp.async, 2 wgmma fed by TMA.
@@ -102,6 +105,8 @@ void setup_shapes(int dev, int sms) {
   setup<Tma128, SWIGLU, 2>(dev, sms);
   setup<Tma192, SWIGLU, 2>(dev, sms);
   setup<Tma256, SWIGLU, 2>(dev, sms);
+  setup<TmaPp128, SWIGLU, 2>(dev, sms);
+  setup<TmaPp192, SWIGLU, 2>(dev, sms);
 }
 
 struct DeviceInfo {
@@ -201,7 +206,8 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
   //    32x32 decode tile), where the tensor maps can describe the call; else the decode tile;
   //    the SwiGLU form keeps the decode tile up to 48 (its TMA form, 16 eight-row boxes a
   //    stage, was not measured there);
-  //  - larger: TMA wgmma 128x192 (best at 2048 and 8192 tokens).
+  //  - larger: TMA wgmma 128x192 with ping-pong consumers (2048 and 8192 tokens: above the
+  //    cooperative 128x192, which is 0.80x torch for down at 8192; docs/cuda.md, run 5).
   const int avg = (max_rows + num_experts - 1) / num_experts;
   const bool tma128 = info.wgmma && g_encode && max_rows >= 128 && n >= 128 && k >= 64;
   int shape;
@@ -212,8 +218,9 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
   else if (avg <= 100)
     shape = kT128;
   else
-    shape = kT192;
-  if (!info.wgmma && shape >= kW128 && shape <= kT256) shape = avg <= 192 ? kP64 : kP128;
+    shape = kTP192;
+  if (!info.wgmma && ((shape >= kW128 && shape <= kT256) || shape == kTP128 || shape == kTP192))
+    shape = avg <= 192 ? kP64 : kP128;
   if (g_forced_shape >= 0) shape = g_forced_shape;
   const int d = info.dev;
   switch (shape) {
@@ -235,9 +242,17 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
       if (!launch_tma<Tma192, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
         launch<Wg192, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
       return;
-    default:
+    case kT256:
       if (!launch_tma<Tma256, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
         launch<Wg256, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+      return;
+    case kTP128:
+      if (!launch_tma<TmaPp128, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
+        launch<Wg128, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+      return;
+    default:
+      if (!launch_tma<TmaPp192, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
+        launch<Wg192, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
       return;
   }
 }

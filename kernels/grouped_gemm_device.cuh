@@ -588,7 +588,10 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
 // too (the next expert's rows, or zeros past max_rows) and only feed outputs never stored.
 // SwiGLU: the weight tile interleaves 8 gate rows and the matching 8 up rows per 16 (sixteen
 // 8-row boxes per stage), so one thread holds gate and up of the same output and applies
-// silu(g) * u in registers.
+// silu(g) * u in registers. Ping-pong form (TmaConfig PP): each consumer owns every other tile
+// (all 128 weight rows) and the two take turns in the MMA through a pair of named barriers, so
+// one's register epilogue runs while the other's wgmma keep the tensor cores busy (see
+// TmaConfig).
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
@@ -627,19 +630,33 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
       : "memory");
 }
 
-template <int BM_, int STAGES_>
+// PP ("ping-pong"): each consumer warpgroup owns every other tile of the CTA (all 128 weight
+// rows: two m64 wgmma per k16 step, BM accumulators per thread, registers moved over from the
+// producer warpgroup with setmaxnreg), and the two take turns in the MMA, so that one's
+// epilogue overlaps the other's main loop. Otherwise both consumers share each tile (64 weight
+// rows each) and the tensor cores idle during the epilogue.
+template <int BM_, int STAGES_, bool PP_ = false>
 struct TmaConfig {
   static constexpr int BN = 128, BM = BM_, BK = 64, STAGES = STAGES_;
+  static constexpr bool PP = PP_;
   static constexpr int THREADS = 384;  // producer warpgroup + two consumer warpgroups
   static constexpr int W_BYTES = BN * BK * 2;
   static constexpr int STAGE_BYTES = (BN + BM) * BK * 2;
   static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024;
   static_assert(BM % 16 == 0 && BM <= 256, "tma config");
+  static_assert(!PP || BM <= 192, "ping-pong: BM accumulators per thread (of 232 registers)");
 };
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // tmap_w: [E][n][k] as 3D (k, n, E), box (64, 128 | 8, 1); tmap_x: [max_rows][k] as 2D (k, rows),
@@ -666,13 +683,15 @@ __global__ void __launch_bounds__(C::THREADS, 1)
   if (tid == 0) {
     for (int s = 0; s < C::STAGES; ++s) {
       mbar_init(smem_u32(&full_bar[s]), 1);
-      mbar_init(smem_u32(&empty_bar[s]), 8);  // one arrival per consumer warp
+      mbar_init(smem_u32(&empty_bar[s]), C::PP ? 4 : 8);  // one arrival per consumer warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
   if (wg == 0) {
+    // PP: the producer warpgroup gives registers to the consumers (BM accumulators each).
+    if (C::PP) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (tid == 0) {
       int stage = 0;
       uint32_t phase = 0;
@@ -704,70 +723,94 @@ __global__ void __launch_bounds__(C::THREADS, 1)
       }
     }
   } else {
+    if (C::PP) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     const int cw = wg - 1, wq = warp & 3;
     const int g = lane >> 2, t4 = lane & 3;
-    int stage = 0;
-    uint32_t phase = 0;
-    for (long long t = blockIdx.x; t < total_tiles; t += gridDim.x) {
+    constexpr int NACC = C::PP ? 2 : 1;  // m64 accumulator blocks per thread
+    uint32_t it = 0;  // ring stages consumed so far (by both consumers under PP)
+    long long i = 0;
+    for (long long t = blockIdx.x; t < total_tiles; t += gridDim.x, ++i) {
+      if (C::PP && int(i & 1) != cw) {  // the other consumer's tile
+        it += ktiles;
+        continue;
+      }
       const int nb = int(t % nb_count);
       int e, row0, m_valid;
       tt.locate(int(t / nb_count), num_experts, C::BM, e, row0, m_valid);
-      float acc[C::BM / 2];
+      float acc[NACC][C::BM / 2];
 #pragma unroll
-      for (int i = 0; i < C::BM / 2; ++i) acc[i] = 0.0f;
+      for (int h = 0; h < NACC; ++h)
+#pragma unroll
+        for (int q = 0; q < C::BM / 2; ++q) acc[h][q] = 0.0f;
+      // PP: a full barrier's parity names its phase only if the phase one lap earlier is known
+      // complete: start this tile's waits once the other consumer has seen all of its tile's
+      // stages full (which also takes turns in the MMA: its epilogue overlaps ours).
+      if (C::PP && i > 0) named_bar_sync(3 + cw, 256);
       int prev = -1;
-      for (int kt = 0; kt < ktiles; ++kt) {
+      for (int kt = 0; kt < ktiles; ++kt, ++it) {
+        const int stage = int(it % C::STAGES);
+        const uint32_t phase = (it / C::STAGES) & 1;
         mbar_wait(smem_u32(&full_bar[stage]), phase);
+        if (C::PP && kt == ktiles - 1 && t + gridDim.x < total_tiles)
+          named_bar_arrive(4 - cw, 256);  // the next tile's consumer may wait now
         const uint32_t ws = base + stage * C::STAGE_BYTES;
         const uint32_t xs = ws + C::W_BYTES;
-        fence_regs(acc);
+#pragma unroll
+        for (int h = 0; h < NACC; ++h) fence_regs(acc[h]);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < C::BK / 16; ++kk)
-          wgmma_bf16<C::BM>(acc, wgmma_desc(ws + cw * 64 * C::BK * 2 + kk * 32),
-                            wgmma_desc(xs + kk * 32));
+#pragma unroll
+          for (int h = 0; h < NACC; ++h)
+            wgmma_bf16<C::BM>(acc[h],
+                              wgmma_desc(ws + (C::PP ? h : cw) * 64 * C::BK * 2 + kk * 32),
+                              wgmma_desc(xs + kk * 32));
         wgmma_commit();
         wgmma_wait<1>();
-        fence_regs(acc);
+#pragma unroll
+        for (int h = 0; h < NACC; ++h) fence_regs(acc[h]);
         if (prev >= 0) {
           __syncwarp();
           if (lane == 0) mbar_arrive(smem_u32(&empty_bar[prev]));
         }
         prev = stage;
-        if (++stage == C::STAGES) {
-          stage = 0;
-          phase ^= 1;
-        }
       }
       wgmma_wait<0>();
-      fence_regs(acc);
+#pragma unroll
+      for (int h = 0; h < NACC; ++h) fence_regs(acc[h]);
       __syncwarp();
       if (lane == 0) mbar_arrive(smem_u32(&empty_bar[prev]));
 
-      // Epilogue from registers: row g / g + 8 of this warp's 16 weight rows, tokens 8j + 2t4
-      // (+1). Lanes g and g ^ 1 swap one value so that each stores two adjacent columns.
-      const bool odd = g & 1;
+      {
+        // Epilogue from registers: row g / g + 8 of this warp's 16 weight rows, tokens 8j + 2t4
+        // (+1). Lanes g and g ^ 1 swap one value so that each stores two adjacent columns.
+        const bool odd = g & 1;
 #pragma unroll
-      for (int j = 0; j < C::BM / 8; ++j) {
-        const int ta = j * 8 + 2 * t4;
-        const int tok = odd ? ta + 1 : ta;
-        if (SWIGLU) {
-          const float a0 = silu_mul_bf16(acc[4 * j + 0], acc[4 * j + 2]);  // token ta
-          const float a1 = silu_mul_bf16(acc[4 * j + 1], acc[4 * j + 3]);  // token ta + 1
-          const float r = __shfl_xor_sync(0xffffffffu, odd ? a0 : a1, 4);
-          const int col = nb * 64 + (cw * 4 + wq) * 8 + (g & ~1);
-          if (tok < m_valid)
-            *reinterpret_cast<uint32_t*>(y + size_t(row0 + tok) * inter + col) =
-                odd ? pack_bf16x2(r, a1) : pack_bf16x2(a0, r);
-        } else {
-          const int col = nb * C::BN + cw * 64 + wq * 16 + (g & ~1);
+        for (int h = 0; h < NACC; ++h) {
+          const int half = C::PP ? h : cw;  // which 64 weight rows of the tile
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {  // rows g, g + 8
-            const float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-            const float r = __shfl_xor_sync(0xffffffffu, odd ? v0 : v1, 4);
-            if (tok < m_valid && col + 8 * h < n)
-              *reinterpret_cast<uint32_t*>(y + size_t(row0 + tok) * n + col + 8 * h) =
-                  odd ? pack_bf16x2(r, v1) : pack_bf16x2(v0, r);
+          for (int j = 0; j < C::BM / 8; ++j) {
+            const int ta = j * 8 + 2 * t4;
+            const int tok = odd ? ta + 1 : ta;
+            if (SWIGLU) {
+              const float a0 = silu_mul_bf16(acc[h][4 * j + 0], acc[h][4 * j + 2]);  // token ta
+              const float a1 = silu_mul_bf16(acc[h][4 * j + 1], acc[h][4 * j + 3]);  // ta + 1
+              const float r = __shfl_xor_sync(0xffffffffu, odd ? a0 : a1, 4);
+              const int col = nb * 64 + (half * 4 + wq) * 8 + (g & ~1);
+              if (tok < m_valid)
+                *reinterpret_cast<uint32_t*>(y + size_t(row0 + tok) * inter + col) =
+                    odd ? pack_bf16x2(r, a1) : pack_bf16x2(a0, r);
+            } else {
+              const int col = nb * C::BN + half * 64 + wq * 16 + (g & ~1);
+#pragma unroll
+              for (int hh = 0; hh < 2; ++hh) {  // rows g, g + 8
+                const float v0 = acc[h][4 * j + 2 * hh], v1 = acc[h][4 * j + 2 * hh + 1];
+                const float r = __shfl_xor_sync(0xffffffffu, odd ? v0 : v1, 4);
+                if (tok < m_valid && col + 8 * hh < n)
+                  *reinterpret_cast<uint32_t*>(y + size_t(row0 + tok) * n + col + 8 * hh) =
+                      odd ? pack_bf16x2(r, v1) : pack_bf16x2(v0, r);
+              }
+            }
           }
         }
       }

@@ -4,9 +4,10 @@
 // weights concatenated) and down (n = 2048, k = 768) with each GroupedGemmImpl (host offsets),
 // with grouped_gemm_device (offsets on the device: "device_offsets") and, for gate_up, with
 // grouped_gemm_swiglu_device (SwiGLU in the epilogue, writes act [rows][768]:
-// "device_swiglu"). Timing: cudaEvent pair per call, 5 warm-ups, median of 30; before each
-// timed call a 128 MB memset evicts L2 (the few experts of a small batch would otherwise stay
-// in the 50 MB L2 between calls) and a ~100 us spin kernel keeps the GPU busy while the host
+// "device_swiglu"; with each tile shape forced: "shape_<name>", "swiglu_shape_<name>").
+// Timing: cudaEvent pair per call, 5 warm-ups, median of 30; before each timed call a 128 MB
+// memset evicts L2 (the few experts of a small batch would otherwise stay in the 50 MB L2
+// between calls) and a ~100 us spin kernel keeps the GPU busy while the host
 // enqueues the events and the call, so host launch latency stays out of the interval (as
 // grouped_mm_torch.py does with torch.cuda._sleep). w_gbps = the used experts' weight bytes
 // over the time (the memory-bound floor at small batches). Writes the per-expert row counts to
@@ -145,18 +146,22 @@ int main(int argc, char** argv) {
                                : impl_i == 5 ? "device_swiglu"
                                              : impl_name(impl);
       K::grouped_gemm_device_force_shape(impl_i >= 6 ? impl_i - 6 : -1);
-      for (int which = 0; which < 2; ++which) {
-        const bool gate_up = which == 0;
+      // which: 0 gate_up, 1 down, 2 (forced shapes only) gate_up with the SwiGLU epilogue,
+      // reported as "swiglu_shape_<name>".
+      for (int which = 0; which < (impl_i >= 6 ? 3 : 2); ++which) {
+        const bool gate_up = which != 1;
+        const bool swiglu = impl_i == 5 || which == 2;
         if (impl_i == 5 && !gate_up) continue;
+        const std::string row_name = which == 2 ? "swiglu_" + name : name;
         const int n = gate_up ? 2 * kInter : kHidden, k = gate_up ? kHidden : kInter;
         const bf16* in = gate_up ? x.get() : act.get();
         const bf16* w = gate_up ? w_gu.get() : w_down.get();
         // device_swiglu writes act_out (act stays the down GEMM's input).
-        bf16* out = impl_i == 5 ? act_out.get() : gate_up ? gu.get() : y.get();
+        bf16* out = swiglu ? act_out.get() : gate_up ? gu.get() : y.get();
         auto call = [&] {
-          if (impl_i == 4 || impl_i >= 6)
+          if (!swiglu && (impl_i == 4 || impl_i >= 6))
             K::grouped_gemm_device(in, w, out, d_off.get(), kExperts, rows, n, k, stream);
-          else if (impl_i == 5)
+          else if (swiglu)
             K::grouped_gemm_swiglu_device(in, w, out, d_off.get(), kExperts, rows, kInter, k,
                                           stream);
           else
@@ -177,8 +182,8 @@ int main(int argc, char** argv) {
         }
         // cublas_grouped's output is the reference (and silu_mul_fused of it for the SwiGLU
         // variant); every device-offset result is compared with it.
-        const size_t out_elems = size_t(rows) * (impl_i == 5 ? kInter : n);
-        bf16* ref = impl_i == 5 ? ref_act.get() : gate_up ? ref_gu.get() : ref_y.get();
+        const size_t out_elems = size_t(rows) * (swiglu ? kInter : n);
+        bf16* ref = swiglu ? ref_act.get() : gate_up ? ref_gu.get() : ref_y.get();
         if (impl_i == 1) {
           TEST_CUDA(cudaMemcpyAsync(ref, out, out_elems * 2, cudaMemcpyDeviceToDevice, stream));
           if (gate_up) K::silu_mul_fused(ref_gu.get(), ref_act.get(), rows, kInter, stream);
@@ -195,15 +200,15 @@ int main(int argc, char** argv) {
         const double med = ms[kRepeats / 2];
         const double flops = 2.0 * rows * n * k;
         // Fewest bytes: the used experts' weights, the input and the output, once each.
-        const int out_cols = impl_i == 5 ? n / 2 : n;
+        const int out_cols = swiglu ? n / 2 : n;
         const double wbytes = 2.0 * double(used) * n * k;
         const double bytes = wbytes + 2.0 * (double(rows) * k + double(rows) * out_cols);
-        std::printf("%-15s %6d %-8s %6d %9.4f %8.2f %9.0f %9.0f\n", name.c_str(), tokens,
+        std::printf("%-15s %6d %-8s %6d %9.4f %8.2f %9.0f %9.0f\n", row_name.c_str(), tokens,
                     gate_up ? "gate_up" : "down", rows, med, flops / (med * 1e-3) / 1e12,
                     bytes / (med * 1e-3) / 1e9, wbytes / (med * 1e-3) / 1e9);
         std::printf("RESULT impl=%s tokens=%d gemm=%s rows=%d used=%d n=%d k=%d ms=%.5f "
                     "tflops=%.2f min_gbps=%.0f w_gbps=%.0f spread_ms=%.5f..%.5f vs_cublas=%.2e\n",
-                    name.c_str(), tokens, gate_up ? "gate_up" : "down", rows, used, n, k, med,
+                    row_name.c_str(), tokens, gate_up ? "gate_up" : "down", rows, used, n, k, med,
                     flops / (med * 1e-3) / 1e12, bytes / (med * 1e-3) / 1e9,
                     wbytes / (med * 1e-3) / 1e9, ms.front(), ms.back(), vs_cublas);
       }

@@ -376,8 +376,10 @@ void test_grouped_gemm_device_all(bool quick) {
   test_grouped_gemm_device(random_offsets(3, 1000, true), 1000, 8, 1000, false, "odd");
   test_grouped_gemm_device(random_offsets(7, 50, true), 50, 128, 200, true, "odd");
   // Graph capture and replay with other offsets (automatic shapes: decode mma.sync tiles at
-  // max_rows 8 and 1024, TMA-fed wgmma 192 and 128 at 1200 over 8 and 16 experts).
+  // max_rows 8 and 1024, TMA-fed wgmma 192 and 128 at 1200 over 8 and 16 experts; the plain
+  // GEMM's prefill tile at 1200 over 8).
   test_grouped_gemm_device_graph(128, 1024, 512, 256, false);
+  test_grouped_gemm_device_graph(8, 1200, 512, 256, false);
   test_grouped_gemm_device_graph(128, 1024, 512, 256, true);
   test_grouped_gemm_device_graph(128, 8, 2048, 768, false);
   test_grouped_gemm_device_graph(8, 1200, 512, 256, true);
