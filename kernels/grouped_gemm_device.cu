@@ -206,8 +206,9 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
   //    32x32 decode tile), where the tensor maps can describe the call; else the decode tile;
   //    the SwiGLU form keeps the decode tile up to 48 (its TMA form, 16 eight-row boxes a
   //    stage, was not measured there);
-  //  - larger: TMA wgmma 128x192 with ping-pong consumers (2048 and 8192 tokens: above the
-  //    cooperative 128x192, which is 0.80x torch for down at 8192; docs/cuda.md, run 5).
+  //  - larger: TMA wgmma 128x192 with ping-pong consumers, SwiGLU too (ping-pong run B: 2048
+  //    and 8192 tokens at or above the cooperative 128x192, which stays 0.84x torch for down at
+  //    8192 where ping-pong is 1.06-1.09x).
   const int avg = (max_rows + num_experts - 1) / num_experts;
   const bool tma128 = info.wgmma && g_encode && max_rows >= 128 && n >= 128 && k >= 64;
   int shape;
