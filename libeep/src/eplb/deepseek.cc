@@ -116,7 +116,7 @@ Scratch& scratch() {
 }  // namespace
 
 void deepseek_domain(const float* w, int n, const int* order, int num_slots, int num_packs,
-                     int* out, bool avoid_duplicates) {
+                     int* out, bool avoid_duplicates, int* slot_order) {
   Scratch& s = scratch();
   int extra = num_slots - n;
   // Without duplicates no expert may have more replicas than there are GPUs (unless the slots
@@ -227,6 +227,7 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
       }
       held[nheld] = p;
     }
+    if (slot_order) slot_order[i] = p * per_pack + s.fill[p];
     out[p * per_pack + s.fill[p]++] = e;
     s.pack_w[p] += s.item_w[i];
     set_leaf(p, leaf(p));

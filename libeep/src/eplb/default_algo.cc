@@ -56,7 +56,7 @@ struct Scratch {
   // evaluation
   std::vector<int> rcnt;
   // candidates of default_layer
-  std::vector<int> best, cand, dsg, dsp, gorder_e, alt, ccnt;
+  std::vector<int> best, cand, dsg, dsg_order, dsp, gorder_e, alt, ccnt;
   std::vector<char> in_dom;
 };
 
@@ -435,7 +435,8 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
       best_max = mx, best_dup = dup, s.best.swap(cand), have = true,
       best_domain = gpus_per_domain;
   };
-  auto consider = [&](std::vector<int>& cand, int gpus_per_domain, double known_max) {
+  auto consider = [&](std::vector<int>& cand, int gpus_per_domain, double known_max,
+                      const int* slot_order = nullptr) {
     if (have && !best_dup && known_max >= best_max) return;
     if (known_max >= 0) {
       s.alt.assign(cand.begin(), cand.end());
@@ -443,7 +444,8 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
         keep_if_better(s.alt, refine_layer(weight, E, s.alt.data(), S, G, gpus_per_domain),
                        gpus_per_domain);
     }
-    keep_if_better(cand, refine_layer(weight, E, cand.data(), S, G, gpus_per_domain),
+    keep_if_better(cand,
+                   refine_layer(weight, E, cand.data(), S, G, gpus_per_domain, slot_order),
                    gpus_per_domain);
   };
 
@@ -456,7 +458,9 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
   for (int e = 0; e < E; ++e) s.fw[e] = static_cast<float>(weight[e]);
   s.gorder_e.resize(E);
   order_desc(s.fw.data(), E, s.keys, s.gorder_e.data());
-  deepseek_domain(s.fw.data(), E, s.gorder_e.data(), S, G, s.dsg.data(), true);
+  s.dsg_order.resize(S);
+  deepseek_domain(s.fw.data(), E, s.gorder_e.data(), S, G, s.dsg.data(), true,
+                  s.dsg_order.data());
   double ref_max = max_gpu_load(weight, E, s.dsg.data(), S, G);
   // Small shapes are cheap: there DeepSeek's own global layout (duplicates and all) is computed
   // too and is the reference when lighter, as a duplicate gives it a finer split.
@@ -493,7 +497,7 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
   // locality would cost balance, which the default does not accept.
   if (!have || best_max > ref_max) {
     s.cand.assign(s.dsg.begin(), s.dsg.end());
-    consider(s.cand, G, -1);
+    consider(s.cand, G, -1, s.dsg_order.data());
     // On small shapes (cheap anyway) and far from the lower bound (a few hot experts) more
     // candidates are worth their time: my packing, and DeepSeek's layout with its duplicates
     // repaired two ways. (At DeepSeek-V3 sizes these never won on the benchmark's loads.)

@@ -40,8 +40,10 @@ std::vector<int> deepseek_layer(const std::vector<double>& weight, int num_slots
 // avoid_duplicates: no expert gets more replicas than there are GPUs and a replica never goes to
 // a GPU that holds its expert while another has room; the result is DeepSeek's layout whenever
 // that has no duplicate (the default algorithm starts from it).
+// slot_order (optional, num_slots): the slots in placement order, i.e. by replica weight
+// descending (float weights), which spares the refinement its sort.
 void deepseek_domain(const float* w, int n, const int* order, int num_slots, int num_packs,
-                     int* out, bool avoid_duplicates = false);
+                     int* out, bool avoid_duplicates = false, int* slot_order = nullptr);
 // Lower bound of the heaviest GPU of DeepSeek's hierarchical layout: the heaviest node (groups
 // packed as DeepSeek packs them) spread evenly over its GPUs.
 double deepseek_node_bound(const double* weight, int num_experts, int num_groups, int num_nodes,
@@ -66,9 +68,10 @@ double max_gpu_load(const std::vector<double>& weight, const std::vector<int>& p
 // Improves one layer in place by swapping replicas between GPUs of the same domain (a block of
 // gpus_per_domain consecutive GPUs: a node when locality is kept, else all GPUs) without ever
 // creating a duplicate; first repairs duplicates where a swap can. Replica counts are unchanged.
-// Returns the heaviest GPU's load afterwards.
+// Returns the heaviest GPU's load afterwards. slot_order (optional, only with one domain): the
+// slots by replica weight descending, or nearly so (it is corrected), instead of a sort.
 double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
-                    int num_gpus, int gpus_per_domain);
+                    int num_gpus, int gpus_per_domain, const int* slot_order = nullptr);
 
 // Movement-aware rows (movement.cc): per layer, starting from current[l] (-1: a slot without
 // predecessor), a layout whose heaviest GPUs sum to at most sum(best maxima) / (1 - tolerance)

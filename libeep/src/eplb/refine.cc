@@ -27,7 +27,7 @@ struct RefineScratch {
   // Replicas ("items") sorted by weight, heaviest first: weight, expert, GPU; and the item in
   // each slot / the slot of each item.
   std::vector<double> iw;
-  std::vector<int> ie, igpu, islot, slot_item;
+  std::vector<int> ie, igpu, islot, slot_item, slot_gpu;
   std::vector<int> lower, hi_tree, lo_tree;
   std::vector<uint16_t> key16;
   std::vector<int> tmp;
@@ -52,10 +52,11 @@ void repair_duplicates(int* p, double* rw, double* load, int num_experts, int n,
                        RefineScratch& s) {
   s.stamp.assign(num_experts, -1);
   bool dup = false;
-  for (int i = 0; i < n * k; ++i) {
-    dup |= s.stamp[p[i]] == i / k;
-    s.stamp[p[i]] = i / k;
-  }
+  for (int g = 0; g < n; ++g)
+    for (int i = g * k; i < (g + 1) * k; ++i) {
+      dup |= s.stamp[p[i]] == g;
+      s.stamp[p[i]] = g;
+    }
   for (int g = 0; g < n && dup; ++g) {
     for (int i = 0; i < k; ++i) {
       int si = g * k + i, e = p[si];
@@ -82,6 +83,13 @@ void repair_duplicates(int* p, double* rw, double* load, int num_experts, int n,
   }
 }
 
+// Sorts idx[0..m) by w[idx] descending; equal weights keep their order. Linear on nearly sorted
+// input.
+void insertion_sort_desc(const double* w, int m, int* idx) {
+  for (int t = 1; t < m; ++t)
+    for (int u = t; u > 0 && w[idx[u]] > w[idx[u - 1]]; --u) std::swap(idx[u], idx[u - 1]);
+}
+
 // idx[0..m) = indices of w by weight descending, equal weights in index order. Two LSD radix
 // passes on the top 16 bits of the float weight (sign, exponent, 7 mantissa bits: 1/128 apart),
 // then insertion sort on the exact weights, which only has to fix neighbours within a bucket.
@@ -106,24 +114,28 @@ void sort_desc(const double* w, int m, int* idx, RefineScratch& s) {
     std::swap(a, b);
   }
   // Two passes: the result is back in idx (a == idx).
-  for (int t = 1; t < m; ++t)
-    for (int u = t; u > 0 && w[idx[u]] > w[idx[u - 1]]; --u) std::swap(idx[u], idx[u - 1]);
+  insertion_sort_desc(w, m, idx);
 }
 
 // Swap refinement on GPUs [first, first + n) of phy2log (replica weights w / cnt). Keeps counts;
 // never adds duplicates. Returns the heaviest GPU's load of the range.
 double refine_range(const double* w, const int* cnt, int num_experts, int* phy, int first, int n,
-                    int k, RefineScratch& s) {
+                    int k, const int* slot_order, RefineScratch& s) {
   int* p = phy + static_cast<size_t>(first) * k;  // the range's slots, GPU-major
   int m = n * k;
   s.load.assign(n, 0.0);
   s.rw.resize(m);
   double* load = s.load.data();
   double* rw = s.rw.data();
-  for (int i = 0; i < m; ++i) {
-    rw[i] = w[p[i]] / cnt[p[i]];
-    load[i / k] += rw[i];
-  }
+  // (GPU-major loops instead of slot / k: integer divisions by a variable dominated the setup.)
+  s.slot_gpu.resize(m);
+  int* slot_gpu = s.slot_gpu.data();
+  for (int g = 0; g < n; ++g)
+    for (int i = g * k; i < (g + 1) * k; ++i) {
+      rw[i] = w[p[i]] / cnt[p[i]];
+      load[g] += rw[i];
+      slot_gpu[i] = g;
+    }
   repair_duplicates(p, rw, load, num_experts, n, k, s);
   // Lower bound of the heaviest GPU: the mean, and the GPU holding the heaviest replica must
   // carry it. Within kGoodEnough of it no swap is worth its time.
@@ -135,7 +147,12 @@ double refine_range(const double* w, const int* cnt, int num_experts, int* phy, 
   double good = bound * (1 + kGoodEnough);
   s.islot.resize(m);
   int* islot = s.islot.data();
-  sort_desc(rw, m, islot, s);
+  if (slot_order) {  // nearly sorted (float weights, or a repaired duplicate): insertion sort
+    std::copy(slot_order, slot_order + m, islot);
+    insertion_sort_desc(rw, m, islot);
+  } else {
+    sort_desc(rw, m, islot, s);
+  }
   s.iw.resize(m), s.ie.resize(m), s.igpu.resize(m), s.slot_item.resize(m), s.lower.resize(m + 1);
   double* iw = s.iw.data();
   int* ie = s.ie.data();
@@ -143,7 +160,7 @@ double refine_range(const double* w, const int* cnt, int num_experts, int* phy, 
   int* slot_item = s.slot_item.data();
   for (int t = 0; t < m; ++t) {
     int slot = islot[t];
-    iw[t] = rw[slot], ie[t] = p[slot], igpu[t] = slot / k, slot_item[slot] = t;
+    iw[t] = rw[slot], ie[t] = p[slot], igpu[t] = slot_gpu[slot], slot_item[slot] = t;
   }
   // lower[t]: the first item lighter than item t (replicas of one expert weigh the same).
   int* lower = s.lower.data();
@@ -156,7 +173,7 @@ double refine_range(const double* w, const int* cnt, int num_experts, int* phy, 
   uint64_t* mask = s.mask.data();
   auto flip = [&](int g, int e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
   auto has = [&](int g, int e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
-  for (int i = 0; i < m; ++i) flip(i / k, p[i]);
+  for (int i = 0; i < m; ++i) flip(slot_gpu[i], p[i]);
   // The heaviest and the lightest GPU: tournament trees of GPU indices over the loads (a swap
   // changes two loads: two leaf-to-root updates each).
   int size = 1;
@@ -223,7 +240,7 @@ double refine_range(const double* w, const int* cnt, int num_experts, int* phy, 
 }  // namespace
 
 double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
-                    int num_gpus, int gpus_per_domain) {
+                    int num_gpus, int gpus_per_domain, const int* slot_order) {
   RefineScratch& s = scratch();
   int k = num_slots / num_gpus;
   s.rcnt.assign(num_experts, 0);
@@ -231,7 +248,8 @@ double refine_layer(const double* weight, int num_experts, int* phy2log, int num
   double mx = 0;
   for (int first = 0; first < num_gpus; first += gpus_per_domain)
     mx = std::max(mx, refine_range(weight, s.rcnt.data(), num_experts, phy2log, first,
-                                   gpus_per_domain, k, s));
+                                   gpus_per_domain, k,
+                                   gpus_per_domain == num_gpus ? slot_order : nullptr, s));
   return mx;
 }
 
