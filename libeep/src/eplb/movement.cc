@@ -14,9 +14,10 @@
 // balancedness is global (sum of means / sum of maxima): a greedy over the layers' trajectories
 // takes the steps with the largest drop of the heaviest GPU per moved slot until the sum of the
 // maxima fits. Layers where moving is cheap go below their share so that expensive ones move
-// less. Each layer is then searched again (four variants) down to exactly the maximum allocated
-// to it, and the allocation redone, twice. The best plan relabelled to overlap the current one most (align_layer) is every layer's
-// last point, so the budget is always met.
+// less. Each layer is then searched again (four searches, one of them weighing its candidates
+// by a look-ahead of one step) down to exactly the maximum allocated to it, and the allocation
+// redone, twice. The best plan relabelled to overlap the current one most (align_layer) is
+// every layer's last point, so the budget is always met.
 #include <algorithm>
 #include <cmath>
 #include <queue>
@@ -35,9 +36,9 @@ namespace {
 // and one target round of two variants): floors {0.5, 1} 10.25% moved/step, {0.25, 0.75} 10.33%,
 // {0.25, 0.5, 0.75} 10.30% at 1.3x the time, {0.25, 1} 10.35%, {0.5} 10.39%.
 constexpr double kMovementFloors[] = {0.5, 1.0};
-// Rounds of searches at the allocated targets, each followed by a new allocation: 320/64 10.83%
-// (none, three floors, no chains) -> 10.25% (one round, two variants) -> 10.17% (two rounds, four
-// variants); three rounds 10.15% at 1.3x the time of two.
+// Rounds of searches at the allocated targets (kTargetSearches), each followed by a new
+// allocation: 320/64 10.83% (none, three floors, no chains) -> 10.25% (one round, two variants)
+// -> 10.17% (two rounds, four variants); three rounds 10.15% at 1.3x the time of two.
 constexpr int kTargetRounds = 2;
 
 // The search's variants: each finds other trajectories, and each layer keeps the best points.
@@ -45,8 +46,22 @@ enum class Variant {
   kGreedy,       // the best operation per new move, chains included
   kChainsFirst,  // the longest chain first while there is one of two GPUs or more
   kLightTie,     // on equal scores the swap that moves the least load
-  kNoChains,     // single operations only (the search before chains)
 };
+
+// The searches of each target round: a variant, and how many of the greedy's best candidates
+// each step weighs by a look-ahead of one step (1: none; look_ahead). Mean moved/step at 320/64
+// over load seeds 1-8 (5 steps each): greedy, chains first, light tie and the search without
+// chains 10.19%; without the last (it rarely won) 10.19% at 0.77x the time; the light-tie
+// search with a look-ahead over 3 candidates added 10.11% (every seed lower, 0.02-0.15 points),
+// over 2 candidates 10.13% (seeds 1-4), over 4 with a score filter 10.15%.
+struct TargetSearch {
+  Variant variant;
+  int lookahead;
+};
+constexpr TargetSearch kTargetSearches[] = {{Variant::kGreedy, 1},
+                                            {Variant::kChainsFirst, 1},
+                                            {Variant::kLightTie, 1},
+                                            {Variant::kLightTie, 3}};
 
 // Search state of one layer. Loads are recomputed from scratch after every operation (O(slots)),
 // so the recorded maxima are exact; candidate gains use incremental deltas.
@@ -253,7 +268,8 @@ struct Trajectory {
 struct Chain {
   int to = -1;
   std::vector<int> from;
-  double score = 0;
+  double score = 0, gain = 0;  // gain: overload removed
+  int cost = 0;                // new moves
 };
 
 struct ChainItem {
@@ -322,6 +338,8 @@ Chain chain_search(const Search& st, std::vector<ChainItem>& items, bool longest
       if (longest) fr = len[i] * 1e30 + std::min(fr, 1e20);
       if (val[i] > 0 && len[i] >= 2 && fr > best.score) {
         best.score = fr;
+        best.gain = val[i];
+        best.cost = static_cast<int>(cost[i] + tc);
         best.to = t;
         best.from.clear();
         for (int q = i; q >= 0; q = par[q]) best.from.push_back(items[q].s);
@@ -332,144 +350,217 @@ Chain chain_search(const Search& st, std::vector<ChainItem>& items, bool longest
   return best;
 }
 
-// The greedy search of one layer from `current` towards max load <= floor; stops there, when no
-// operation helps, or when it has moved max_moves slots.
-Trajectory search_layer(const std::vector<double>& weight, const std::vector<int>& current,
-                        double floor, int max_moves, int num_gpus, Variant variant) {
+// One candidate step of the search: a single operation, or a chain (chain.to >= 0).
+struct Choice {
+  double score = 0, gain = 0, waste = 0;
+  int cost = 0;
+  Op op{-1, -1, -1};
+  Chain chain;
+};
+
+// Scratch of one layer's search, reused across its steps.
+struct StepScratch {
+  std::vector<ChainItem> chain_items;
+  std::vector<double> excess;
+  // Per expert: load per replica now, and with one replica more, once per step (the candidate
+  // loops read them thousands of times; dividing there each time: 5% more time per plan).
+  std::vector<double> per_replica, per_replica_next;
+};
+
+// The candidates of one greedy step, best first: the `keep` best single operations that touch
+// the heaviest GPU (swap, add a replica, rewrite), and a swap chain ahead of them when it is
+// strictly better per move (chains_first: whenever there is one). Empty when nothing helps.
+std::vector<Choice> step_choices(Search& st, Variant variant, bool dup_free, size_t keep,
+                                 StepScratch& sc) {
+  const double* weight = st.w;
+  int k = st.k, E = st.E, S = st.S, G = st.G;
+  int a = static_cast<int>(std::max_element(st.load.begin(), st.load.end()) - st.load.begin());
+  double la = st.load[a];
+  std::vector<Choice> top;  // best first, at most keep
+  double tie = 1e-9 * std::max(1.0, st.floor);
+  // Candidates are pruned against the score a new one must beat to enter the list.
+  auto bar = [&] { return top.size() < keep ? 0.0 : top.back().score; };
+  auto offer = [&](double gain, int cost, Op op, double waste = 0) {
+    if (gain <= 1e-12 * std::max(1.0, st.floor)) return;
+    // Operations that move nothing new (undoing an earlier move) come first.
+    double score = cost <= 0 ? 1e300 + gain : gain / cost;
+    // On equal scores (a swap's gain is capped by the heaviest GPU's overload) the swap that
+    // moves the most load (waste = -d): the heaviest GPU drops below the floor and its moved
+    // slot can take part in later swaps at one new move each. Measured at 320/64 (three
+    // floors): 11.44% moved/step without a tie-break, 11.19% preferring the smallest d,
+    // 10.75% preferring the largest.
+    if (variant == Variant::kLightTie) waste = -waste;
+    auto before = [&](const Choice& c) {
+      return score > c.score + tie || (score > c.score - tie && waste < c.waste);
+    };
+    size_t pos = top.size();
+    while (pos > 0 && before(top[pos - 1])) --pos;
+    if (pos >= keep) return;
+    Choice c;
+    c.score = score, c.gain = gain, c.cost = cost, c.op = op, c.waste = waste;
+    top.insert(top.begin() + pos, c);
+    if (top.size() > keep) top.pop_back();
+  };
+  double ex_a = st.ex(la);
+  std::vector<double>& cur = sc.per_replica;
+  std::vector<double>& next = sc.per_replica_next;
+  cur.resize(E), next.resize(E);
+  for (int e = 0; e < E; ++e) {
+    cur[e] = weight[e] / st.cnt[e];
+    next[e] = weight[e] / (st.cnt[e] + 1);
+  }
+  for (int i = 0; i < k; ++i) {
+    int s = a * k + i, x = st.phy[s];
+    double wx = cur[x];
+    // A new replica of x lowers each of x's GPUs by wx - wx_new at most: the bound on the
+    // gain of any "add a replica of x" (cost >= 1), checked before trying every slot.
+    double dx = wx - next[x];
+    double add_bound = 0, ax = 0;
+    for (int u : st.slots_of[x]) {
+      double l = st.load[u / k];
+      add_bound += std::min(st.ex(l), dx);
+      ax += st.ex(l) - st.ex(l - dx);
+    }
+    bool try_add = add_bound > bar();
+    for (int t = 0; t < S; ++t) {
+      int b = t / k;
+      if (b == a) {
+        t += k - 1;
+        continue;
+      }
+      int y = st.phy[t];
+      if (st.holds(b, x)) continue;
+      // Swap s <-> t: gain at most min(overload of a, d), cost >= 1.
+      double d = wx - cur[y];
+      // (Gains are bounded to skip hopeless candidates early; every cost here is >= 1.)
+      if (d > 0 && std::min(ex_a, d) > bar() - tie && !st.holds(a, y)) {
+        double lb = st.load[b];
+        double gain = ex_a + st.ex(lb) - st.ex(la - d) - st.ex(lb + d);
+        offer(gain, st.move_cost(s, y) + st.move_cost(t, x), {s, t, -1}, -d);
+      }
+      // Add a replica of x in slot t, taking it from y: at most x's GPUs' drop and b's own
+      // change (y's other GPUs only rise).
+      if (try_add && st.cnt[y] >= 2 && x != y) {
+        double lb = st.load[b];
+        double ub = add_bound + st.ex(lb) - st.ex(lb + wx - dx - cur[y]);
+        if (ub > bar())
+          offer(dup_free ? st.add_gain(t, x, ax, dx) : st.rewrite_gain(t, x), st.move_cost(t, x),
+                {t, -1, x});
+      }
+    }
+    // Rewrite slot s of the heaviest GPU to another expert z.
+    if (st.cnt[x] >= 2) {
+      double rx = weight[x] / (st.cnt[x] - 1) - wx, rest = 0;
+      if (dup_free)
+        for (int u : st.slots_of[x])
+          if (u != s) rest += st.ex(st.load[u / k]) - st.ex(st.load[u / k] + rx);
+      for (int z = 0; z < E; ++z) {
+        if (z == x || st.holds(a, z)) continue;
+        // a sheds at most wx - (z's new per-replica load): prune before the full gain.
+        double shed = wx - next[z];
+        double other = st.cnt[z] * (cur[z] - next[z]);
+        if (std::min(ex_a, std::max(shed, 0.0)) + other <= bar()) continue;
+        offer(dup_free ? st.drop_gain(s, z, rest, rx) : st.rewrite_gain(s, z), st.move_cost(s, z),
+              {s, -1, z});
+      }
+    }
+  }
+  // Swap chains (chain_search): taken when strictly better per move than every single
+  // operation above. A chain of m >= 2 GPUs costs m + 1 new moves (fewer only when it undoes
+  // earlier moves, rare): its score is at most the best prefix of the largest excesses over
+  // m + 1.
   bool chains_first = variant == Variant::kChainsFirst;
+  double best_score = top.empty() ? 0.0 : top.front().score;
+  sc.excess.clear();
+  for (int g = 0; g < G; ++g)
+    if (st.load[g] > st.floor) sc.excess.push_back(st.load[g] - st.floor);
+  std::sort(sc.excess.rbegin(), sc.excess.rend());
+  double sum = 0, bound = 0;
+  for (size_t m = 0; m < sc.excess.size(); ++m) {
+    sum += sc.excess[m];
+    if (m >= 1) bound = std::max(bound, sum / (m + 2));
+  }
+  if (bound <= best_score + tie) return top;
+  Chain c = chain_search(st, sc.chain_items, chains_first, best_score + tie);
+  if (chains_first ? c.to >= 0 : c.score > best_score + tie) {
+    Choice ch;
+    ch.score = c.score, ch.gain = c.gain, ch.cost = c.cost, ch.chain = std::move(c);
+    top.insert(top.begin(), std::move(ch));
+  }
+  return top;
+}
+
+// Applies a step to the search state and records its points (a chain: one per swap).
+void apply_choice(Search& st, const Choice& c, Trajectory& tr) {
+  auto record = [&](Op op) {
+    st.recompute();
+    tr.ops.push_back(op);
+    tr.moves.push_back(st.moved);
+    tr.maxima.push_back(st.max_load());
+  };
+  if (c.chain.to >= 0) {
+    for (int s : c.chain.from) {
+      st.swap(c.chain.to, s);
+      record({c.chain.to, s, -1});
+    }
+  } else if (c.op.s2 >= 0) {
+    st.swap(c.op.s1, c.op.s2);
+    record(c.op);
+  } else {
+    st.set(c.op.s1, c.op.e);
+    record(c.op);
+  }
+}
+
+// Look-ahead: of the greedy's best candidates, the one whose pair with the best next step
+// removes the most overload per new move.
+size_t look_ahead(const Search& st, const std::vector<Choice>& cands, Variant next_variant,
+                  bool dup_free, StepScratch& sc) {
+  size_t pick = 0;
+  double best = -1;
+  Trajectory scratch_tr;
+  for (size_t i = 0; i < cands.size(); ++i) {
+    const Choice& c = cands[i];
+    if (c.cost <= 0) return i;  // free steps first, as the greedy does
+    Search next = st;
+    apply_choice(next, c, scratch_tr);
+    double gain = c.gain, cost = c.cost;
+    if (next.max_load() > next.floor) {
+      std::vector<Choice> after = step_choices(next, next_variant, dup_free, 1, sc);
+      if (!after.empty() && after.front().cost > 0)
+        gain += after.front().gain, cost += after.front().cost;
+    }
+    if (gain / cost > best * (1 + 1e-9)) best = gain / cost, pick = i;
+  }
+  return pick;
+}
+
+// The greedy search of one layer from `current` towards max load <= floor; stops there, when no
+// operation helps, or when it has moved max_moves slots. With look-ahead (lookahead > 1) each
+// step picks among the greedy's `lookahead` best candidates by look_ahead.
+Trajectory search_layer(const std::vector<double>& weight, const std::vector<int>& current,
+                        double floor, int max_moves, int num_gpus, Variant variant,
+                        int lookahead = 1) {
   Trajectory tr;
   tr.start = complete(weight, current, num_gpus);
   Search st(weight.data(), static_cast<int>(weight.size()), current.data(), tr.start, num_gpus,
             floor * (1 + 1e-12));
   tr.moves.push_back(st.moved);
   tr.maxima.push_back(st.max_load());
-  int k = st.k, E = st.E, S = st.S;
   // add_gain needs one replica per GPU and expert; operations never add a duplicate, so a
   // layout that starts without one keeps none.
   bool dup_free = std::none_of(st.on.begin(), st.on.end(), [](int c) { return c > 1; });
-  std::vector<ChainItem> chain_items;
-  std::vector<double> excess;
-  int G = st.G;
-  for (int iter = 0; iter < 4 * S; ++iter) {
-    int a = static_cast<int>(std::max_element(st.load.begin(), st.load.end()) - st.load.begin());
-    double la = st.load[a];
-    if (la <= st.floor || st.moved >= max_moves) break;
-    double best_score = 0;
-    Op best{-1, -1, -1};
-    double best_waste = 0, tie = 1e-9 * std::max(1.0, st.floor);
-    auto offer = [&](double gain, int cost, Op op, double waste = 0) {
-      if (gain <= 1e-12 * std::max(1.0, st.floor)) return;
-      // Operations that move nothing new (undoing an earlier move) come first.
-      double score = cost <= 0 ? 1e300 + gain : gain / cost;
-      // On equal scores (a swap's gain is capped by the heaviest GPU's overload) the swap that
-      // moves the most load (waste = -d): the heaviest GPU drops below the floor and its moved
-      // slot can take part in later swaps at one new move each. Measured at 320/64 (three
-      // floors): 11.44% moved/step without a tie-break, 11.19% preferring the smallest d,
-      // 10.75% preferring the largest.
-      if (variant == Variant::kLightTie) waste = -waste;
-      if (score > best_score + tie || (score > best_score - tie && waste < best_waste))
-        best_score = score, best = op, best_waste = waste;
-    };
-    double ex_a = st.ex(la);
-    for (int i = 0; i < k; ++i) {
-      int s = a * k + i, x = st.phy[s];
-      double wx = weight[x] / st.cnt[x];
-      // A new replica of x lowers each of x's GPUs by wx - wx_new at most: the bound on the
-      // gain of any "add a replica of x" (cost >= 1), checked before trying every slot.
-      double dx = wx - weight[x] / (st.cnt[x] + 1);
-      double add_bound = 0, ax = 0;
-      for (int u : st.slots_of[x]) {
-        double l = st.load[u / k];
-        add_bound += std::min(st.ex(l), dx);
-        ax += st.ex(l) - st.ex(l - dx);
-      }
-      bool try_add = add_bound > best_score;
-      for (int t = 0; t < S; ++t) {
-        int b = t / k;
-        if (b == a) {
-          t += k - 1;
-          continue;
-        }
-        int y = st.phy[t];
-        if (st.holds(b, x)) continue;
-        // Swap s <-> t: gain at most min(overload of a, d), cost >= 1.
-        double d = wx - weight[y] / st.cnt[y];
-        // (Gains are bounded to skip hopeless candidates early; every cost here is >= 1.)
-        if (d > 0 && std::min(ex_a, d) > best_score - tie && !st.holds(a, y)) {
-          double lb = st.load[b];
-          double gain = ex_a + st.ex(lb) - st.ex(la - d) - st.ex(lb + d);
-          offer(gain, st.move_cost(s, y) + st.move_cost(t, x), {s, t, -1}, -d);
-        }
-        // Add a replica of x in slot t, taking it from y: at most x's GPUs' drop and b's own
-        // change (y's other GPUs only rise).
-        if (try_add && st.cnt[y] >= 2 && x != y) {
-          double lb = st.load[b];
-          double ub = add_bound + st.ex(lb) - st.ex(lb + wx - dx - weight[y] / st.cnt[y]);
-          if (ub > best_score)
-            offer(dup_free ? st.add_gain(t, x, ax, dx) : st.rewrite_gain(t, x), st.move_cost(t, x),
-                  {t, -1, x});
-        }
-      }
-      // Rewrite slot s of the heaviest GPU to another expert z.
-      if (st.cnt[x] >= 2) {
-        double rx = weight[x] / (st.cnt[x] - 1) - wx, rest = 0;
-        if (dup_free)
-          for (int u : st.slots_of[x])
-            if (u != s) rest += st.ex(st.load[u / k]) - st.ex(st.load[u / k] + rx);
-        for (int z = 0; z < E; ++z) {
-          if (z == x || st.holds(a, z)) continue;
-          // a sheds at most wx - (z's new per-replica load): prune before the full gain.
-          double shed = wx - weight[z] / (st.cnt[z] + 1);
-          double other = st.cnt[z] * (weight[z] / st.cnt[z] - weight[z] / (st.cnt[z] + 1));
-          if (std::min(ex_a, std::max(shed, 0.0)) + other <= best_score) continue;
-          offer(dup_free ? st.drop_gain(s, z, rest, rx) : st.rewrite_gain(s, z), st.move_cost(s, z),
-                {s, -1, z});
-        }
-      }
-    }
-    // Swap chains (chain_search): taken when strictly better per move than every single
-    // operation above.
-    // A chain of m >= 2 GPUs costs m + 1 new moves (fewer only when it undoes earlier moves,
-    // rare): its score is at most the best prefix of the largest excesses over m + 1.
-    bool chain_hopeless = false;
-    if (variant != Variant::kNoChains) {
-      excess.clear();
-      for (int g = 0; g < G; ++g)
-        if (st.load[g] > st.floor) excess.push_back(st.load[g] - st.floor);
-      std::sort(excess.rbegin(), excess.rend());
-      double sum = 0, bound = 0;
-      for (size_t m = 0; m < excess.size(); ++m) {
-        sum += excess[m];
-        if (m >= 1) bound = std::max(bound, sum / (m + 2));
-      }
-      chain_hopeless = bound <= best_score + tie;
-    }
-    if (variant != Variant::kNoChains && !chain_hopeless) {
-      Chain c = chain_search(st, chain_items, chains_first, best_score + tie);
-      if (chains_first ? c.to >= 0 : c.score > best_score + tie) {
-        for (int s : c.from) {
-          st.swap(c.to, s);
-          st.recompute();
-          tr.ops.push_back({c.to, s, -1});
-          tr.moves.push_back(st.moved);
-          tr.maxima.push_back(st.max_load());
-        }
-        continue;
-      }
-    }
-    if (best.s1 < 0) break;
-    if (best.s2 >= 0) {
-      st.swap(best.s1, best.s2);
-    } else {
-      st.set(best.s1, best.e);
-    }
-    st.recompute();
-    tr.ops.push_back(best);
-    tr.moves.push_back(st.moved);
-    tr.maxima.push_back(st.max_load());
+  StepScratch sc;
+  for (int iter = 0; iter < 4 * st.S; ++iter) {
+    if (st.max_load() <= st.floor || st.moved >= max_moves) break;
+    std::vector<Choice> cands = step_choices(st, variant, dup_free, lookahead, sc);
+    if (cands.empty()) break;
+    size_t pick = lookahead > 1 ? look_ahead(st, cands, variant, dup_free, sc) : 0;
+    apply_choice(st, cands[pick], tr);
   }
   return tr;
 }
+
 
 int count_moves(const std::vector<int>& phy, const std::vector<int>& current) {
   int n = 0;
@@ -613,10 +704,9 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
     for (int l = 0; l < L; ++l) {
       Layer& y = ls[l];
       if (y.moves[y.chosen] == 0 || y.src[y.chosen].first < 0) continue;
-      for (Variant v : {Variant::kGreedy, Variant::kChainsFirst, Variant::kLightTie,
-                        Variant::kNoChains})
+      for (const TargetSearch& ts : kTargetSearches)
         add(y, search_layer(load[l], current[l], y.maxima[y.chosen], aligned_moves[l],
-                            o.num_gpus, v));
+                            o.num_gpus, ts.variant, ts.lookahead));
     }
     allocate();
   }
