@@ -417,6 +417,28 @@ int worker_main(int rank, int size, const std::string& address) {
   });
   if (!g) return 1;
 
+  // First, before any other call: NCCL connects peers lazily at the first call of each kind
+  // (~0.35 s on two H200s); after warm_up the first step-like calls must not pay that.
+  section("warm_up: the first calls afterwards are fast", [&] {
+    auto t0 = Clock::now();
+    g->warm_up();
+    std::printf("%s warm_up: %.1f ms\n", g_who.c_str(), ms_since(t0));
+    const size_t per = 64 << 10;
+    DeviceBuffer<char> a(per * size), b(per * size);
+    std::vector<int64_t> bytes(size, static_cast<int64_t>(per));
+    std::vector<int64_t> counts(size, 1), got(size, 0);
+    t0 = Clock::now();
+    int64_t flags[2] = {1, 0};
+    g->allreduce_sum(flags, 2);
+    g->alltoall_counts(counts.data(), got.data());
+    g->alltoallv(a.get(), bytes, b.get(), bytes);
+    const double first_ms = ms_since(t0);
+    std::printf("%s first all-reduce + counts + alltoallv after warm_up: %.2f ms\n", g_who.c_str(),
+                first_ms);
+    CHECK(flags[0] == size);
+    CHECK(first_ms < 50.0);
+  });
+
   section("control calls", [&] { check_control_calls(*g); });
 
   section("alltoallv, random counts and contents (int32, bf16)", [&] {

@@ -44,6 +44,10 @@ class Group {
   virtual void recv(void* data, size_t bytes, int peer, uint32_t tag) = 0;
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
+  // Sets up now what the group's first calls would set up lazily, so that serving on a group
+  // made in the background never waits for it (NCCL connects peers at the first call of each
+  // kind: ~0.35 s on two H200s). Collective: every member calls it. Default: nothing to do.
+  virtual void warm_up() {}
 };
 
 struct GlooGroupOptions {

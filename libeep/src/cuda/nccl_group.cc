@@ -242,6 +242,28 @@ class NcclGroup final : public Group {
     wait_complete(c.deadline);
   }
 
+  // The calls a serving step makes, once each: the reduction (barrier), small point-to-point
+  // messages (alltoall_counts) and bulk ones (alltoallv; NCCL changes protocol above a few KiB).
+  void warm_up() override {
+    if (opts_.size == 1) return;
+    barrier();
+    const size_t n = static_cast<size_t>(opts_.size);
+    std::vector<int64_t> counts(n, 1), got(n);
+    alltoall_counts(counts.data(), got.data());
+    constexpr int64_t kBulk = int64_t{1} << 20;
+    char* buf = nullptr;
+    cuda(cudaMalloc(reinterpret_cast<void**>(&buf), 2 * n * kBulk), "cudaMalloc (warm-up)");
+    std::vector<int64_t> bytes(n, kBulk);
+    try {
+      alltoallv(buf, bytes, buf + n * kBulk, bytes);
+    } catch (...) {
+      cudaFree(buf);
+      throw;
+    }
+    cudaFree(buf);
+    barrier();
+  }
+
   // --- data calls: device pointers ---------------------------------------------------------
 
   void alltoallv(const void* in, const std::vector<int64_t>& send_bytes, void* out,

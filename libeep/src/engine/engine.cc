@@ -20,6 +20,9 @@ Engine::~Engine() {
   hb_stop_ = true;
   if (hb_thread_.joinable()) hb_thread_.join();
   if (transition_ && transition_->worker.joinable()) transition_->worker.join();
+  for (auto* list : {&abandoned_, &retiring_})
+    for (auto& pt : *list)
+      if (pt->worker.joinable()) pt->worker.join();
 }
 
 int Engine::run() {
@@ -268,12 +271,16 @@ void Engine::add_request(const proto::Body& msg) {
   }
 }
 
+// Steps longer than this are logged with their breakdown (a serving pause worth knowing about).
+constexpr auto kSlowStep = std::chrono::milliseconds(50);
+
 void Engine::step() {
   std::vector<ScheduledChunk> chunks = sched_->schedule();
   // One small all-reduce per step: is anyone busy, and has anyone been told to commit a
   // transition? Every member sees the same sums, so all switch after the same step.
   const bool commit_here = transition_ && transition_->commit_requested;
   int64_t flags[2] = {sched_->has_work() ? 1 : 0, commit_here ? 1 : 0};
+  const auto t_sync = Clock::now();
   try {
     group_->allreduce_sum(flags, 2);
   } catch (const Error& e) {
@@ -310,6 +317,7 @@ void Engine::step() {
       positions.push_back(c.seq->total_len());
     }
     std::vector<int32_t> sampled;
+    const auto t_forward = Clock::now();
     try {
       backend_->forward_tokens(batch, *group_, params, positions, sampled);
     } catch (const Error& e) {
@@ -318,6 +326,14 @@ void Engine::step() {
       return;
     }
     ++steps_;
+    // A step this slow is a pause in serving: say where it went (the flags' all-reduce waits for
+    // the slowest member; the forward holds the MoE exchanges).
+    const auto t_end = Clock::now();
+    if (t_end - t_sync > kSlowStep)
+      log_->info("slow step {} ({} rows, group of {}): all-reduce {:.1f} ms, forward {:.1f} ms",
+                 steps_, batch.num_rows(), group_->size(),
+                 std::chrono::duration<double, std::milli>(t_forward - t_sync).count(),
+                 std::chrono::duration<double, std::milli>(t_end - t_forward).count());
     // Stream what this step produced (complete() moves finished sequences out).
     std::map<std::string, proto::Body> items;
     size_t si = 0;

@@ -36,12 +36,14 @@ void back_up_experts(const Backend& backend, PendingTransition& pt, int old_rank
 }  // namespace
 
 void Engine::reap_abandoned() {
-  for (auto it = abandoned_.begin(); it != abandoned_.end();) {
-    if ((*it)->done) {
-      (*it)->worker.join();
-      it = abandoned_.erase(it);
-    } else {
-      ++it;
+  for (auto* list : {&abandoned_, &retiring_}) {
+    for (auto it = list->begin(); it != list->end();) {
+      if ((*it)->done) {
+        (*it)->worker.join();
+        it = list->erase(it);
+      } else {
+        ++it;
+      }
     }
   }
 }
@@ -108,6 +110,7 @@ void Engine::prepare_worker(PendingTransition* pt) {
       if (!pt->is_new) back_up_experts(*backend_, *pt, t.old_rank_of(engine_id_));
       pt->standby =
           make_serving_group(base, pt->new_rank, static_cast<int>(t.new_members.size()));
+      pt->standby->warm_up();  // its first step would otherwise pause serving (NCCL connects)
     }
     if (pt->cancelled) {
       backend_->discard_staged();
@@ -252,7 +255,16 @@ void Engine::on_finish(const proto::Body& msg) {
   const int64_t gen = proto::get_int(msg, "generation");
   if (!committed_ || committed_->t.generation != gen) return;
   const bool removed = committed_->new_rank < 0;
-  committed_.reset();  // the old group and the copies of given-up experts
+  // The old group and the copies of given-up experts go on the transition's (joined) worker
+  // thread, so that serving on the new group does not wait for the communicator's teardown.
+  PendingTransition* pt = committed_.get();
+  pt->done = false;
+  pt->worker = std::thread([pt] {
+    pt->old_group.reset();
+    pt->backup.clear();
+    pt->done = true;
+  });
+  retiring_.push_back(std::move(committed_));
   log_->info("generation {}: finished{}", gen, removed ? "; leaving" : "");
   if (removed) left_ = true;
 }

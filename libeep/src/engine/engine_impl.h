@@ -100,6 +100,10 @@ class Engine {
   std::unique_ptr<PendingTransition> transition_;
   std::unique_ptr<PendingTransition> committed_;  // switched, old state kept until "finish"
   std::vector<std::unique_ptr<PendingTransition>> abandoned_;  // rolled back, worker still running
+  // Finished transitions whose old group is torn down on the worker thread: destroying an NCCL
+  // communicator (finalize, destroy) takes 0.3-0.6 s, which on the serving thread was a pause
+  // that long in serving. Joined when done (reap_abandoned) or at exit.
+  std::vector<std::unique_ptr<PendingTransition>> retiring_;
   Placement placement_;
   int rank_ = -1;
   int64_t generation_ = -1;
