@@ -56,6 +56,23 @@ Plan aware_plan(const Matrix& w, const Options& o, const Plan& current, const Pl
   return next;
 }
 
+// One 10% drift step of the movement-aware mode from `current` (checked by aware_plan, and
+// without duplicates); `current` becomes the new plan. Returns the slots it moved and those a
+// plain re-plan (without --current) would have moved.
+struct DriftStep {
+  int64_t moved, replan_moved;
+};
+DriftStep aware_drift_step(std::mt19937& rng, Matrix& w, const Options& o, Plan& current) {
+  w = drift(rng, w, 0.1);
+  Plan best = eep::eplb::rebalance(w, o);
+  Plan next = aware_plan(w, o, current, best);
+  EXPECT_EQ(eep::eplb::duplicate_replicas(next), 0);
+  DriftStep step{eep::eplb::movement(current, next, 1).moved_slots,
+                 eep::eplb::movement(current, best, 1).moved_slots};
+  current = std::move(next);
+  return step;
+}
+
 Plan make_plan(std::vector<std::vector<int>> rows, int logical, int gpus) {
   Plan p;
   p.num_layers = static_cast<int>(rows.size());
@@ -89,16 +106,12 @@ TEST(EplbMovement, DriftingLoadsMoveLittleWithinTolerance) {
   int64_t aware_moves = 0, replan_moves = 0, ds_moves = 0, total = 0;
   for (int step = 0; step < 4; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
-    w = drift(rng, w, 0.1);
-    auto best = eep::eplb::rebalance(w, o);
-    auto next = aware_plan(w, o, current, best);
-    EXPECT_EQ(eep::eplb::duplicate_replicas(next), 0);
-    aware_moves += eep::eplb::movement(current, next, 1).moved_slots;
-    replan_moves += eep::eplb::movement(current, best, 1).moved_slots;
+    DriftStep moved = aware_drift_step(rng, w, o, current);
+    aware_moves += moved.moved;
+    replan_moves += moved.replan_moved;
     auto ds_next = eep::eplb::rebalance(w, opts(slots, groups, nodes, gpus, Algo::kDeepseek));
     ds_moves += eep::eplb::movement(current_ds, ds_next, 1).moved_slots;
     total += static_cast<int64_t>(layers) * slots;
-    current = next;
     current_ds = ds_next;
   }
   EXPECT_LT(aware_moves * 4, replan_moves) << aware_moves << " vs " << replan_moves;
@@ -126,12 +139,7 @@ TEST(EplbMovement, ChainsAndTargetSearchesMoveLessAt320Slots) {
   int64_t moved = 0;
   for (int step = 0; step < 3; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
-    w = drift(rng, w, 0.1);
-    auto best = eep::eplb::rebalance(w, o);
-    auto next = aware_plan(w, o, current, best);
-    EXPECT_EQ(eep::eplb::duplicate_replicas(next), 0);
-    moved += eep::eplb::movement(current, next, 1).moved_slots;
-    current = next;
+    moved += aware_drift_step(rng, w, o, current).moved;
   }
   EXPECT_LE(moved, static_cast<int64_t>(0.104 * 3 * layers * slots)) << moved;
 }
