@@ -67,10 +67,13 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const BackendOptions& opts)
   EEP_CU(cudaMemsetAsync(route_error_.get(), 0, route_error_.bytes(), stream_));
   if (const char* g = std::getenv("EEP_CUDA_GRAPHS")) use_graphs_ = std::string(g) != "0";
   if (const char* r = std::getenv("EEP_CUDA_HOST_ROUTING")) host_routing_ = std::string(r) == "1";
+  profile_ = StepProfile::from_env();
   // The device-offset grouped GEMMs take dimensions that are multiples of 8 (16-byte rows).
   if (cfg_.hidden_size % 8 != 0 || cfg_.moe_intermediate_size % 8 != 0) host_routing_ = true;
   // Graphs need the device-routed MoE.
   use_graphs_ = use_graphs_ && !host_routing_;
+  // Before the KV cache: its scratch is freed again while the memory is still free.
+  warm_up_libraries();
   const size_t per_layer =
       size_t(opts.num_kv_blocks) * opts.block_size * cfg_.num_kv_heads * cfg_.head_dim;
   try {
@@ -317,6 +320,7 @@ void CudaBackend::attention(int layer, const StepMeta& m) {
     gemm(h_.get(), d.wk.get(), k, CUDA_R_16BF, rows, hidden, kv_dim);
     gemm(h_.get(), d.wv.get(), v, CUDA_R_16BF, rows, hidden, kv_dim);
   }
+  mark("qkv");
   const size_t per_layer = size_t(opts_.num_kv_blocks) * opts_.block_size * kv_dim;
   bf16* kc = k_cache_.get() + per_layer * layer;
   bf16* vc = v_cache_.get() + per_layer * layer;
@@ -325,6 +329,7 @@ void CudaBackend::attention(int layer, const StepMeta& m) {
   kernels::attention_prep(q, k, v, d.q_norm.get(), d.k_norm.get(), m.positions, m.kv_slots, rows,
                           cfg_.num_heads, cfg_.num_kv_heads, hd, cfg_.rms_norm_eps,
                           cfg_.rope_theta, kc, vc, stream_);
+  mark("attention prep");
   // Each row is a query of its own over positions 0..pos of its sequence (causal by
   // construction), which covers decode rows and chunked-prefill rows alike.
   if (hd > 32 && m.max_seq_rows > 1)
@@ -341,7 +346,9 @@ void CudaBackend::attention(int layer, const StepMeta& m) {
     kernels::paged_decode_attention(q, kc, vc, m.block_tables, m.seq_lens, attn, rows,
                                     cfg_.num_heads, cfg_.num_kv_heads, hd, opts_.block_size,
                                     m.max_blocks, stream_);
+  mark("attention");
   gemm(attn, d.wo.get(), delta, CUDA_R_16BF, rows, q_dim, hidden);
+  mark("o proj");
 }
 
 void check_cuda_device_usable() {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cuda/cuda_util.h"
+#include "cuda/step_profile.h"
 #include "eep/backend.h"
 
 namespace eep::kernels {
@@ -134,6 +135,13 @@ class CudaBackend : public Backend {
   void store_dense(const DenseRef& ref, const std::vector<float>& data);
   void allocate_experts(std::vector<ExpertLayer>& layers, int slots_per_rank) const;
   void activate() const;  // cudaSetDevice for the calling thread
+  // First calls into cuBLAS and the grouped GEMM on scratch data (cuda_warmup.cc): their
+  // one-time set-up, ~250 ms, would otherwise be the engine's first step.
+  void warm_up_libraries();
+  // Ends a profiled phase (EEP_CUDA_PROFILE; see step_profile.h); nothing otherwise.
+  void mark(const char* phase) {
+    if (profile_ && profile_->active()) profile_->mark(phase, stream_);
+  }
 
   ModelConfig cfg_;
   BackendOptions opts_;
@@ -180,6 +188,7 @@ class CudaBackend : public Backend {
   bool use_graphs_ = true;          // EEP_CUDA_GRAPHS=0 turns them off
   bool host_routing_ = false;       // EEP_CUDA_HOST_ROUTING=1: the host path even for a group of one
   int64_t graph_replays_ = 0, graph_captures_ = 0;
+  std::unique_ptr<StepProfile> profile_;  // EEP_CUDA_PROFILE=N: the first N steps
 
   // Forward workspace (grown on demand).
   DeviceArray<float> x_, h_f32_, router_logits_, topk_w_, logits_, ones_;

@@ -60,6 +60,7 @@ void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Gr
                          topk_ids_.reserve(size_t(rows) * k), topk_w_.reserve(size_t(rows) * k),
                          stream_);
   }
+  mark("router");
   if (group.size() == 1 && !host_routing_)
     moe_device_routed(layer, h, rows, out, deferred);
   else
@@ -85,6 +86,7 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
                                 load_dev_.get() + size_t(layer) * spr, route_error_.get(), offsets,
                                 slot_rows, permuted, stream_);
   load_dev_dirty_ = true;
+  mark("moe route");
   bf16* act = act_.reserve(size_t(items) * inter);
   bf16* y = y_.reserve(size_t(items) * hidden);
   // gate|up with SwiGLU in the epilogue (its tiles take inter % 64 == 0; else two steps), then
@@ -100,7 +102,9 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
                                  hidden, stream_);
     kernels::silu_mul_fused(gu, act, items, inter, stream_);
   }
+  mark("moe gate_up");
   kernels::grouped_gemm_device(act, ex.down.get(), y, offsets, spr, items, hidden, inter, stream_);
+  mark("moe down");
   // out[t] = sum over choices j of w[t][j] * y[row of (t, j)], in choice order (as the CPU);
   // or, deferred, the same sum inside the next residual norm (one launch fewer per layer).
   if (deferred && kernels::add_combine_rmsnorm_supported(hidden)) {
@@ -108,6 +112,7 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
     return;
   }
   kernels::unpermute_tokens(y, slot_rows, topk_w_.get(), rows, k, hidden, out, stream_);
+  mark("moe combine");
 }
 
 void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& group, bf16* out) {
@@ -157,6 +162,7 @@ void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& gro
                            cudaMemcpyHostToDevice, stream_));
     kernels::gather_rows(h, idx_dev, items, hidden, send_rows, stream_);
   }
+  mark("moe route (host)");
 
   // Exchange: counts, headers, rows. A group of one skips it.
   const size_t row_bytes = size_t(hidden) * sizeof(bf16);
@@ -198,6 +204,7 @@ void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& gro
     }
     hdr_recv = hr;
   }
+  mark("moe dispatch");
 
   // Check every arriving row against the slot it targets, count load, and group rows by slot.
   std::vector<int> offsets(spr + 1, 0);
@@ -219,6 +226,7 @@ void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& gro
     load_[layer][size_t(rank_) * spr + s] += offsets[s + 1];
     offsets[s + 1] += offsets[s];
   }
+  mark("moe check rows");
 
   // Local experts: group by slot (stable), gate/up GEMM, SwiGLU, down GEMM, back to arrival order.
   bf16* results = recv_rows;  // overwritten in place once grouped
@@ -253,6 +261,7 @@ void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& gro
     results = results_.reserve(n * hidden);
     kernels::unpermute_tokens(y, dev_slot_ids + n, ones, int(n), 1, hidden, results, stream_);
   }
+  mark("moe experts");
 
   // Results back to the senders, then combine in choice order.
   bf16* returned = results;
@@ -270,9 +279,11 @@ void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& gro
                              stream_));
     }
   }
+  mark("moe return");
   if (rows > 0)
     kernels::unpermute_tokens(returned, idx_dev + items, topk_w_.get(), rows, k, hidden, out,
                               stream_);
+  mark("moe combine");
 }
 
 double CudaBackend::benchmark_moe(int layer, int rows, int iters, Group& group) {

@@ -21,6 +21,7 @@ void CudaBackend::forward(const StepBatch& batch, Group& group, std::vector<floa
       EEP_CU(cudaMemcpyAsync(logits.data(), logits_.get(), logits.size() * sizeof(float),
                              cudaMemcpyDeviceToHost, stream_));
     finish_step();
+    if (profile_) profile_->end(batch.num_rows(), group.size());
   } catch (const kernels::CudaError& e) {
     // A kernel launch or cuBLAS failure: the device state is suspect; report it as a bug.
     throw Error(ErrorCode::kInternal, std::string("CUDA backend: ") + e.what());
@@ -65,7 +66,9 @@ void CudaBackend::forward_tokens(const StepBatch& batch, Group& group,
       EEP_CU(cudaMemcpyAsync(tokens.data(), ids, num_sample * sizeof(int32_t),
                              cudaMemcpyDeviceToHost, stream_));
     }
+    mark("sampling");
     finish_step();
+    if (profile_) profile_->end(batch.num_rows(), group.size());
   } catch (const kernels::CudaError& e) {
     throw Error(ErrorCode::kInternal, std::string("CUDA backend: ") + e.what());
   }
@@ -90,8 +93,10 @@ int CudaBackend::forward_on_device(const StepBatch& batch, Group& group) {
   // A decode step (one row per sequence) on a group of one runs as a CUDA graph: everything it
   // does is on the device. Block tables are padded to a multiple of kGraphBlockBucket so that a
   // growing context does not need a new graph every block.
-  const bool graphable = use_graphs_ && group.size() == 1 && rows > 0 && rows == m.num_seqs &&
-                         m.max_seq_rows == 1;
+  // A profiled step (EEP_CUDA_PROFILE) synchronises at every phase, so it runs eagerly.
+  const bool profiled = profile_ && profile_->begin(stream_);
+  const bool graphable = !profiled && use_graphs_ && group.size() == 1 && rows > 0 &&
+                         rows == m.num_seqs && m.max_seq_rows == 1;
   if (graphable)
     m.max_blocks = (m.max_blocks + kGraphBlockBucket - 1) / kGraphBlockBucket * kGraphBlockBucket;
   const size_t per_row = size_t(rows) * (4 + m.max_blocks);
@@ -146,6 +151,7 @@ int CudaBackend::forward_on_device(const StepBatch& batch, Group& group) {
   m.seq_start = m.seq_rows + m.num_seqs;
   m.seq_tables = m.seq_start + m.num_seqs;
   EEP_CU(cudaMemsetAsync(route_error_.get(), 0, sizeof(int32_t), stream_));
+  mark("step metadata");
 
   if (!graphable) {
     run_layers(m, group);
@@ -211,6 +217,7 @@ void CudaBackend::run_layers(const StepMeta& m, Group& group) {
   float* h_f32 = h_f32_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
   bf16* moe_out = moe_out_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
   kernels::embedding_gather(embed_.get(), m.tokens, rows, hidden, cfg_.vocab_size, x, stream_);
+  mark("embedding");
   // The previous layer's MoE combine when it is left to the next residual norm (decode).
   kernels::MoeCombine pending;
   // x += previous MoE output (stored in moe_out, or combined here); out = norm(x).
@@ -225,21 +232,27 @@ void CudaBackend::run_layers(const StepMeta& m, Group& group) {
   };
   for (int l = 0; l < cfg_.num_layers; ++l) {
     const DenseLayer& d = layers_[l];
+    if (profile_) profile_->set_layer(l);
     add_norm(l == 0 ? nullptr : moe_out, d.input_norm.get(), h, nullptr);
+    mark("input norm");
     if (rows > 0) attention(l, m);
     kernels::add_rmsnorm(x, delta_.get(), d.post_norm.get(), h, h_f32, rows, hidden,
                          cfg_.rms_norm_eps, stream_);
+    mark("post norm");
     // The MoE joins the group's collectives even with no rows (dummy step).
     moe(l, h, h_f32, rows, group, moe_out, &pending);
   }
   // Final norm over all rows (x += last MoE output), then logits for the sampling rows only.
   bf16* normed = final_h_.reserve(std::max<size_t>(size_t(rows) * hidden, 1));
+  if (profile_) profile_->set_layer(-1);
   add_norm(moe_out, final_norm_.get(), normed, nullptr);
+  mark("final norm");
   if (m.num_sample > 0) {
     bf16* picked = h;  // h is free now
     kernels::gather_rows(normed, m.sample_rows, m.num_sample, hidden, picked, stream_);
     float* dl = logits_.reserve(size_t(m.num_sample) * cfg_.vocab_size);
     gemm(picked, lm_head_.get(), dl, CUDA_R_32F, m.num_sample, hidden, cfg_.vocab_size);
+    mark("lm head");
   }
 }
 
