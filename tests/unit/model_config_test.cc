@@ -45,6 +45,21 @@ TEST(ModelConfig, UnknownPresetNamesKnownOnes) {
   EXPECT_NE(msg.find("tiny"), std::string::npos);
 }
 
+// "preset:NAME,layers=N": the preset's tensors, first N layers only; bad counts are refused.
+TEST(ModelConfig, PresetCutToLayers) {
+  auto full = eep::open_weights("preset:tiny");
+  auto cut = eep::open_weights("preset:tiny,layers=1");
+  EXPECT_EQ(cut->config().num_layers, 1);
+  EXPECT_GT(full->config().num_layers, 1);
+  EXPECT_EQ(cut->config().hidden_size, full->config().hidden_size);
+  EXPECT_EQ(cut->config().num_experts, full->config().num_experts);
+  for (const char* bad : {"preset:tiny,layers=0", "preset:tiny,layers=x", "preset:tiny,layers=",
+                          "preset:tiny,layers=2x", "preset:tiny,layers=1000"}) {
+    auto msg = error_of([&] { eep::open_weights(bad); });
+    EXPECT_NE(msg.find("layers"), std::string::npos) << bad << ": " << msg;
+  }
+}
+
 TEST(ModelConfig, HfJsonRoundTrip) {
   for (const auto& name : eep::preset_names()) {
     auto c = eep::preset_config(name);

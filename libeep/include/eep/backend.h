@@ -88,6 +88,29 @@ class Backend {
                              const std::map<std::pair<int, int>, std::vector<float>>& received) = 0;
   virtual void commit_staged() = 0;   // staged slots become the serving ones
   virtual void discard_staged() = 0;  // rollback
+
+  // Device-resident transfers (a GPU backend and a group with device buffers; weight_move.h):
+  // the weights move between engines' device memory in their stored form (bf16 weights, fp32
+  // router), with no host copy. The defaults say "not supported" (false / kUnavailable).
+  struct DeviceRegion {
+    void* data = nullptr;
+    size_t bytes = 0;
+  };
+  virtual bool device_weights() const { return false; }
+  // A dense tensor's device memory: what a peer sends, and, on an engine that receives it, where
+  // it is received (allocated at its full size on first use).
+  virtual DeviceRegion dense_region(const std::string& name);
+  // The regions (gate|up, then down) of a serving slot that holds (layer, expert); empty if no
+  // local slot does.
+  virtual std::vector<DeviceRegion> expert_regions(int layer, int expert);
+  // Staging in place of stage_experts: begin_staging allocates the slots `placement` gives
+  // `rank` and fills those whose expert is held locally; staged_expert_regions gives where a
+  // received expert goes (its first staged slot; receive into it before end_staging);
+  // end_staging copies each received expert to its other staged slots and completes the
+  // staging (commit_staged / discard_staged as after stage_experts).
+  virtual void begin_staging(const Placement& placement, int rank);
+  virtual std::vector<DeviceRegion> staged_expert_regions(int layer, int expert);
+  virtual void end_staging();
   virtual size_t kv_bytes() const = 0;
   virtual const char* name() const = 0;
 

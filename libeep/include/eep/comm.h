@@ -15,6 +15,14 @@ namespace eep {
 
 class StoreClient;
 
+// One point-to-point operation of Group::send_recv_batch.
+struct P2POp {
+  enum class Kind { kSend, kRecv } kind = Kind::kSend;
+  void* data = nullptr;  // read by a send, written by a receive
+  size_t bytes = 0;
+  int peer = 0;
+};
+
 class Group {
  public:
   virtual ~Group() = default;
@@ -42,6 +50,13 @@ class Group {
   // concurrent transfers between the same pair.
   virtual void send(const void* data, size_t bytes, int peer, uint32_t tag) = 0;
   virtual void recv(void* data, size_t bytes, int peer, uint32_t tag) = 0;
+  // Many sends and receives as one unit, returning when all are complete: within a batch the
+  // operations may proceed in any order, so any pattern between members is deadlock-free as long
+  // as every member's batches hold its side of the same exchanges (operations between one pair
+  // match in the order each side lists them). For bulk device transfers (weights), where one
+  // send/recv per message would wait on the host each time. Groups with device_buffers() only;
+  // the default throws Error(kUnavailable).
+  virtual void send_recv_batch(const std::vector<P2POp>& ops);
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
   // Sets up now what the group's first calls would set up lazily, so that serving on a group

@@ -10,8 +10,12 @@
 // Both are timed on member 0 from a barrier to a barrier after the last receive; a p2p round
 // moves about the engine path's bytes (in messages of its size), so both pay the same barriers,
 // and rounds of (a) and (b) alternate. GB/s are 10^9 payload bytes per second. With --backend
-// cuda, (a) runs over an NCCL group on device buffers (P2pBuffer), (b) over the Gloo group the
-// engine uses for transfers today.
+// cuda, (a) runs over an NCCL group on device buffers (P2pBuffer), (b) over a Gloo group (the
+// engine's host path: scale-down, --data-comm gloo), and a third measurement runs
+//   (c) the engine's device path, move_weights_device over the NCCL group: bf16 weights from
+//       device memory into the receivers' dense tensors and staged slots, in batches
+//       (Engine::prepare_worker's path for a scale-up over NCCL), timed from a barrier to a
+//       barrier after end_staging, so staging included.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -117,6 +121,8 @@ struct Timings {
   std::vector<std::pair<size_t, std::pair<int, std::vector<double>>>> p2p;
   std::vector<double> move_s, staged_s;
   size_t bytes = 0, messages = 0;
+  std::vector<double> device_s;  // (c), CUDA only
+  size_t device_bytes = 0;
 };
 
 class Members {
@@ -214,6 +220,23 @@ class Members {
         timings_.staged_s.push_back(staged_s);
         timings_.bytes = moved.bytes_out;  // member 0 sends everything
         timings_.messages = moved.transfers;
+      }
+      // (c) the engine's device path.
+      if (backend->device_weights() && p2p->device_buffers()) {
+        const auto all = t_.union_members();
+        std::vector<int> group_rank(all.size());
+        for (size_t u = 0; u < all.size(); ++u) group_rank[u] = t_.new_rank_of(all[u]);
+        p2p->barrier();
+        const auto t1 = Clock::now();
+        MovedWeights dev = move_weights_device(*backend, *p2p, t_, t_.union_rank_of(r),
+                                               group_rank, t_.new_rank_of(r));
+        p2p->barrier();
+        const double device_s = seconds_since(t1);
+        backend->discard_staged();
+        if (r == 0 && it > 0) {
+          timings_.device_s.push_back(device_s);
+          timings_.device_bytes = dev.bytes_out;
+        }
       }
     }
   }
@@ -329,6 +352,7 @@ int run_transfer(int argc, char** argv) {
                           {"with_staging_median_s", staged_med},
                           {"with_staging_gbs", staged_gbs}}},
               {"ratio_to_p2p_same_size", same_gbs > 0 ? move_gbs / same_gbs : 0.0},
+              {"engine_device", nullptr},
               {"ratio_to_p2p_best", best_gbs > 0 ? move_gbs / best_gbs : 0.0},
               {"p2p_best_size", best_size}};
 
@@ -350,6 +374,21 @@ int run_transfer(int argc, char** argv) {
     std::printf("engine / library p2p: %.2f at the same message size, %.2f of its best (%s messages)\n",
                 report["ratio_to_p2p_same_size"].get<double>(), report["ratio_to_p2p_best"].get<double>(),
                 human_bytes(static_cast<double>(best_size)).c_str());
+    if (!tm.device_s.empty()) {
+      const double med = median(tm.device_s);
+      const double best = *std::min_element(tm.device_s.begin(), tm.device_s.end());
+      const double bytes = static_cast<double>(tm.device_bytes);
+      report["engine_device"] = {{"bytes", tm.device_bytes},
+                                 {"median_s", med},
+                                 {"best_s", best},
+                                 {"gbs", bytes / med / 1e9},
+                                 {"best_gbs", bytes / best / 1e9},
+                                 {"ratio_to_p2p_best", best_gbs > 0 ? bytes / med / 1e9 / best_gbs : 0.0}};
+      std::printf("engine device path (move_weights_device over NCCL, staging included):\n");
+      std::printf("  %s bf16: %.3f ms = %.3f GB/s (best %.3f); %.2f of the library's best p2p\n",
+                  human_bytes(bytes).c_str(), med * 1e3, bytes / med / 1e9, bytes / best / 1e9,
+                  report["engine_device"]["ratio_to_p2p_best"].get<double>());
+    }
     return report;
   });
 }

@@ -57,6 +57,12 @@ class CudaBackend : public Backend {
                      const std::map<std::pair<int, int>, std::vector<float>>& received) override;
   void commit_staged() override;
   void discard_staged() override;
+  bool device_weights() const override { return true; }
+  DeviceRegion dense_region(const std::string& name) override;
+  std::vector<DeviceRegion> expert_regions(int layer, int expert) override;
+  void begin_staging(const Placement& placement, int rank) override;
+  std::vector<DeviceRegion> staged_expert_regions(int layer, int expert) override;
+  void end_staging() override;
   size_t kv_bytes() const override { return k_cache_.bytes() + v_cache_.bytes(); }
   const char* name() const override { return "cuda"; }
   double benchmark_moe(int layer, int rows, int iters, Group& group) override;
@@ -134,6 +140,9 @@ class CudaBackend : public Backend {
   DenseRef dense_array(const std::string& name);
   void store_dense(const DenseRef& ref, const std::vector<float>& data);
   void allocate_experts(std::vector<ExpertLayer>& layers, int slots_per_rank) const;
+  std::vector<ExpertLayer> fill_staged(
+      const Placement& placement, int rank,
+      const std::map<std::pair<int, int>, std::vector<float>>* received);
   void activate() const;  // cudaSetDevice for the calling thread
   // First calls into cuBLAS and the grouped GEMM on scratch data (cuda_warmup.cc): their
   // one-time set-up, ~250 ms, would otherwise be the engine's first step.
@@ -159,6 +168,13 @@ class CudaBackend : public Backend {
   std::vector<ExpertLayer> staged_;
   Placement staged_placement_;
   int staged_rank_ = -1;
+  // Device-transfer staging between begin_staging and end_staging: the slots, the slots left
+  // for received experts ((layer, slot)), and the slot each received expert went to.
+  std::vector<ExpertLayer> staging_;
+  Placement staging_placement_;
+  int staging_rank_ = -1;
+  std::vector<std::pair<int, int>> staging_missing_;
+  std::map<std::pair<int, int>, int> staging_received_;
   mutable std::mutex side_mutex_;  // side_stream_ and its staging buffers
 
   DeviceArray<bf16> k_cache_, v_cache_;  // [layers][blocks][block_size][kv_heads][head_dim]

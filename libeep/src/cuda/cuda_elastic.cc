@@ -1,10 +1,12 @@
 // CudaBackend's side of elastic transitions: dense tensors and experts by name for peer
-// transfer (fp32 on the host side of the interface, bf16 on the device), and expert slots staged
-// next to the serving ones until commit. Runs on the prepare worker's thread and stream.
+// transfer (fp32 on the host side of the interface, bf16 on the device), or as device regions
+// that an NCCL group moves in their stored form; and expert slots staged next to the serving
+// ones until commit. Runs on the prepare worker's thread and stream.
 #include <cstdlib>
 #include <cstring>
 
 #include "cuda/cuda_backend.h"
+#include "eep/model.h"
 #include "eep_kernels.h"
 
 namespace eep::cuda {
@@ -103,50 +105,166 @@ bool CudaBackend::get_expert(int layer, int expert, std::vector<float>& out) con
   return false;
 }
 
-void CudaBackend::stage_experts(const Placement& placement, int rank,
-                                const std::map<std::pair<int, int>, std::vector<float>>& received) {
-  activate();
-  std::lock_guard<std::mutex> lock(side_mutex_);
+// Caller holds side_mutex_. The slots `placement` gives `rank`, each filled from `received`
+// (host, fp32) or from a serving slot holding its expert; slots filled by neither are left
+// for device transfers and listed in staging_missing_ (empty when every slot is filled).
+std::vector<CudaBackend::ExpertLayer> CudaBackend::fill_staged(
+    const Placement& placement, int rank,
+    const std::map<std::pair<int, int>, std::vector<float>>* received) {
   const size_t n = size_t(cfg_.hidden_size) * cfg_.moe_intermediate_size;
   const int spr = placement.slots_per_rank();
   std::vector<ExpertLayer> next;
   allocate_experts(next, spr);
+  staging_missing_.clear();
   for (int l = 0; l < cfg_.num_layers; ++l) {
     for (int s = 0; s < spr; ++s) {
       const int expert = placement.phy2log[l][rank * spr + s];
       next[l].expert[s] = expert;
       bf16* gu = next[l].gate_up.get() + 2 * n * s;
       bf16* down = next[l].down.get() + n * s;
-      auto it = received.find({l, expert});
-      if (it != received.end()) {
-        EEP_CHECK(it->second.size() == 3 * n, ErrorCode::kInternal,
-                  "received expert of the wrong size");
-        float* staging = side_f32_.reserve(3 * n);
-        EEP_CU(cudaMemcpyAsync(staging, it->second.data(), 3 * n * sizeof(float),
-                               cudaMemcpyHostToDevice, side_stream_));
-        kernels::f32_to_bf16(staging, gu, int64_t(2 * n), side_stream_);
-        kernels::f32_to_bf16(staging + 2 * n, down, int64_t(n), side_stream_);
-        EEP_CU(cudaStreamSynchronize(side_stream_));
-        continue;
+      if (received) {
+        auto it = received->find({l, expert});
+        if (it != received->end()) {
+          EEP_CHECK(it->second.size() == 3 * n, ErrorCode::kInternal,
+                    "received expert of the wrong size");
+          float* staging = side_f32_.reserve(3 * n);
+          EEP_CU(cudaMemcpyAsync(staging, it->second.data(), 3 * n * sizeof(float),
+                                 cudaMemcpyHostToDevice, side_stream_));
+          kernels::f32_to_bf16(staging, gu, int64_t(2 * n), side_stream_);
+          kernels::f32_to_bf16(staging + 2 * n, down, int64_t(n), side_stream_);
+          EEP_CU(cudaStreamSynchronize(side_stream_));
+          continue;
+        }
       }
       int held = -1;
       if (l < static_cast<int>(experts_.size()))
         for (size_t o = 0; o < experts_[l].expert.size() && held < 0; ++o)
           if (experts_[l].expert[o] == expert) held = static_cast<int>(o);
-      EEP_CHECK(held >= 0, ErrorCode::kInternal,
-                "staging layer " + std::to_string(l) + " expert " + std::to_string(expert) +
-                    ": weights neither held locally nor received");
+      if (held < 0) {
+        EEP_CHECK(!received, ErrorCode::kInternal,
+                  "staging layer " + std::to_string(l) + " expert " + std::to_string(expert) +
+                      ": weights neither held locally nor received");
+        staging_missing_.push_back({l, s});
+        continue;
+      }
       EEP_CU(cudaMemcpyAsync(gu, experts_[l].gate_up.get() + 2 * n * held, 2 * n * sizeof(bf16),
                              cudaMemcpyDeviceToDevice, side_stream_));
       EEP_CU(cudaMemcpyAsync(down, experts_[l].down.get() + n * held, n * sizeof(bf16),
                              cudaMemcpyDeviceToDevice, side_stream_));
     }
   }
-  upload_routes(next, placement, rank);
   EEP_CU(cudaStreamSynchronize(side_stream_));
+  return next;
+}
+
+void CudaBackend::stage_experts(const Placement& placement, int rank,
+                                const std::map<std::pair<int, int>, std::vector<float>>& received) {
+  activate();
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  std::vector<ExpertLayer> next = fill_staged(placement, rank, &received);
+  upload_routes(next, placement, rank);
   staged_ = std::move(next);
   staged_placement_ = placement;
   staged_rank_ = rank;
+}
+
+// --- device-resident transfers (backend.h, weight_move.h) ---------------------------------
+
+Backend::DeviceRegion CudaBackend::dense_region(const std::string& name) {
+  activate();
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  size_t numel = 0;
+  for (const auto& [tensor, shape] : tensor_layout(cfg_)) {
+    if (tensor != name) continue;
+    numel = 1;
+    for (int64_t d : shape) numel *= size_t(d);
+  }
+  EEP_CHECK(numel > 0, ErrorCode::kNotFound, "no dense tensor named " + name);
+  // A receiver's tensor is allocated here (graphs hold addresses); a sender's stays put, so its
+  // graphs stay valid.
+  const DenseRef ref = dense_array(name);
+  if (ref.f32_array) {
+    if (ref.f32_array->size() != numel) {
+      ref.f32_array->resize(numel);
+      graphs_stale_ = true;
+    }
+    return {ref.f32_array->get(), ref.f32_array->bytes()};
+  }
+  if (ref.bf16_array->size() != numel) {
+    ref.bf16_array->resize(numel);
+    graphs_stale_ = true;
+  }
+  return {ref.bf16_array->get(), ref.bf16_array->bytes()};
+}
+
+std::vector<Backend::DeviceRegion> CudaBackend::expert_regions(int layer, int expert) {
+  if (layer < 0 || layer >= static_cast<int>(experts_.size())) return {};
+  const size_t n = size_t(cfg_.hidden_size) * cfg_.moe_intermediate_size;
+  const ExpertLayer& ex = experts_[layer];
+  for (size_t s = 0; s < ex.expert.size(); ++s)
+    if (ex.expert[s] == expert)
+      return {{ex.gate_up.get() + 2 * n * s, 2 * n * sizeof(bf16)},
+              {ex.down.get() + n * s, n * sizeof(bf16)}};
+  return {};
+}
+
+void CudaBackend::begin_staging(const Placement& placement, int rank) {
+  activate();
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  staged_.clear();
+  staged_rank_ = -1;
+  staging_ = fill_staged(placement, rank, nullptr);
+  staging_placement_ = placement;
+  staging_rank_ = rank;
+  staging_received_.clear();
+}
+
+std::vector<Backend::DeviceRegion> CudaBackend::staged_expert_regions(int layer, int expert) {
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  EEP_CHECK(staging_rank_ >= 0, ErrorCode::kInternal, "staged_expert_regions before begin_staging");
+  EEP_CHECK(layer >= 0 && layer < cfg_.num_layers, ErrorCode::kInternal,
+            "staged_expert_regions: layer " + std::to_string(layer) + " out of range");
+  const size_t n = size_t(cfg_.hidden_size) * cfg_.moe_intermediate_size;
+  ExpertLayer& ex = staging_[layer];
+  for (size_t s = 0; s < ex.expert.size(); ++s) {
+    if (ex.expert[s] != expert) continue;
+    staging_received_[{layer, expert}] = static_cast<int>(s);
+    return {{ex.gate_up.get() + 2 * n * s, 2 * n * sizeof(bf16)},
+            {ex.down.get() + n * s, n * sizeof(bf16)}};
+  }
+  throw Error(ErrorCode::kInternal, "staged_expert_regions: layer " + std::to_string(layer) +
+                                        " expert " + std::to_string(expert) +
+                                        " has no staged slot on this rank");
+}
+
+void CudaBackend::end_staging() {
+  activate();
+  std::lock_guard<std::mutex> lock(side_mutex_);
+  EEP_CHECK(staging_rank_ >= 0, ErrorCode::kInternal, "end_staging before begin_staging");
+  const size_t n = size_t(cfg_.hidden_size) * cfg_.moe_intermediate_size;
+  for (const auto& [l, s] : staging_missing_) {
+    ExpertLayer& ex = staging_[l];
+    const int expert = ex.expert[s];
+    auto it = staging_received_.find({l, expert});
+    EEP_CHECK(it != staging_received_.end(), ErrorCode::kInternal,
+              "staging layer " + std::to_string(l) + " expert " + std::to_string(expert) +
+                  ": weights neither held locally nor received");
+    const int from = it->second;
+    if (from == s) continue;
+    EEP_CU(cudaMemcpyAsync(ex.gate_up.get() + 2 * n * s, ex.gate_up.get() + 2 * n * from,
+                           2 * n * sizeof(bf16), cudaMemcpyDeviceToDevice, side_stream_));
+    EEP_CU(cudaMemcpyAsync(ex.down.get() + n * s, ex.down.get() + n * from, n * sizeof(bf16),
+                           cudaMemcpyDeviceToDevice, side_stream_));
+  }
+  upload_routes(staging_, staging_placement_, staging_rank_);
+  EEP_CU(cudaStreamSynchronize(side_stream_));
+  staged_ = std::move(staging_);
+  staged_placement_ = std::move(staging_placement_);
+  staged_rank_ = staging_rank_;
+  staging_.clear();
+  staging_rank_ = -1;
+  staging_missing_.clear();
+  staging_received_.clear();
 }
 
 void CudaBackend::commit_staged() {
@@ -167,6 +285,10 @@ void CudaBackend::discard_staged() {
   activate();
   staged_.clear();
   staged_rank_ = -1;
+  staging_.clear();
+  staging_rank_ = -1;
+  staging_missing_.clear();
+  staging_received_.clear();
 }
 
 }  // namespace eep::cuda

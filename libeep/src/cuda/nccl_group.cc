@@ -327,6 +327,51 @@ class NcclGroup final : public Group {
     wait_complete(c.deadline);
   }
 
+  // One ncclGroupStart/End over every operation: NCCL then spreads them over its channels and
+  // pipelines them, where one call per message waits on the host each time (weights: 252 KiB
+  // messages reached 2.7 GB/s that way on two H200s, against ~300 GB/s for one large message).
+  // Operations with this rank as the peer are copies on the stream: the k-th send to itself
+  // lands in the k-th receive from itself, as NCCL matches a pair's messages.
+  void send_recv_batch(const std::vector<P2POp>& ops) override {
+    std::vector<const P2POp*> self_send, self_recv;
+    bool remote = false;
+    for (const P2POp& op : ops) {
+      EEP_CHECK(op.peer >= 0 && op.peer < opts_.size, ErrorCode::kInvalidArgument,
+                where() + ": send_recv_batch with peer " + std::to_string(op.peer) +
+                    " (out of range)");
+      if (op.bytes == 0) continue;
+      check_device_pointer(op.data, op.kind == P2POp::Kind::kSend ? "send buffer" : "recv buffer");
+      if (op.peer != opts_.rank)
+        remote = true;
+      else
+        (op.kind == P2POp::Kind::kSend ? self_send : self_recv).push_back(&op);
+    }
+    EEP_CHECK(self_send.size() == self_recv.size(), ErrorCode::kInvalidArgument,
+              where() + ": send_recv_batch sends " + std::to_string(self_send.size()) +
+                  " message(s) to itself but receives " + std::to_string(self_recv.size()));
+    for (size_t i = 0; i < self_send.size(); ++i)
+      EEP_CHECK(self_send[i]->bytes == self_recv[i]->bytes, ErrorCode::kInvalidArgument,
+                where() + ": send_recv_batch: message " + std::to_string(i) + " to itself has " +
+                    std::to_string(self_send[i]->bytes) + " bytes, its receive " +
+                    std::to_string(self_recv[i]->bytes));
+    Call c(*this, "send_recv_batch");
+    for (size_t i = 0; i < self_send.size(); ++i)
+      cuda(cudaMemcpyAsync(self_recv[i]->data, self_send[i]->data, self_send[i]->bytes,
+                           cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync (self)");
+    if (remote) {
+      GroupCalls g(*this);
+      for (const P2POp& op : ops) {
+        if (op.bytes == 0 || op.peer == opts_.rank) continue;
+        if (op.kind == P2POp::Kind::kSend)
+          g.add(ncclSend(op.data, op.bytes, ncclUint8, op.peer, comm_, stream_));
+        else
+          g.add(ncclRecv(op.data, op.bytes, ncclUint8, op.peer, comm_, stream_));
+      }
+      g.end("send_recv_batch");
+    }
+    wait_complete(c.deadline);
+  }
+
   void broadcast(void* data, size_t bytes, int root) override {
     EEP_CHECK(root >= 0 && root < opts_.size, ErrorCode::kInvalidArgument,
               where() + ": broadcast root " + std::to_string(root) + " out of range");

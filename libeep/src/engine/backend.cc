@@ -109,6 +109,21 @@ void Backend::forward_tokens(const StepBatch& batch, Group& group,
     tokens[i] = sample_token(&logits[i * vocab], vocab, *params[i], positions[i]);
 }
 
+namespace {
+[[noreturn]] void no_device_transfers(const Backend& b) {
+  throw Error(ErrorCode::kUnavailable,
+              std::string("the ") + b.name() + " backend has no device-resident weight transfers");
+}
+}  // namespace
+
+Backend::DeviceRegion Backend::dense_region(const std::string&) { no_device_transfers(*this); }
+std::vector<Backend::DeviceRegion> Backend::expert_regions(int, int) { no_device_transfers(*this); }
+void Backend::begin_staging(const Placement&, int) { no_device_transfers(*this); }
+std::vector<Backend::DeviceRegion> Backend::staged_expert_regions(int, int) {
+  no_device_transfers(*this);
+}
+void Backend::end_staging() { no_device_transfers(*this); }
+
 void check_backend_available(const std::string& backend) {
   if (backend == "cpu") return;
   if (backend == "cuda") {

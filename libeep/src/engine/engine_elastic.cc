@@ -85,31 +85,43 @@ void Engine::prepare_worker(PendingTransition* pt) {
     const int me = t.union_rank_of(engine_id_);
     const std::string base = "eep/g" + std::to_string(t.generation);
 
-    // 1. A transfer group over everyone who sends or receives.
-    GlooGroupOptions xo;
-    xo.name = base + "/xfer";
-    xo.rank = me;
-    xo.size = static_cast<int>(all.size());
-    xo.host = opts_.comm_host;
-    xo.timeout = opts_.collective_timeout;
-    auto xfer = make_gloo_group(*store_, xo);
-
-    // 2. Weights peer to peer, in the plan's global order (deadlock-free with blocking calls).
-    MovedWeights moved = move_weights(*backend_, *xfer, t, me, &pt->cancelled);
-    auto& received = moved.received;
-    const size_t bytes_in = moved.bytes_in, bytes_out = moved.bytes_out;
-    xfer->barrier();  // nobody tears the transfer group down under a peer still receiving
-    xfer.reset();
+    const int new_size = static_cast<int>(t.new_members.size());
+    // Device path: GPU weights over NCCL, when everyone who sends or receives is in the new
+    // group (scale-up, re-placement), which then carries the transfers (and is warmed up by
+    // them). Every member decides the same way: the same transition, flags and backend kind.
+    const bool device_path = opts_.data_comm == "nccl" && backend_->device_weights() &&
+                             all.size() == t.new_members.size() && pt->new_rank >= 0;
+    MovedWeights moved;
+    if (device_path) {
+      pt->standby = make_serving_group(base, pt->new_rank, new_size);
+      std::vector<int> group_rank(all.size());
+      for (size_t u = 0; u < all.size(); ++u) group_rank[u] = t.new_rank_of(all[u]);
+      moved = move_weights_device(*backend_, *pt->standby, t, me, group_rank, pt->new_rank,
+                                  &pt->cancelled);
+    } else {
+      // A transfer group over everyone who sends or receives; the weights through the host,
+      // peer to peer, in the plan's global order (deadlock-free with blocking calls).
+      GlooGroupOptions xo;
+      xo.name = base + "/xfer";
+      xo.rank = me;
+      xo.size = static_cast<int>(all.size());
+      xo.host = opts_.comm_host;
+      xo.timeout = opts_.collective_timeout;
+      auto xfer = make_gloo_group(*store_, xo);
+      moved = move_weights(*backend_, *xfer, t, me, &pt->cancelled);
+      xfer->barrier();  // nobody tears the transfer group down under a peer still receiving
+    }
     if (pt->is_new) dense_loaded_ = true;
-    log_->info("generation {}: weights moved ({} MB in, {} MB out)", t.generation,
-               bytes_in >> 20, bytes_out >> 20);
+    log_->info("generation {}: weights moved ({} MB in, {} MB out{})", t.generation,
+               moved.bytes_in >> 20, moved.bytes_out >> 20,
+               device_path ? ", device to device over NCCL" : "");
 
-    // 3. Stage the new slots and build the new group (members of the new group only).
+    // Stage the new slots (the device path has staged them) and make the new group (members
+    // of the new group only).
     if (pt->new_rank >= 0 && !pt->cancelled) {
-      backend_->stage_experts(t.new_placement, pt->new_rank, received);
+      if (!device_path) backend_->stage_experts(t.new_placement, pt->new_rank, moved.received);
       if (!pt->is_new) back_up_experts(*backend_, *pt, t.old_rank_of(engine_id_));
-      pt->standby =
-          make_serving_group(base, pt->new_rank, static_cast<int>(t.new_members.size()));
+      if (!pt->standby) pt->standby = make_serving_group(base, pt->new_rank, new_size);
       pt->standby->warm_up();  // its first step would otherwise pause serving (NCCL connects)
     }
     if (pt->cancelled) {
