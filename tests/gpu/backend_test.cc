@@ -554,10 +554,11 @@ TEST_P(CudaBackendTest, BenchmarkMoeRuns) {
 }
 
 // Two members in one process that move device memory for each other: a stand-in for an NCCL
-// group of two (NCCL refuses two members on one GPU). Only send_recv_batch is implemented: each
-// member posts its batch and waits for the other's; member 0 then copies every send to the
-// matching receive (the k-th message from a to b to b's k-th receive from a, as NCCL matches),
-// checking that sizes agree, and both return.
+// group of two (NCCL refuses two members on one GPU), so that the code paths of device groups
+// run on one GPU. Each call is a rendezvous: both members post their side of the same call, the
+// second to arrive does the work for both. send_recv_batch: the k-th message from a to b lands in
+// b's k-th receive from a (as NCCL matches), sizes checked; alltoallv is such a batch;
+// alltoall_counts swaps the counts; barrier only meets. Other calls are not implemented.
 class LoopbackPair {
  public:
   class Member final : public eep::Group {
@@ -567,18 +568,33 @@ class LoopbackPair {
     int size() const override { return 2; }
     const std::string& name() const override { return name_; }
     bool device_buffers() const override { return true; }
-    void send_recv_batch(const std::vector<eep::P2POp>& ops) override { pair_.exchange(rank_, ops); }
+    void send_recv_batch(const std::vector<eep::P2POp>& ops) override {
+      pair_.meet(rank_, Post{Post::kBatch, &ops});
+    }
+    void alltoallv(const void* in, const std::vector<int64_t>& send_bytes, void* out,
+                   const std::vector<int64_t>& recv_bytes) override {
+      std::vector<eep::P2POp> ops;
+      size_t so = 0, ro = 0;
+      for (int p = 0; p < 2; ++p) {
+        ops.push_back({eep::P2POp::Kind::kSend, const_cast<char*>(static_cast<const char*>(in)) + so,
+                       size_t(send_bytes[p]), p});
+        ops.push_back({eep::P2POp::Kind::kRecv, static_cast<char*>(out) + ro, size_t(recv_bytes[p]), p});
+        so += size_t(send_bytes[p]);
+        ro += size_t(recv_bytes[p]);
+      }
+      send_recv_batch(ops);
+    }
+    void alltoall_counts(const int64_t* in, int64_t* out) override {
+      pair_.meet(rank_, Post{Post::kCounts, nullptr, in, out});
+    }
+    void barrier() override { pair_.meet(rank_, Post{Post::kBarrier}); }
     void allreduce_sum(int64_t*, size_t) override { unused(); }
     void allreduce_max(int64_t*, size_t) override { unused(); }
     void allreduce_min(int64_t*, size_t) override { unused(); }
     void allgather(const int64_t*, int64_t*, size_t) override { unused(); }
-    void alltoallv(const void*, const std::vector<int64_t>&, void*,
-                   const std::vector<int64_t>&) override { unused(); }
-    void alltoall_counts(const int64_t*, int64_t*) override { unused(); }
     void send(const void*, size_t, int, uint32_t) override { unused(); }
     void recv(void*, size_t, int, uint32_t) override { unused(); }
     void broadcast(void*, size_t, int) override { unused(); }
-    void barrier() override { unused(); }
 
    private:
     [[noreturn]] static void unused() { throw std::logic_error("LoopbackPair: not implemented"); }
@@ -590,43 +606,109 @@ class LoopbackPair {
   size_t batches() const { return batches_; }
 
  private:
-  void exchange(int rank, const std::vector<eep::P2POp>& ops) {
+  struct Post {
+    enum Kind { kNone, kBatch, kCounts, kBarrier } kind = kNone;
+    const std::vector<eep::P2POp>* ops = nullptr;
+    const int64_t* counts_in = nullptr;
+    int64_t* counts_out = nullptr;
+  };
+
+  void meet(int rank, Post post) {
     std::unique_lock<std::mutex> lock(mu_);
     const uint64_t round = round_;
-    posted_[rank] = &ops;
-    if (posted_[1 - rank] == nullptr) {
-      // The other member must post its side of the same cut; a timeout means it never does.
+    posted_[rank] = post;
+    if (posted_[1 - rank].kind == Post::kNone) {
+      // The other member must post its side of the same call; a timeout means it never does.
       ASSERT_TRUE(cv_.wait_for(lock, 30s, [&] { return round_ != round; }))
-          << "member " << rank << ": the other member never posted its batch";
+          << "member " << rank << ": the other member never made the same call";
       return;
     }
-    for (int from = 0; from < 2; ++from) {
-      std::vector<const eep::P2POp*> sends, recvs;
-      for (const eep::P2POp& op : *posted_[from])
-        if (op.kind == eep::P2POp::Kind::kSend && op.bytes > 0) sends.push_back(&op);
-      for (const eep::P2POp& op : *posted_[1 - from])
-        if (op.kind == eep::P2POp::Kind::kRecv && op.bytes > 0) recvs.push_back(&op);
-      EXPECT_EQ(sends.size(), recvs.size()) << "messages from member " << from;
-      for (size_t i = 0; i < std::min(sends.size(), recvs.size()); ++i) {
-        EXPECT_EQ(sends[i]->peer, 1 - from);
-        EXPECT_EQ(recvs[i]->peer, from);
-        ASSERT_EQ(sends[i]->bytes, recvs[i]->bytes) << "message " << i << " from " << from;
-        ASSERT_EQ(cudaMemcpy(recvs[i]->data, sends[i]->data, sends[i]->bytes,
-                             cudaMemcpyDeviceToDevice), cudaSuccess);
-      }
+    ASSERT_EQ(posted_[0].kind, posted_[1].kind) << "the members made different calls";
+    if (post.kind == Post::kCounts)
+      for (int r = 0; r < 2; ++r)
+        for (int p = 0; p < 2; ++p) posted_[r].counts_out[p] = posted_[p].counts_in[r];
+    if (post.kind == Post::kBatch) {
+      copy_batches();
+      ++batches_;
     }
-    ++batches_;
-    posted_[0] = posted_[1] = nullptr;
+    posted_[0] = posted_[1] = Post{};
     ++round_;
     cv_.notify_all();
   }
 
+  void copy_batches() {
+    for (int from = 0; from < 2; ++from)
+      for (int to = 0; to < 2; ++to) {
+        std::vector<const eep::P2POp*> sends, recvs;
+        for (const eep::P2POp& op : *posted_[from].ops)
+          if (op.kind == eep::P2POp::Kind::kSend && op.bytes > 0 && op.peer == to) sends.push_back(&op);
+        for (const eep::P2POp& op : *posted_[to].ops)
+          if (op.kind == eep::P2POp::Kind::kRecv && op.bytes > 0 && op.peer == from) recvs.push_back(&op);
+        ASSERT_EQ(sends.size(), recvs.size()) << "messages from member " << from << " to " << to;
+        for (size_t i = 0; i < sends.size(); ++i) {
+          ASSERT_EQ(sends[i]->bytes, recvs[i]->bytes) << "message " << i << " from " << from;
+          ASSERT_EQ(cudaMemcpy(recvs[i]->data, sends[i]->data, sends[i]->bytes,
+                               cudaMemcpyDeviceToDevice), cudaSuccess);
+        }
+      }
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
-  const std::vector<eep::P2POp>* posted_[2] = {nullptr, nullptr};
+  Post posted_[2];
   uint64_t round_ = 0;
   size_t batches_ = 0;
 };
+
+// Two ranks on one GPU over a device group (the loopback pair): the MoE's exchange takes the
+// path of an NCCL group (device buffers, headers and rows in one send_recv_batch) and must give
+// bitwise the logits of the same two ranks over a Gloo group (host staging): only the transport
+// differs.
+TEST_P(CudaBackendTest, DeviceGroupExchangeEqualsHostGroupExchange) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const auto& cfg = src->config();
+  const Workload w = make_workload(cfg.vocab_size, 8, 12, 8, 17);
+  const eep::Placement two =
+      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  std::vector<int> mine[2];
+  for (int r = 0; r < 2; ++r)
+    for (int i = r; i < int(w.prompts.size()); i += 2) mine[r].push_back(i);
+  // got[transport][rank]: 0 Gloo, 1 the loopback device pair.
+  std::vector<std::vector<std::vector<float>>> got[2][2];
+  size_t batches = 0;
+  for (int device = 0; device < 2; ++device) {
+    std::unique_ptr<eep::Backend> gpu[2];
+    for (int r = 0; r < 2; ++r) {
+      gpu[r] = eep::make_cuda_backend(cfg, options_for(w));
+      gpu[r]->load_dense(*src);
+      gpu[r]->load_experts(*src, two, r);
+    }
+    LoopbackPair pair;
+    LoopbackPair::Member member[2] = {{pair, 0}, {pair, 1}};
+    auto run = [&](int r) {
+      if (device) {
+        got[1][r] = drive(*gpu[r], member[r], w, mine[r], nullptr);
+      } else {
+        auto g = group_of(server_.address(), "host-vs-device-" + spec, r, 2);
+        got[0][r] = drive(*gpu[r], *g, w, mine[r], nullptr);
+      }
+    };
+    std::thread peer(run, 1);
+    run(0);
+    peer.join();
+    if (device) batches = pair.batches();
+  }
+  EXPECT_GT(batches, 0u);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(got[0][r].size(), got[1][r].size());
+    for (size_t i = 0; i < got[0][r].size(); ++i) {
+      ASSERT_EQ(got[0][r][i].size(), got[1][r][i].size());
+      for (size_t t = 0; t < got[0][r][i].size(); ++t)
+        EXPECT_EQ(got[0][r][i][t], got[1][r][i][t]) << "rank " << r << " sequence " << i << " point " << t;
+    }
+  }
+}
 
 // A scale-up 1 -> 2 through move_weights_device (the engine's device path): the new engine gets
 // every dense tensor and the experts of its slots, the old one re-stages its own, all in the

@@ -185,15 +185,32 @@ void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& gro
       recv_bytes[p] = recv_count[p] * int64_t(row_bytes);
     }
     recv_rows = recv_rows_.reserve(std::max<size_t>(size_t(total_recv) * hidden, 1));
-    EEP_CU(cudaStreamSynchronize(stream_));  // send_rows complete before anyone reads them
     if (group.device_buffers()) {
+      // Headers and rows in one batch (one wait instead of two), the headers' upload queued
+      // behind the gather; then the headers come back to the host for the check below.
       int32_t* hsd = hdr_dev_send_.reserve(2 * size_t(std::max(items, 1)));
       int32_t* hrd = hdr_dev_recv_.reserve(2 * size_t(std::max<int64_t>(total_recv, 1)));
-      EEP_CU(cudaMemcpy(hsd, hdr_send, size_t(items) * sizeof(RowHeader), cudaMemcpyHostToDevice));
-      group.alltoallv(hsd, hs, hrd, hrb);
+      EEP_CU(cudaMemcpyAsync(hsd, hdr_send, size_t(items) * sizeof(RowHeader),
+                             cudaMemcpyHostToDevice, stream_));
+      EEP_CU(cudaStreamSynchronize(stream_));  // send_rows complete before anyone reads them
+      std::vector<P2POp> ops;
+      ops.reserve(4 * size_t(num_peers));
+      int64_t hso = 0, hro = 0, so = 0, ro = 0;
+      for (int p = 0; p < num_peers; ++p) {
+        using K = P2POp::Kind;
+        ops.push_back({K::kSend, reinterpret_cast<char*>(hsd) + hso, size_t(hs[p]), p});
+        ops.push_back({K::kSend, reinterpret_cast<char*>(send_rows) + so, size_t(send_bytes[p]), p});
+        ops.push_back({K::kRecv, reinterpret_cast<char*>(hrd) + hro, size_t(hrb[p]), p});
+        ops.push_back({K::kRecv, reinterpret_cast<char*>(recv_rows) + ro, size_t(recv_bytes[p]), p});
+        hso += hs[p];
+        hro += hrb[p];
+        so += send_bytes[p];
+        ro += recv_bytes[p];
+      }
+      group.send_recv_batch(ops);
       EEP_CU(cudaMemcpy(hr, hrd, size_t(total_recv) * sizeof(RowHeader), cudaMemcpyDeviceToHost));
-      group.alltoallv(send_rows, send_bytes, recv_rows, recv_bytes);
     } else {
+      EEP_CU(cudaStreamSynchronize(stream_));  // send_rows complete before anyone reads them
       group.alltoallv(hdr_send, hs, hr, hrb);
       char* ss = stage_send_.reserve(std::max<size_t>(size_t(items) * row_bytes, 1));
       char* sr = stage_recv_.reserve(std::max<size_t>(size_t(total_recv) * row_bytes, 1));
