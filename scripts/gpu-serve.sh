@@ -152,9 +152,12 @@ except Exception as e:
 parts = []
 for e in r.get("events", []):
     phases = " ".join(f"{p.get('phase')} {p.get('ms', 0):.0f}" for p in e.get("phases") or [])
-    gap = (e.get("windows") or {}).get("during", {}).get("longest_gap_ms")
+    windows = e.get("windows") or {}
+    gap = windows.get("during", {}).get("longest_gap_ms")
+    after = windows.get("after", {}).get("longest_gap_ms")
     parts.append(f"{e.get('from')}->{e.get('to')}: {e.get('command_to_done_ms', 0):.0f} ms "
-                 f"to serving ({phases}), gap during {gap if gap is None else round(gap, 1)} ms")
+                 f"to serving ({phases}), gap during {gap if gap is None else round(gap, 1)} ms, "
+                 f"after {after if after is None else round(after, 1)} ms")
 ok = r.get("failed") == 0 and r.get("finished", 0) > 0 and int(sys.argv[2]) == 0 and \
      all(not e.get("failed") for e in r.get("events", []))
 print(f"1 -> 2 -> 1: {r.get('finished')} finished, {r.get('failed')} failed; " + "; ".join(parts) +
