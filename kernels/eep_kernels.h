@@ -257,6 +257,34 @@ void route_permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens
                           int first_slot, int slots_per_rank, int layer, unsigned long long* load,
                           int32_t* error, int32_t* slot_offsets, int32_t* slot_rows,
                           bf16* permuted, cudaStream_t stream);
+// ---- MoE exchange of a group of more than one, counts on the device (kernels/moe_exchange.cu)
+// route_to_slots: the plan of route_permute_tokens over every slot of the group (route_all:
+// route_local's table with the expert of all num_slots slots at its end; num_slots <= 1024),
+// without the copy: slot_offsets [num_slots+1], slot_rows [items] (the item's row in
+// global-slot order, -1 and an error record for an item whose expert has no replica). Slots are
+// numbered owner by owner, so owner p's rows are slot_offsets[p*spr] .. slot_offsets[(p+1)*spr].
+void route_to_slots(const int32_t* topk_ids, int num_tokens, int k, const int32_t* route_all,
+                    int num_experts, int max_replicas, int num_slots, int layer, int32_t* error,
+                    int32_t* slot_offsets, int32_t* slot_rows, cudaStream_t stream);
+// exchange_pack: item i's row (x[i / k]) goes to send_rows[p * cap + its row among owner p's],
+// ret_idx[i] = that index (-1: dropped); meta [peers][2*spr+1] per owner: its slots' row offsets
+// (spr+1, from 0) and the expert this rank believes each of its slots holds (slot_expert [peers
+// * spr], global). cap >= items; an owner with more than cap rows is an error record.
+void exchange_pack(const bf16* x, const int32_t* slot_rows, const int32_t* slot_offsets,
+                   const int32_t* slot_expert, int items, int k, int hidden, int peers, int spr,
+                   int cap, int layer, int32_t* meta, int32_t* ret_idx, bf16* send_rows,
+                   int32_t* error, cudaStream_t stream);
+// exchange_arrivals: from the senders' tables (meta_in [peers][2*spr+1], sender q's rows at
+// q * cap of the receive buffer), this rank's slot order: offsets [spr+1], perm_src [peers *
+// cap] (row r of slot order comes from arrival perm_src[r]; 0 past the total), arr_dst [peers *
+// cap] (arrival a's row in slot order; 0 where no row arrived), load[s] += rows of slot s. A
+// sender that believes a slot holds another expert than local_expert says is an error record
+// (those rows are left out), as is a malformed table.
+void exchange_arrivals(const int32_t* meta_in, const int32_t* local_expert, int peers, int spr,
+                       int cap, int layer, int first_slot, unsigned long long* load,
+                       int32_t* error, int32_t* offsets, int32_t* perm_src, int32_t* arr_dst,
+                       cudaStream_t stream);
+
 // Combine: out[t] = sum_j weights[t][j] * y[slot_rows[t*k+j]], j in order, fp32 accumulation.
 void unpermute_tokens(const bf16* y, const int32_t* slot_rows, const float* weights,
                       int num_tokens, int k, int hidden, bf16* out, cudaStream_t stream);

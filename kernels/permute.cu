@@ -8,7 +8,8 @@ namespace eep::kernels {
 
 namespace {
 
-// The plan (with the rows copied in its block when they are few), then the copy kernel if not.
+// The plan (with the rows copied in its block when they are few), then the copy kernel if not;
+// the plan alone when permuted is null.
 void plan_and_copy(const bf16* x, const int32_t* topk_ids, int num_tokens, int k, int hidden,
                    int num_buckets, const detail::LocalRoute& rt, int32_t* offsets,
                    int32_t* slot_rows, bf16* permuted, cudaStream_t stream) {
@@ -25,7 +26,7 @@ void plan_and_copy(const bf16* x, const int32_t* topk_ids, int num_tokens, int k
   detail::launch_kernel(detail::permute_plan_kernel, 1, 32 * warps, smem, stream, topk_ids,
                         int(pairs), num_buckets, rt, offsets, slot_rows, x, k, hidden,
                         inline_copy ? permuted : nullptr);
-  if (pairs == 0 || inline_copy) return;
+  if (pairs == 0 || inline_copy || permuted == nullptr) return;
   detail::launch_kernel(detail::permute_copy_kernel, unsigned(pairs), 128, 0, stream, x, slot_rows,
                         k, hidden, permuted);
 }
@@ -50,6 +51,17 @@ void route_permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens
                               layer, num_experts, load, error};
   plan_and_copy(x, topk_ids, num_tokens, k, hidden, slots_per_rank, rt, slot_offsets, slot_rows,
                 permuted, stream);
+}
+
+void route_to_slots(const int32_t* topk_ids, int num_tokens, int k, const int32_t* route_all,
+                    int num_experts, int max_replicas, int num_slots, int layer, int32_t* error,
+                    int32_t* slot_offsets, int32_t* slot_rows, cudaStream_t stream) {
+  EEP_REQUIRE(route_all && error && num_experts > 0 && max_replicas > 0 && num_slots > 0,
+              "route_to_slots: route, error, num_experts > 0, max_replicas > 0, num_slots > 0");
+  const detail::LocalRoute rt{route_all, max_replicas, 0, num_slots,
+                              layer, num_experts, nullptr, error};
+  plan_and_copy(nullptr, topk_ids, num_tokens, k, 1, num_slots, rt, slot_offsets, slot_rows,
+                nullptr, stream);
 }
 
 void unpermute_tokens(const bf16* y, const int32_t* slot_rows, const float* weights,

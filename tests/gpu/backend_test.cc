@@ -70,7 +70,7 @@ int argmax(const float* x, int n) { return int(std::max_element(x, x + n) - x); 
 // `mine`, the logits of each sampling point (end of prefill, then each decode step).
 std::vector<std::vector<std::vector<float>>> drive(
     eep::Backend& b, eep::Group& group, const Workload& w, const std::vector<int>& mine,
-    const std::vector<std::vector<int32_t>>* forced) {
+    const std::vector<std::vector<int32_t>>* forced, int64_t group_rows = 0) {
   const int vocab = b.config().vocab_size;
   const int mb = w.blocks_per_seq();
   std::vector<std::vector<int32_t>> tables(mine.size());
@@ -84,6 +84,7 @@ std::vector<std::vector<std::vector<float>>> drive(
   std::vector<int> done(mine.size(), 0);  // positions already in the KV cache
   for (int step = 0; step < prefill_steps + w.decode_steps; ++step) {
     eep::StepBatch batch;
+    batch.group_rows = group_rows;
     std::vector<size_t> sampled;
     for (size_t i = 0; i < mine.size(); ++i) {
       const int len = int(seq[i].size());
@@ -571,6 +572,14 @@ class LoopbackPair {
     void send_recv_batch(const std::vector<eep::P2POp>& ops) override {
       pair_.meet(rank_, Post{Post::kBatch, &ops});
     }
+    // Stream order by waiting: the batch runs once the stream's earlier work is done.
+    void send_recv_batch_async(const std::vector<eep::P2POp>& ops, void* stream) override {
+      ASSERT_EQ(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), cudaSuccess);
+      send_recv_batch(ops);
+    }
+    void wait_stream(void* stream) override {
+      ASSERT_EQ(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), cudaSuccess);
+    }
     void alltoallv(const void* in, const std::vector<int64_t>& send_bytes, void* out,
                    const std::vector<int64_t>& recv_bytes) override {
       std::vector<eep::P2POp> ops;
@@ -708,6 +717,123 @@ TEST_P(CudaBackendTest, DeviceGroupExchangeEqualsHostGroupExchange) {
         EXPECT_EQ(got[0][r][i][t], got[1][r][i][t]) << "rank " << r << " sequence " << i << " point " << t;
     }
   }
+}
+
+// The stream-ordered exchange (EEP_CUDA_DEVICE_EXCHANGE=1: routing, fixed-capacity blocks,
+// arrival checks and grouping on the device) against the host-routed exchange of the same two
+// ranks over Gloo: the same routing rule, so the same load per slot and logits within bf16 noise
+// (the expert GEMMs differ: own kernel against cuBLAS's grouped GEMM).
+TEST_P(CudaBackendTest, StreamOrderedExchangeMatchesHostRouted) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const auto& cfg = src->config();
+  const Workload w = make_workload(cfg.vocab_size, 8, 12, 8, 19);
+  const eep::Placement two =
+      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  std::vector<int> mine[2];
+  for (int r = 0; r < 2; ++r)
+    for (int i = r; i < int(w.prompts.size()); i += 2) mine[r].push_back(i);
+  // An upper bound of any step's rows over both ranks (every sequence's chunk).
+  const int64_t group_rows = int64_t(w.prompts.size()) * w.chunk;
+
+  // Host-routed over Gloo: the reference logits, tokens and load.
+  Reference host;
+  host.logits.resize(w.prompts.size());
+  host.tokens.resize(w.prompts.size());
+  std::vector<std::vector<int64_t>> host_load;
+  {
+    std::unique_ptr<eep::Backend> gpu[2];
+    std::vector<std::vector<std::vector<float>>> got[2];
+    for (int r = 0; r < 2; ++r) {
+      gpu[r] = eep::make_cuda_backend(cfg, options_for(w));
+      gpu[r]->load_dense(*src);
+      gpu[r]->load_experts(*src, two, r);
+    }
+    auto run = [&](int r) {
+      auto g = group_of(server_.address(), "exchange-host-" + spec, r, 2);
+      got[r] = drive(*gpu[r], *g, w, mine[r], nullptr);
+    };
+    std::thread peer(run, 1);
+    run(0);
+    peer.join();
+    for (int r = 0; r < 2; ++r) {
+      for (size_t j = 0; j < mine[r].size(); ++j) {
+        host.logits[mine[r][j]] = got[r][j];
+        for (size_t t = 0; t + 1 < got[r][j].size(); ++t)
+          host.tokens[mine[r][j]].push_back(argmax(got[r][j][t].data(), int(got[r][j][t].size())));
+      }
+      const auto load = gpu[r]->expert_load();
+      if (host_load.empty()) host_load = load;
+      else
+        for (size_t l = 0; l < load.size(); ++l)
+          for (size_t s = 0; s < load[l].size(); ++s) host_load[l][s] += load[l][s];
+    }
+  }
+
+  // The stream-ordered exchange over the loopback pair, fed the host run's tokens.
+  std::unique_ptr<eep::Backend> gpu[2];
+  for (int r = 0; r < 2; ++r) {
+    gpu[r] = cuda_backend_with("EEP_CUDA_DEVICE_EXCHANGE", "1", cfg, options_for(w));
+    gpu[r]->load_dense(*src);
+    gpu[r]->load_experts(*src, two, r);
+  }
+  LoopbackPair pair;
+  LoopbackPair::Member member[2] = {{pair, 0}, {pair, 1}};
+  std::vector<std::vector<std::vector<float>>> got[2];
+  std::thread peer([&] { got[1] = drive(*gpu[1], member[1], w, mine[1], &host.tokens, group_rows); });
+  got[0] = drive(*gpu[0], member[0], w, mine[0], &host.tokens, group_rows);
+  peer.join();
+  for (int r = 0; r < 2; ++r)
+    EXPECT_GT(gpu[r]->counters().device_exchanges, 0) << "rank " << r << " never took the path";
+  Agreement a;
+  for (int r = 0; r < 2; ++r) a.add(host, mine[r], got[r]);
+  a.expect_close(GetParam() + " stream-ordered exchange vs host-routed");
+  EXPECT_LE(a.point[a.point.size() / 2], 5e-3);
+  std::vector<std::vector<int64_t>> load = gpu[0]->expert_load();
+  const auto load1 = gpu[1]->expert_load();
+  for (size_t l = 0; l < load.size(); ++l)
+    for (size_t s = 0; s < load[l].size(); ++s) load[l][s] += load1[l][s];
+  int64_t total = 0;
+  for (int64_t c : load[0]) total += c;
+  EXPECT_GT(total, 0);
+  EXPECT_LE(routing_differences(host_load, load), total / 100 + 2);
+}
+
+// RowForAnExpertNotInItsSlotIsRefused through the stream-ordered exchange: the receiver's check of the senders'
+// tables refuses the rows and the step fails on the rank that holds other experts.
+TEST_P(CudaBackendTest, StreamOrderedExchangeRefusesRowsForAnotherExpert) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const auto& cfg = src->config();
+  const Workload w = make_workload(cfg.vocab_size, 4, 2, 8, 3);
+  eep::Placement routed = eep::Placement::round_robin(cfg.num_layers, cfg.num_experts,
+                                                      cfg.num_experts, 2);
+  eep::Placement held = routed;
+  const int spr = routed.slots_per_rank();
+  for (auto& row : held.phy2log) std::rotate(row.begin(), row.begin() + spr, row.end());
+  held.finalize();
+  std::unique_ptr<eep::Backend> gpu[2];
+  for (int r = 0; r < 2; ++r) {
+    gpu[r] = cuda_backend_with("EEP_CUDA_DEVICE_EXCHANGE", "1", cfg, options_for(w));
+    gpu[r]->load_dense(*src);
+    gpu[r]->load_experts(*src, r == 0 ? routed : held, r);
+  }
+  LoopbackPair pair;
+  LoopbackPair::Member member[2] = {{pair, 0}, {pair, 1}};
+  std::string errors[2];
+  auto run = [&](int r) {
+    try {
+      drive(*gpu[r], member[r], w, {r, r + 2}, nullptr, int64_t(w.prompts.size()) * w.chunk);
+    } catch (const std::exception& e) {
+      errors[r] = e.what();
+    }
+  };
+  std::thread peer(run, 1);
+  run(0);
+  peer.join();
+  EXPECT_NE(errors[0].find("which holds expert"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[1].find("which holds expert"), std::string::npos) << errors[1];
+  EXPECT_GT(gpu[0]->counters().device_exchanges, 0);
 }
 
 // A scale-up 1 -> 2 through move_weights_device (the engine's device path): the new engine gets

@@ -33,6 +33,10 @@ struct StepBatch {
   std::vector<int32_t> tokens;     // [rows]
   std::vector<int32_t> positions;  // [rows]
   std::vector<SeqSlice> seqs;
+  // Rows of this step summed over the group's members (the engine learns it from the step's
+  // all-reduce; 0: unknown). Every member sees the same value, so a backend may size a
+  // fixed-capacity exchange by it.
+  int64_t group_rows = 0;
   int num_rows() const { return static_cast<int>(tokens.size()); }
 };
 
@@ -125,6 +129,7 @@ class Backend {
   struct Counters {
     int64_t graph_captures = 0;
     int64_t graph_replays = 0;
+    int64_t device_exchanges = 0;  // MoE layers through the CUDA stream-ordered exchange
   };
   virtual Counters counters() const { return {}; }
 };

@@ -57,6 +57,13 @@ class Group {
   // send/recv per message would wait on the host each time. Groups with device_buffers() only;
   // the default throws Error(kUnavailable).
   virtual void send_recv_batch(const std::vector<P2POp>& ops);
+  // The same batch queued behind the work already on `stream` (a cudaStream_t on the group's
+  // device), returning without waiting: work queued on the stream after it sees its data. The
+  // caller ends with wait_stream(stream), which waits for everything queued there with the
+  // group's timeout and error checks (a dead peer aborts the communicator instead of hanging the
+  // stream). Groups with device_buffers() only; the defaults throw Error(kUnavailable).
+  virtual void send_recv_batch_async(const std::vector<P2POp>& ops, void* stream);
+  virtual void wait_stream(void* stream);
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;
   // Sets up now what the group's first calls would set up lazily, so that serving on a group

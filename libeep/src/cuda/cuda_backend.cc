@@ -67,6 +67,7 @@ CudaBackend::CudaBackend(const ModelConfig& cfg, const BackendOptions& opts)
   EEP_CU(cudaMemsetAsync(route_error_.get(), 0, route_error_.bytes(), stream_));
   if (const char* g = std::getenv("EEP_CUDA_GRAPHS")) use_graphs_ = std::string(g) != "0";
   if (const char* r = std::getenv("EEP_CUDA_HOST_ROUTING")) host_routing_ = std::string(r) == "1";
+  if (const char* x = std::getenv("EEP_CUDA_DEVICE_EXCHANGE")) device_exchange_ = std::string(x) == "1";
   profile_ = StepProfile::from_env();
   // The device-offset grouped GEMMs take dimensions that are multiples of 8 (16-byte rows).
   if (cfg_.hidden_size % 8 != 0 || cfg_.moe_intermediate_size % 8 != 0) host_routing_ = true;
@@ -260,11 +261,17 @@ void CudaBackend::upload_routes(std::vector<ExpertLayer>& layers, const Placemen
       table[e] = int32_t(reps.size());
       for (size_t r = 0; r < reps.size(); ++r) table[E + size_t(e) * max_rep + r] = reps[r];
     }
+    // route_all: the same head, then every slot's expert.
+    std::vector<int32_t> all(table.begin(), table.begin() + E + size_t(E) * max_rep);
+    all.insert(all.end(), placement.phy2log[l].begin(), placement.phy2log[l].end());
     for (int s = 0; s < spr; ++s)
       table[E + size_t(E) * max_rep + s] = placement.phy2log[l][size_t(rank) * spr + s];
     ex.route.resize(table.size());
+    ex.route_all.resize(all.size());
     ex.max_replicas = max_rep;
     EEP_CU(cudaMemcpyAsync(ex.route.get(), table.data(), table.size() * sizeof(int32_t),
+                           cudaMemcpyHostToDevice, side_stream_));
+    EEP_CU(cudaMemcpyAsync(ex.route_all.get(), all.data(), all.size() * sizeof(int32_t),
                            cudaMemcpyHostToDevice, side_stream_));
     EEP_CU(cudaStreamSynchronize(side_stream_));  // table is about to go
   }

@@ -66,7 +66,9 @@ class CudaBackend : public Backend {
   size_t kv_bytes() const override { return k_cache_.bytes() + v_cache_.bytes(); }
   const char* name() const override { return "cuda"; }
   double benchmark_moe(int layer, int rows, int iters, Group& group) override;
-  Counters counters() const override { return {graph_captures_, graph_replays_}; }
+  Counters counters() const override {
+    return {graph_captures_, graph_replays_, device_exchanges_};
+  }
 
  private:
   struct DenseLayer {
@@ -90,6 +92,9 @@ class CudaBackend : public Backend {
     // kernels::route_local's table for this rank (replica counts, replica slots, slot experts)
     // and its width; used by the device-routed MoE of a group of one.
     DeviceArray<int32_t> route;
+    // The same with the expert of every slot of the group at its end ([num_slots] instead of
+    // [slots per rank]): the sender's table of the stream-ordered exchange (moe_device_exchange).
+    DeviceArray<int32_t> route_all;
     int max_replicas = 1;
   };
 
@@ -117,6 +122,13 @@ class CudaBackend : public Backend {
   // The MoE after the router, for a group of more than one: replicas chosen on the host, rows
   // exchanged, every arriving row checked on the host.
   void moe_host_routed(int layer, const bf16* h, int rows, Group& group, bf16* out);
+  // The MoE after the router for a group of more than one over device buffers, ordered on
+  // stream_ with no host wait (EEP_CUDA_DEVICE_EXCHANGE=1, decode-sized steps): items routed
+  // to all slots on the device, fixed-capacity blocks per owner (exchange_cap_ rows) with each
+  // owner's per-slot offsets and expected experts, checked and grouped by slot on arrival,
+  // grouped GEMMs with device offsets, results back the same way, combined.
+  void moe_device_exchange(int layer, const bf16* h, int rows, Group& group, bf16* out,
+                           kernels::MoeCombine* deferred);
   // The MoE after the router, for a group of one: everything on the device (kernels::route_permute_tokens,
   // the permutation, device-offset grouped GEMMs), so a step can be a CUDA graph.
   void moe_device_routed(int layer, const bf16* h, int rows, bf16* out,
@@ -203,7 +215,12 @@ class CudaBackend : public Backend {
   std::atomic<bool> graphs_stale_{false};  // weights or placement replaced (any thread)
   bool use_graphs_ = true;          // EEP_CUDA_GRAPHS=0 turns them off
   bool host_routing_ = false;       // EEP_CUDA_HOST_ROUTING=1: the host path even for a group of one
-  int64_t graph_replays_ = 0, graph_captures_ = 0;
+  bool device_exchange_ = false;    // EEP_CUDA_DEVICE_EXCHANGE=1: moe_device_exchange when it fits
+  // This step: the exchange's rows per owner block (0: this step uses the host-routed path) and
+  // the group whose stream-ordered transfers finish_step must wait for.
+  int exchange_cap_ = 0;
+  Group* exchange_group_ = nullptr;
+  int64_t graph_replays_ = 0, graph_captures_ = 0, device_exchanges_ = 0;
   std::unique_ptr<StepProfile> profile_;  // EEP_CUDA_PROFILE=N: the first N steps
 
   // Forward workspace (grown on demand).
@@ -212,6 +229,7 @@ class CudaBackend : public Backend {
   DeviceArray<int32_t> meta_, topk_ids_, moe_idx_, offsets_dev_, slot_rows_;
   DeviceArray<bf16> send_rows_, recv_rows_, permuted_, gu_, act_, y_, results_, returned_;
   DeviceArray<int32_t> hdr_dev_send_, hdr_dev_recv_;
+  DeviceArray<int32_t> xchg_offsets_, xchg_perm_src_, xchg_arr_dst_;
   DeviceArray<unsigned> router_counters_;  // router_fused's per-row arrival counters (zeros)
   PinnedArray<int32_t> meta_host_, ids_host_, idx_host_, hdr_send_, hdr_recv_, slot_ids_host_;
   PinnedArray<char> stage_send_, stage_recv_;

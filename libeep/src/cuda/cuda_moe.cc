@@ -63,6 +63,8 @@ void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Gr
   mark("router");
   if (group.size() == 1 && !host_routing_)
     moe_device_routed(layer, h, rows, out, deferred);
+  else if (exchange_cap_ > 0)
+    moe_device_exchange(layer, h, rows, group, out, deferred);
   else
     moe_host_routed(layer, h, rows, group, out);
 }
@@ -113,6 +115,86 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
   }
   kernels::unpermute_tokens(y, slot_rows, topk_w_.get(), rows, k, hidden, out, stream_);
   mark("moe combine");
+}
+
+void CudaBackend::moe_device_exchange(int layer, const bf16* h, int rows, Group& group,
+                                      bf16* out, kernels::MoeCombine* deferred) {
+  const ExpertLayer& ex = experts_[layer];
+  const int hidden = cfg_.hidden_size, k = cfg_.num_experts_per_tok;
+  const int inter = cfg_.moe_intermediate_size, E = cfg_.num_experts;
+  const int peers = group.size(), spr = placement_.slots_per_rank();
+  const int items = rows * k, cap = exchange_cap_, total = peers * cap;
+  const int width = 2 * spr + 1;
+  const size_t block_bytes = size_t(cap) * hidden * sizeof(bf16);
+  const size_t table_head = size_t(E) + size_t(E) * ex.max_replicas;
+
+  // Sender: items to every slot of the group (owner-major), rows into per-owner blocks.
+  int32_t* slot_offsets = xchg_offsets_.reserve(size_t(placement_.num_slots) + 1);
+  int32_t* item_rows = slot_rows_.reserve(std::max(items, 1));
+  kernels::route_to_slots(topk_ids_.get(), rows, k, ex.route_all.get(), E, ex.max_replicas,
+                          placement_.num_slots, layer, route_error_.get(), slot_offsets,
+                          item_rows, stream_);
+  int32_t* meta_send = hdr_dev_send_.reserve(size_t(peers) * width);
+  int32_t* meta_recv = hdr_dev_recv_.reserve(size_t(peers) * width);
+  int32_t* ret_idx = moe_idx_.reserve(std::max(items, 1));
+  bf16* send = send_rows_.reserve(size_t(total) * hidden);
+  bf16* recv = recv_rows_.reserve(size_t(total) * hidden);
+  kernels::exchange_pack(h, item_rows, slot_offsets, ex.route_all.get() + table_head, items, k,
+                         hidden, peers, spr, cap, layer, meta_send, ret_idx, send,
+                         route_error_.get(), stream_);
+  using K = P2POp::Kind;
+  std::vector<P2POp> ops;
+  ops.reserve(4 * size_t(peers));
+  for (int p = 0; p < peers; ++p) {
+    ops.push_back({K::kSend, meta_send + size_t(p) * width, width * sizeof(int32_t), p});
+    ops.push_back({K::kSend, send + size_t(p) * cap * hidden, block_bytes, p});
+    ops.push_back({K::kRecv, meta_recv + size_t(p) * width, width * sizeof(int32_t), p});
+    ops.push_back({K::kRecv, recv + size_t(p) * cap * hidden, block_bytes, p});
+  }
+  group.send_recv_batch_async(ops, stream_);
+  exchange_group_ = &group;
+
+  // Receiver: check the senders' tables, group the arrivals by local slot, run the experts.
+  int32_t* offsets = offsets_dev_.reserve(spr + 1);
+  int32_t* perm_src = xchg_perm_src_.reserve(total);
+  int32_t* arr_dst = xchg_arr_dst_.reserve(total);
+  kernels::exchange_arrivals(meta_recv, ex.route.get() + table_head, peers, spr, cap, layer,
+                             rank_ * spr, load_dev_.get() + size_t(layer) * spr,
+                             route_error_.get(), offsets, perm_src, arr_dst, stream_);
+  load_dev_dirty_ = true;
+  bf16* permuted = permuted_.reserve(size_t(total) * hidden);
+  kernels::gather_rows(recv, perm_src, total, hidden, permuted, stream_);
+  bf16* act = act_.reserve(size_t(total) * inter);
+  bf16* y = y_.reserve(size_t(total) * hidden);
+  if (inter % 64 == 0 && total <= kFusedSwigluRowsPerSlot * spr) {
+    kernels::grouped_gemm_swiglu_device(permuted, ex.gate_up.get(), act, offsets, spr, total,
+                                        inter, hidden, stream_);
+  } else {
+    bf16* gu = gu_.reserve(size_t(total) * 2 * inter);
+    kernels::grouped_gemm_device(permuted, ex.gate_up.get(), gu, offsets, spr, total, 2 * inter,
+                                 hidden, stream_);
+    kernels::silu_mul_fused(gu, act, total, inter, stream_);
+  }
+  kernels::grouped_gemm_device(act, ex.down.get(), y, offsets, spr, total, hidden, inter, stream_);
+
+  // Results back to their senders' blocks, then combined in choice order.
+  bf16* ret_send = results_.reserve(size_t(total) * hidden);
+  bf16* ret_recv = returned_.reserve(size_t(total) * hidden);
+  kernels::gather_rows(y, arr_dst, total, hidden, ret_send, stream_);
+  ops.clear();
+  for (int p = 0; p < peers; ++p) {
+    ops.push_back({K::kSend, ret_send + size_t(p) * cap * hidden, block_bytes, p});
+    ops.push_back({K::kRecv, ret_recv + size_t(p) * cap * hidden, block_bytes, p});
+  }
+  group.send_recv_batch_async(ops, stream_);
+  ++device_exchanges_;
+  mark("moe exchange");
+  if (rows == 0) return;
+  if (deferred && kernels::add_combine_rmsnorm_supported(hidden)) {
+    *deferred = kernels::MoeCombine{ret_recv, ret_idx, topk_w_.get(), k};
+    return;
+  }
+  kernels::unpermute_tokens(ret_recv, ret_idx, topk_w_.get(), rows, k, hidden, out, stream_);
 }
 
 void CudaBackend::moe_host_routed(int layer, const bf16* h, int rows, Group& group, bf16* out) {
@@ -322,6 +404,7 @@ double CudaBackend::benchmark_moe(int layer, int rows, int iters, Group& group) 
   if (!host.empty())
     EEP_CU(cudaMemcpy(in_f32.get(), host.data(), host.size() * sizeof(float),
                       cudaMemcpyHostToDevice));
+  exchange_cap_ = 0;  // the host-routed path, as documented
   // warm-up: workspaces, cuBLAS heuristics
   moe(layer, in.get(), in_f32.get(), rows, group, out.get());
   EEP_CU(cudaStreamSynchronize(stream_));

@@ -2,6 +2,7 @@
 // captured CUDA graph for decode steps of a group of one), sampling, and the end-of-step checks.
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "cuda/cuda_backend.h"
 #include "eep/comm.h"
@@ -11,6 +12,9 @@ namespace eep::cuda {
 
 namespace {
 constexpr int kGraphBlockBucket = 16;
+// Largest exchange block set (all owners' blocks of one direction) for the stream-ordered MoE
+// exchange; larger steps take the host-routed path, whose transfers are sized exactly.
+constexpr int64_t kMaxExchangeBytes = int64_t(16) << 20;
 }  // namespace
 
 void CudaBackend::forward(const StepBatch& batch, Group& group, std::vector<float>& logits) {
@@ -138,6 +142,17 @@ int CudaBackend::forward_on_device(const StepBatch& batch, Group& group) {
     }
     if (s.sample) h_sample[sample_i++] = s.row_begin + s.num_rows - 1;
   }
+  // The stream-ordered exchange (groups of more than one over device buffers): decode-sized
+  // steps only, since its blocks go whole. Every member computes the same capacity from the
+  // group's row count, so all take the same path.
+  exchange_cap_ = 0;
+  exchange_group_ = nullptr;
+  if (device_exchange_ && group.size() > 1 && group.device_buffers() && batch.group_rows > 0 &&
+      placement_.num_slots <= 1024) {
+    const int64_t cap = batch.group_rows * cfg_.num_experts_per_tok;
+    const int64_t bytes = int64_t(group.size()) * cap * cfg_.hidden_size * int64_t(sizeof(bf16));
+    if (bytes <= kMaxExchangeBytes) exchange_cap_ = static_cast<int>(cap);
+  }
   int32_t* dev = meta_.reserve(std::max<size_t>(meta_len, 1));
   EEP_CU(cudaMemcpyAsync(dev, host, meta_len * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   m.tokens = dev;
@@ -260,10 +275,20 @@ void CudaBackend::finish_step() {
   int32_t* err = route_error_host_.reserve(5);
   EEP_CU(cudaMemcpyAsync(err, route_error_.get(), 5 * sizeof(int32_t), cudaMemcpyDeviceToHost,
                          stream_));
+  if (exchange_group_) {
+    // The stream holds the group's transfers: wait with its timeout (a dead peer aborts the
+    // communicator rather than hanging the stream).
+    Group* g = std::exchange(exchange_group_, nullptr);
+    g->wait_stream(stream_);
+  }
   EEP_CU(cudaStreamSynchronize(stream_));
   load_dev_dirty_ = true;
   if (err[0] != 0) {
     // The step's results are not used: the engine fails the step, as on the host-routed path.
+    if (err[4] == -3)
+      throw Error(ErrorCode::kInternal,
+                  "layer " + std::to_string(err[1]) + ": the MoE exchange got a malformed or "
+                  "overfull block for slots from " + std::to_string(err[3]));
     const std::string held = err[4] == -2 ? "a slot of another rank" : "expert " + std::to_string(err[4]);
     throw Error(ErrorCode::kInternal,
                 "layer " + std::to_string(err[1]) + ": row for expert " + std::to_string(err[2]) +

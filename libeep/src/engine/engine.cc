@@ -276,13 +276,17 @@ constexpr auto kSlowStep = std::chrono::milliseconds(50);
 
 void Engine::step() {
   std::vector<ScheduledChunk> chunks = sched_->schedule();
-  // One small all-reduce per step: is anyone busy, and has anyone been told to commit a
-  // transition? Every member sees the same sums, so all switch after the same step.
+  // One small all-reduce per step: is anyone busy, has anyone been told to commit a
+  // transition, and how many rows does the step have over the group (a backend may size a
+  // fixed-capacity exchange by it)? Every member sees the same sums, so all switch after the
+  // same step.
   const bool commit_here = transition_ && transition_->commit_requested;
-  int64_t flags[2] = {sched_->has_work() ? 1 : 0, commit_here ? 1 : 0};
+  int64_t rows_here = 0;
+  for (const ScheduledChunk& c : chunks) rows_here += c.num_tokens;
+  int64_t flags[3] = {sched_->has_work() ? 1 : 0, commit_here ? 1 : 0, rows_here};
   const auto t_sync = Clock::now();
   try {
-    group_->allreduce_sum(flags, 2);
+    group_->allreduce_sum(flags, 3);
   } catch (const Error& e) {
     fail_group(e.what());
     return;
@@ -294,6 +298,7 @@ void Engine::step() {
   if (flags[0] > 0) {
     // Flatten the chunks into one batch.
     StepBatch batch;
+    batch.group_rows = flags[2];
     for (const ScheduledChunk& c : chunks) {
       SeqSlice s;
       s.block_table = c.seq->blocks.data();
