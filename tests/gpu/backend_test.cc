@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -136,6 +138,35 @@ std::unique_ptr<eep::Group> group_of(const std::string& address, const std::stri
   o.size = size;
   o.timeout = 20s;
   return eep::make_gloo_group(store, o);
+}
+
+using Points = std::vector<std::vector<std::vector<float>>>;  // [sequence][point][vocab]
+
+// A workload's sequences split between two ranks: rank r runs r, r + 2, ...
+std::array<std::vector<int>, 2> alternate(size_t n) {
+  std::array<std::vector<int>, 2> mine;
+  for (size_t i = 0; i < n; ++i) mine[i % 2].push_back(int(i));
+  return mine;
+}
+
+// run(0) here and run(1) on a thread, which drive two ranks in lockstep.
+void in_lockstep(const std::function<void(int)>& run) {
+  std::thread peer(run, 1);
+  run(0);
+  peer.join();
+}
+
+// Both ranks over a Gloo group named `name`.
+std::array<Points, 2> drive_over_gloo(const std::string& address, const std::string& name,
+                                      std::unique_ptr<eep::Backend> (&gpu)[2], const Workload& w,
+                                      const std::array<std::vector<int>, 2>& mine,
+                                      const std::vector<std::vector<int32_t>>* forced) {
+  std::array<Points, 2> got;
+  in_lockstep([&](int r) {
+    auto g = group_of(address, name, r, 2);
+    got[r] = drive(*gpu[r], *g, w, mine[r], forced);
+  });
+  return got;
 }
 
 struct Reference {
@@ -306,6 +337,27 @@ std::unique_ptr<eep::Backend> cuda_backend_with(const char* var, const char* val
   return b;
 }
 
+// Two backends holding rank 0's and rank 1's slots of `placement` (made with EEP_CUDA_DEVICE_
+// EXCHANGE=1 when `exchange`).
+void two_ranks(std::unique_ptr<eep::Backend> (&gpu)[2], const eep::WeightSource& src,
+               const eep::Placement& placement, const eep::BackendOptions& bo,
+               bool exchange = false) {
+  for (int r = 0; r < 2; ++r) {
+    gpu[r] = cuda_backend_with("EEP_CUDA_DEVICE_EXCHANGE", exchange ? "1" : "0", src.config(), bo);
+    gpu[r]->load_dense(src);
+    gpu[r]->load_experts(src, placement, r);
+  }
+}
+
+// The two ranks' load per slot, added (each counts its own slots).
+std::vector<std::vector<int64_t>> summed_load(std::unique_ptr<eep::Backend> (&gpu)[2]) {
+  std::vector<std::vector<int64_t>> load = gpu[0]->expert_load();
+  const auto other = gpu[1]->expert_load();
+  for (size_t l = 0; l < load.size(); ++l)
+    for (size_t s = 0; s < load[l].size(); ++s) load[l][s] += other[l][s];
+  return load;
+}
+
 // Decode steps of a group of one run as CUDA graphs: the replayed steps give exactly the
 // logits of the same steps run kernel by kernel (EEP_CUDA_GRAPHS=0), and graphs were replayed.
 TEST_P(CudaBackendTest, GraphStepsEqualEagerSteps) {
@@ -396,23 +448,9 @@ TEST_P(CudaBackendTest, TwoRanksAndScaleDownMatchCpu) {
   const eep::Placement two =
       eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
   std::unique_ptr<eep::Backend> gpu[2];
-  std::vector<int> mine[2];
-  std::vector<std::vector<std::vector<float>>> got[2];
-  for (int r = 0; r < 2; ++r) {
-    gpu[r] = eep::make_cuda_backend(cfg, options_for(w));
-    gpu[r]->load_dense(*src);
-    gpu[r]->load_experts(*src, two, r);
-    for (int i = r; i < int(w.prompts.size()); i += 2) mine[r].push_back(i);
-  }
-  std::thread peer([&] {
-    auto g = group_of(server_.address(), "gpu2-" + spec, 1, 2);
-    got[1] = drive(*gpu[1], *g, w, mine[1], &ref.tokens);
-  });
-  {
-    auto g = group_of(server_.address(), "gpu2-" + spec, 0, 2);
-    got[0] = drive(*gpu[0], *g, w, mine[0], &ref.tokens);
-  }
-  peer.join();
+  two_ranks(gpu, *src, two, options_for(w));
+  const auto mine = alternate(w.prompts.size());
+  const auto got = drive_over_gloo(server_.address(), "gpu2-" + spec, gpu, w, mine, &ref.tokens);
   Agreement a;
   for (int r = 0; r < 2; ++r) a.add(ref, mine[r], got[r]);
   a.expect_close(GetParam() + " two ranks, one GPU");
@@ -669,6 +707,17 @@ class LoopbackPair {
   size_t batches_ = 0;
 };
 
+// Both ranks over the loopback pair.
+std::array<Points, 2> drive_over_pair(LoopbackPair& pair, std::unique_ptr<eep::Backend> (&gpu)[2],
+                                      const Workload& w, const std::array<std::vector<int>, 2>& mine,
+                                      const std::vector<std::vector<int32_t>>* forced,
+                                      int64_t group_rows) {
+  LoopbackPair::Member member[2] = {{pair, 0}, {pair, 1}};
+  std::array<Points, 2> got;
+  in_lockstep([&](int r) { got[r] = drive(*gpu[r], member[r], w, mine[r], forced, group_rows); });
+  return got;
+}
+
 // Two ranks on one GPU over a device group (the loopback pair): the MoE's exchange takes the
 // path of an NCCL group (device buffers, headers and rows in one send_recv_batch) and must give
 // bitwise the logits of the same two ranks over a Gloo group (host staging): only the transport
@@ -680,41 +729,20 @@ TEST_P(CudaBackendTest, DeviceGroupExchangeEqualsHostGroupExchange) {
   const Workload w = make_workload(cfg.vocab_size, 8, 12, 8, 17);
   const eep::Placement two =
       eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
-  std::vector<int> mine[2];
-  for (int r = 0; r < 2; ++r)
-    for (int i = r; i < int(w.prompts.size()); i += 2) mine[r].push_back(i);
-  // got[transport][rank]: 0 Gloo, 1 the loopback device pair.
-  std::vector<std::vector<std::vector<float>>> got[2][2];
-  size_t batches = 0;
-  for (int device = 0; device < 2; ++device) {
-    std::unique_ptr<eep::Backend> gpu[2];
-    for (int r = 0; r < 2; ++r) {
-      gpu[r] = eep::make_cuda_backend(cfg, options_for(w));
-      gpu[r]->load_dense(*src);
-      gpu[r]->load_experts(*src, two, r);
-    }
-    LoopbackPair pair;
-    LoopbackPair::Member member[2] = {{pair, 0}, {pair, 1}};
-    auto run = [&](int r) {
-      if (device) {
-        got[1][r] = drive(*gpu[r], member[r], w, mine[r], nullptr);
-      } else {
-        auto g = group_of(server_.address(), "host-vs-device-" + spec, r, 2);
-        got[0][r] = drive(*gpu[r], *g, w, mine[r], nullptr);
-      }
-    };
-    std::thread peer(run, 1);
-    run(0);
-    peer.join();
-    if (device) batches = pair.batches();
-  }
-  EXPECT_GT(batches, 0u);
+  const auto mine = alternate(w.prompts.size());
+  std::unique_ptr<eep::Backend> gpu[2];
+  two_ranks(gpu, *src, two, options_for(w));
+  const auto host = drive_over_gloo(server_.address(), "host-vs-device-" + spec, gpu, w, mine, nullptr);
+  two_ranks(gpu, *src, two, options_for(w));
+  LoopbackPair pair;
+  const auto device = drive_over_pair(pair, gpu, w, mine, nullptr, 0);
+  EXPECT_GT(pair.batches(), 0u);
   for (int r = 0; r < 2; ++r) {
-    ASSERT_EQ(got[0][r].size(), got[1][r].size());
-    for (size_t i = 0; i < got[0][r].size(); ++i) {
-      ASSERT_EQ(got[0][r][i].size(), got[1][r][i].size());
-      for (size_t t = 0; t < got[0][r][i].size(); ++t)
-        EXPECT_EQ(got[0][r][i][t], got[1][r][i][t]) << "rank " << r << " sequence " << i << " point " << t;
+    ASSERT_EQ(host[r].size(), device[r].size());
+    for (size_t i = 0; i < host[r].size(); ++i) {
+      ASSERT_EQ(host[r][i].size(), device[r][i].size());
+      for (size_t t = 0; t < host[r][i].size(); ++t)
+        EXPECT_EQ(host[r][i][t], device[r][i][t]) << "rank " << r << " sequence " << i << " point " << t;
     }
   }
 }
@@ -730,69 +758,37 @@ TEST_P(CudaBackendTest, StreamOrderedExchangeMatchesHostRouted) {
   const Workload w = make_workload(cfg.vocab_size, 8, 12, 8, 19);
   const eep::Placement two =
       eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
-  std::vector<int> mine[2];
-  for (int r = 0; r < 2; ++r)
-    for (int i = r; i < int(w.prompts.size()); i += 2) mine[r].push_back(i);
+  const auto mine = alternate(w.prompts.size());
   // An upper bound of any step's rows over both ranks (every sequence's chunk).
   const int64_t group_rows = int64_t(w.prompts.size()) * w.chunk;
 
   // Host-routed over Gloo: the reference logits, tokens and load.
+  std::unique_ptr<eep::Backend> gpu[2];
+  two_ranks(gpu, *src, two, options_for(w));
+  const auto got_host = drive_over_gloo(server_.address(), "exchange-host-" + spec, gpu, w, mine, nullptr);
   Reference host;
   host.logits.resize(w.prompts.size());
   host.tokens.resize(w.prompts.size());
-  std::vector<std::vector<int64_t>> host_load;
-  {
-    std::unique_ptr<eep::Backend> gpu[2];
-    std::vector<std::vector<std::vector<float>>> got[2];
-    for (int r = 0; r < 2; ++r) {
-      gpu[r] = eep::make_cuda_backend(cfg, options_for(w));
-      gpu[r]->load_dense(*src);
-      gpu[r]->load_experts(*src, two, r);
+  for (int r = 0; r < 2; ++r)
+    for (size_t j = 0; j < mine[r].size(); ++j) {
+      const Points::value_type& points = got_host[r][j];
+      host.logits[mine[r][j]] = points;
+      for (size_t t = 0; t + 1 < points.size(); ++t)
+        host.tokens[mine[r][j]].push_back(argmax(points[t].data(), int(points[t].size())));
     }
-    auto run = [&](int r) {
-      auto g = group_of(server_.address(), "exchange-host-" + spec, r, 2);
-      got[r] = drive(*gpu[r], *g, w, mine[r], nullptr);
-    };
-    std::thread peer(run, 1);
-    run(0);
-    peer.join();
-    for (int r = 0; r < 2; ++r) {
-      for (size_t j = 0; j < mine[r].size(); ++j) {
-        host.logits[mine[r][j]] = got[r][j];
-        for (size_t t = 0; t + 1 < got[r][j].size(); ++t)
-          host.tokens[mine[r][j]].push_back(argmax(got[r][j][t].data(), int(got[r][j][t].size())));
-      }
-      const auto load = gpu[r]->expert_load();
-      if (host_load.empty()) host_load = load;
-      else
-        for (size_t l = 0; l < load.size(); ++l)
-          for (size_t s = 0; s < load[l].size(); ++s) host_load[l][s] += load[l][s];
-    }
-  }
+  const auto host_load = summed_load(gpu);
 
   // The stream-ordered exchange over the loopback pair, fed the host run's tokens.
-  std::unique_ptr<eep::Backend> gpu[2];
-  for (int r = 0; r < 2; ++r) {
-    gpu[r] = cuda_backend_with("EEP_CUDA_DEVICE_EXCHANGE", "1", cfg, options_for(w));
-    gpu[r]->load_dense(*src);
-    gpu[r]->load_experts(*src, two, r);
-  }
+  two_ranks(gpu, *src, two, options_for(w), true);
   LoopbackPair pair;
-  LoopbackPair::Member member[2] = {{pair, 0}, {pair, 1}};
-  std::vector<std::vector<std::vector<float>>> got[2];
-  std::thread peer([&] { got[1] = drive(*gpu[1], member[1], w, mine[1], &host.tokens, group_rows); });
-  got[0] = drive(*gpu[0], member[0], w, mine[0], &host.tokens, group_rows);
-  peer.join();
+  const auto got = drive_over_pair(pair, gpu, w, mine, &host.tokens, group_rows);
   for (int r = 0; r < 2; ++r)
     EXPECT_GT(gpu[r]->counters().device_exchanges, 0) << "rank " << r << " never took the path";
   Agreement a;
   for (int r = 0; r < 2; ++r) a.add(host, mine[r], got[r]);
   a.expect_close(GetParam() + " stream-ordered exchange vs host-routed");
   EXPECT_LE(a.point[a.point.size() / 2], 5e-3);
-  std::vector<std::vector<int64_t>> load = gpu[0]->expert_load();
-  const auto load1 = gpu[1]->expert_load();
-  for (size_t l = 0; l < load.size(); ++l)
-    for (size_t s = 0; s < load[l].size(); ++s) load[l][s] += load1[l][s];
+  const auto load = summed_load(gpu);
   int64_t total = 0;
   for (int64_t c : load[0]) total += c;
   EXPECT_GT(total, 0);
@@ -821,16 +817,13 @@ TEST_P(CudaBackendTest, StreamOrderedExchangeRefusesRowsForAnotherExpert) {
   LoopbackPair pair;
   LoopbackPair::Member member[2] = {{pair, 0}, {pair, 1}};
   std::string errors[2];
-  auto run = [&](int r) {
+  in_lockstep([&](int r) {
     try {
       drive(*gpu[r], member[r], w, {r, r + 2}, nullptr, int64_t(w.prompts.size()) * w.chunk);
     } catch (const std::exception& e) {
       errors[r] = e.what();
     }
-  };
-  std::thread peer(run, 1);
-  run(0);
-  peer.join();
+  });
   EXPECT_NE(errors[0].find("which holds expert"), std::string::npos) << errors[0];
   EXPECT_NE(errors[1].find("which holds expert"), std::string::npos) << errors[1];
   EXPECT_GT(gpu[0]->counters().device_exchanges, 0);
@@ -910,19 +903,8 @@ TEST_P(CudaBackendTest, DeviceTransferScaleUpGivesTheLoadedWeights) {
 
   // And the pair serves: two ranks over Gloo against the CPU.
   const Reference ref = reference(server_.address(), spec, w);
-  std::vector<int> mine[2];
-  std::vector<std::vector<std::vector<float>>> out[2];
-  for (int r = 0; r < 2; ++r)
-    for (int i = r; i < int(w.prompts.size()); i += 2) mine[r].push_back(i);
-  std::thread second([&] {
-    auto g = group_of(server_.address(), "dev-xfer-" + spec, 1, 2);
-    out[1] = drive(*gpu[1], *g, w, mine[1], &ref.tokens);
-  });
-  {
-    auto g = group_of(server_.address(), "dev-xfer-" + spec, 0, 2);
-    out[0] = drive(*gpu[0], *g, w, mine[0], &ref.tokens);
-  }
-  second.join();
+  const auto mine = alternate(w.prompts.size());
+  const auto out = drive_over_gloo(server_.address(), "dev-xfer-" + spec, gpu, w, mine, &ref.tokens);
   Agreement a;
   for (int r = 0; r < 2; ++r) a.add(ref, mine[r], out[r]);
   a.expect_close(GetParam() + " after a device-path 1 -> 2");

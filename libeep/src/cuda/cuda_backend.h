@@ -129,6 +129,10 @@ class CudaBackend : public Backend {
   // grouped GEMMs with device offsets, results back the same way, combined.
   void moe_device_exchange(int layer, const bf16* h, int rows, Group& group, bf16* out,
                            kernels::MoeCombine* deferred);
+  // gate|up, SwiGLU and down of the local slots on rows grouped by slot (offsets on the device,
+  // at most max_rows rows); returns the outputs in the same order (y_).
+  bf16* local_experts(const ExpertLayer& ex, const bf16* permuted, const int32_t* offsets,
+                      int max_rows);
   // The MoE after the router, for a group of one: everything on the device (kernels::route_permute_tokens,
   // the permutation, device-offset grouped GEMMs), so a step can be a CUDA graph.
   void moe_device_routed(int layer, const bf16* h, int rows, bf16* out,

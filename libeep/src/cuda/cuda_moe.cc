@@ -74,7 +74,6 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
   if (rows == 0) return;
   const ExpertLayer& ex = experts_[layer];
   const int hidden = cfg_.hidden_size, k = cfg_.num_experts_per_tok;
-  const int inter = cfg_.moe_intermediate_size;
   const int spr = placement_.slots_per_rank();
   const int items = rows * k;
   // item → local slot (none, and an error record, if the slot does not hold the expert), the
@@ -89,24 +88,7 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
                                 slot_rows, permuted, stream_);
   load_dev_dirty_ = true;
   mark("moe route");
-  bf16* act = act_.reserve(size_t(items) * inter);
-  bf16* y = y_.reserve(size_t(items) * hidden);
-  // gate|up with SwiGLU in the epilogue (its tiles take inter % 64 == 0; else two steps), then
-  // down; offsets read on the device. The fused form wins at decode sizes and loses at prefill
-  // sizes (H100: even at ~128 rows per expert, 390 against ~580 TFLOP/s at ~512), so large
-  // batches take the plain GEMM and a separate SwiGLU.
-  if (inter % 64 == 0 && items <= kFusedSwigluRowsPerSlot * spr) {
-    kernels::grouped_gemm_swiglu_device(permuted, ex.gate_up.get(), act, offsets, spr, items,
-                                        inter, hidden, stream_);
-  } else {
-    bf16* gu = gu_.reserve(size_t(items) * 2 * inter);
-    kernels::grouped_gemm_device(permuted, ex.gate_up.get(), gu, offsets, spr, items, 2 * inter,
-                                 hidden, stream_);
-    kernels::silu_mul_fused(gu, act, items, inter, stream_);
-  }
-  mark("moe gate_up");
-  kernels::grouped_gemm_device(act, ex.down.get(), y, offsets, spr, items, hidden, inter, stream_);
-  mark("moe down");
+  bf16* y = local_experts(ex, permuted, offsets, items);
   // out[t] = sum over choices j of w[t][j] * y[row of (t, j)], in choice order (as the CPU);
   // or, deferred, the same sum inside the next residual norm (one launch fewer per layer).
   if (deferred && kernels::add_combine_rmsnorm_supported(hidden)) {
@@ -117,11 +99,37 @@ void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* ou
   mark("moe combine");
 }
 
+bf16* CudaBackend::local_experts(const ExpertLayer& ex, const bf16* permuted,
+                                 const int32_t* offsets, int max_rows) {
+  const int hidden = cfg_.hidden_size, inter = cfg_.moe_intermediate_size;
+  const int spr = placement_.slots_per_rank();
+  bf16* act = act_.reserve(size_t(max_rows) * inter);
+  bf16* y = y_.reserve(size_t(max_rows) * hidden);
+  // gate|up with SwiGLU in the epilogue (its tiles take inter % 64 == 0; else two steps), then
+  // down; offsets read on the device. The fused form wins at decode sizes and loses at prefill
+  // sizes (H100: even at ~128 rows per expert, 390 against ~580 TFLOP/s at ~512), so large
+  // batches take the plain GEMM and a separate SwiGLU.
+  if (inter % 64 == 0 && max_rows <= kFusedSwigluRowsPerSlot * spr) {
+    kernels::grouped_gemm_swiglu_device(permuted, ex.gate_up.get(), act, offsets, spr, max_rows,
+                                        inter, hidden, stream_);
+  } else {
+    bf16* gu = gu_.reserve(size_t(max_rows) * 2 * inter);
+    kernels::grouped_gemm_device(permuted, ex.gate_up.get(), gu, offsets, spr, max_rows,
+                                 2 * inter, hidden, stream_);
+    kernels::silu_mul_fused(gu, act, max_rows, inter, stream_);
+  }
+  mark("moe gate_up");
+  kernels::grouped_gemm_device(act, ex.down.get(), y, offsets, spr, max_rows, hidden, inter,
+                               stream_);
+  mark("moe down");
+  return y;
+}
+
 void CudaBackend::moe_device_exchange(int layer, const bf16* h, int rows, Group& group,
                                       bf16* out, kernels::MoeCombine* deferred) {
   const ExpertLayer& ex = experts_[layer];
   const int hidden = cfg_.hidden_size, k = cfg_.num_experts_per_tok;
-  const int inter = cfg_.moe_intermediate_size, E = cfg_.num_experts;
+  const int E = cfg_.num_experts;
   const int peers = group.size(), spr = placement_.slots_per_rank();
   const int items = rows * k, cap = exchange_cap_, total = peers * cap;
   const int width = 2 * spr + 1;
@@ -164,18 +172,7 @@ void CudaBackend::moe_device_exchange(int layer, const bf16* h, int rows, Group&
   load_dev_dirty_ = true;
   bf16* permuted = permuted_.reserve(size_t(total) * hidden);
   kernels::gather_rows(recv, perm_src, total, hidden, permuted, stream_);
-  bf16* act = act_.reserve(size_t(total) * inter);
-  bf16* y = y_.reserve(size_t(total) * hidden);
-  if (inter % 64 == 0 && total <= kFusedSwigluRowsPerSlot * spr) {
-    kernels::grouped_gemm_swiglu_device(permuted, ex.gate_up.get(), act, offsets, spr, total,
-                                        inter, hidden, stream_);
-  } else {
-    bf16* gu = gu_.reserve(size_t(total) * 2 * inter);
-    kernels::grouped_gemm_device(permuted, ex.gate_up.get(), gu, offsets, spr, total, 2 * inter,
-                                 hidden, stream_);
-    kernels::silu_mul_fused(gu, act, total, inter, stream_);
-  }
-  kernels::grouped_gemm_device(act, ex.down.get(), y, offsets, spr, total, hidden, inter, stream_);
+  bf16* y = local_experts(ex, permuted, offsets, total);
 
   // Results back to their senders' blocks, then combined in choice order.
   bf16* ret_send = results_.reserve(size_t(total) * hidden);
