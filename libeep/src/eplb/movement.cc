@@ -14,13 +14,15 @@
 // balancedness is global (sum of means / sum of maxima): a greedy over the layers' trajectories
 // takes the steps with the largest drop of the heaviest GPU per moved slot until the sum of the
 // maxima fits. Layers where moving is cheap go below their share so that expensive ones move
-// less. Each layer is then searched again (four searches, one of them weighing its candidates
-// by a look-ahead of one step) down to exactly the maximum allocated to it, and the allocation
-// redone, twice. The best plan relabelled to overlap the current one most (align_layer) is
+// less. Each layer is then searched again (two pilot searches: each step takes the candidate
+// from which a greedy roll-out reaches the target with the fewest moves) down to exactly the
+// maximum allocated to it, and the allocation redone, twice. The best plan relabelled to overlap the current one most (align_layer) is
 // every layer's last point, so the budget is always met.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <queue>
+#include <unordered_map>
 #include <vector>
 
 #include "eplb/internal.h"
@@ -38,30 +40,28 @@ namespace {
 constexpr double kMovementFloors[] = {0.5, 1.0};
 // Rounds of searches at the allocated targets (kTargetSearches), each followed by a new
 // allocation: 320/64 10.83% (none, three floors, no chains) -> 10.25% (one round, two variants)
-// -> 10.17% (two rounds, four variants); three rounds 10.15% at 1.3x the time of two.
+// -> 10.17% (two rounds, four variants); three rounds 10.15% at 1.3x the time of two. With the
+// pilot searches a third round moved the same (seeds 1-2, two steps).
 constexpr int kTargetRounds = 2;
 
 // The search's variants: each finds other trajectories, and each layer keeps the best points.
 enum class Variant {
-  kGreedy,       // the best operation per new move, chains included
-  kChainsFirst,  // the longest chain first while there is one of two GPUs or more
-  kLightTie,     // on equal scores the swap that moves the least load
+  kGreedy,    // the best operation per new move, chains included
+  kLightTie,  // on equal scores the swap that moves the least load
 };
 
-// The searches of each target round: a variant, and how many of the greedy's best candidates
-// each step weighs by a look-ahead of one step (1: none; look_ahead). Mean moved/step at 320/64
-// over load seeds 1-8 (5 steps each): greedy, chains first, light tie and the search without
-// chains 10.19%; without the last (it rarely won) 10.19% at 0.77x the time; the light-tie
-// search with a look-ahead over 3 candidates added 10.11% (every seed lower, 0.02-0.15 points),
-// over 2 candidates 10.13% (seeds 1-4), over 4 with a score filter 10.15%.
+// The searches of each target round: a variant, and how many of its best candidates each step
+// weighs by a pilot roll-out (pilot_pick: the greedy of that variant run to the target from each
+// candidate; the candidate whose roll-out gets there with the fewest moves is taken). Mean
+// moved/step at 320/64 over load seeds 1-8 (5 steps each): the four searches before (greedy,
+// chains first, light tie, light tie with a one-step look-ahead over 3 candidates) 10.13% at
+// 0.87 s per plan; two pilot searches over 3 candidates 9.92%, over 4 9.87% at 3.7 s; one greedy
+// pilot over 3 candidates beside the first three of the old searches 9.97%.
 struct TargetSearch {
   Variant variant;
-  int lookahead;
+  int pilot;
 };
-constexpr TargetSearch kTargetSearches[] = {{Variant::kGreedy, 1},
-                                            {Variant::kChainsFirst, 1},
-                                            {Variant::kLightTie, 1},
-                                            {Variant::kLightTie, 3}};
+constexpr TargetSearch kTargetSearches[] = {{Variant::kGreedy, 4}, {Variant::kLightTie, 4}};
 
 // Search state of one layer. Loads are recomputed from scratch after every operation (O(slots)),
 // so the recorded maxima are exact; candidate gains use incremental deltas.
@@ -71,9 +71,14 @@ struct Search {
   int E, G, k, S;
   double floor;
   std::vector<int> phy, cnt, on;  // on[g * E + e]: replicas of e on GPU g
+  std::vector<int> gpu;           // gpu[s] = s / k (integer division is slow in the hot loops)
+  // Per expert: load per replica now, and with one replica more (the candidate loops read them
+  // thousands of times per step; kept up to date by set()).
+  std::vector<double> per, per_next;
   std::vector<std::vector<int>> slots_of;
   std::vector<double> load;
   int moved = 0;
+  uint64_t hash = 0;  // Zobrist hash of phy (zkey per slot and expert)
   // scratch for rewrite_gain: per-GPU deltas and the GPUs touched
   std::vector<double> delta;
   std::vector<char> mark;
@@ -85,6 +90,8 @@ struct Search {
         phy(std::move(start)) {
     S = static_cast<int>(phy.size());
     k = S / G;
+    gpu.resize(S);
+    for (int s = 0; s < S; ++s) gpu[s] = s / k;
     cnt.assign(E, 0);
     on.assign(static_cast<size_t>(G) * E, 0);
     slots_of.assign(E, {});
@@ -93,16 +100,24 @@ struct Search {
       ++on[(s / k) * E + phy[s]];
       slots_of[phy[s]].push_back(s);
       moved += phy[s] != orig[s];
+      hash ^= zkey(s, phy[s]);
     }
+    per.resize(E), per_next.resize(E);
+    for (int e = 0; e < E; ++e) update_per(e);
     delta.assign(G, 0.0);
     mark.assign(G, 0);
     recompute();
   }
   void recompute() {
     load.assign(G, 0.0);
-    for (int s = 0; s < S; ++s) load[s / k] += w[phy[s]] / cnt[phy[s]];
+    for (int s = 0; s < S; ++s) load[gpu[s]] += per[phy[s]];
   }
-  double ex(double l) const { return l > floor ? l - floor : 0.0; }
+  void update_per(int e) {
+    per[e] = w[e] / cnt[e];
+    per_next[e] = w[e] / (cnt[e] + 1);
+  }
+  // max(l - floor, 0) (branch-free; the same value as l > floor ? l - floor : 0)
+  double ex(double l) const { return std::max(l - floor, 0.0); }
   bool holds(int g, int e) const { return on[static_cast<size_t>(g) * E + e] > 0; }
   // Newly moved slots if slot s takes expert e.
   int move_cost(int s, int e) const { return (e != orig[s]) - (phy[s] != orig[s]); }
@@ -118,8 +133,8 @@ struct Search {
     };
     double oz = w[z] / cnt[z], nz = w[z] / (cnt[z] + 1);
     double oy = w[y] / cnt[y], ny = w[y] / (cnt[y] - 1);
-    for (int u : slots_of[z]) add(u / k, nz - oz);
-    for (int u : slots_of[y]) add(u / k, u == t ? nz - oy : ny - oy);
+    for (int u : slots_of[z]) add(gpu[u], nz - oz);
+    for (int u : slots_of[y]) add(gpu[u], u == t ? nz - oy : ny - oy);
     double gain = 0;
     for (int g : touched) {
       gain += ex(load[g]) - ex(load[g] + delta[g]);
@@ -134,11 +149,11 @@ struct Search {
   double add_gain(int t, int x, double ax, double dx) const {
     int y = phy[t];
     double nx = w[x] / (cnt[x] + 1), oy = w[y] / cnt[y], ry = w[y] / (cnt[y] - 1) - oy;
-    double lb = load[t / k];
+    double lb = load[gpu[t]];
     double gain = ax + ex(lb) - ex(lb + nx - oy);
     for (int u : slots_of[y]) {
       if (u == t) continue;
-      int g = u / k;
+      int g = gpu[u];
       double l = load[g];
       gain += holds(g, x) ? ex(l - dx) - ex(l - dx + ry) : ex(l) - ex(l + ry);
     }
@@ -151,10 +166,10 @@ struct Search {
   double drop_gain(int s, int z, double rest, double rx) const {
     int x = phy[s];
     double oz = w[z] / cnt[z], dz = oz - w[z] / (cnt[z] + 1);
-    double la = load[s / k];
+    double la = load[gpu[s]];
     double gain = rest + ex(la) - ex(la + oz - dz - w[x] / cnt[x]);
     for (int u : slots_of[z]) {
-      int g = u / k;
+      int g = gpu[u];
       double l = load[g];
       gain += holds(g, x) ? ex(l + rx) - ex(l + rx - dz) : ex(l) - ex(l - dz);
     }
@@ -166,11 +181,19 @@ struct Search {
     v.erase(std::find(v.begin(), v.end(), s));
     slots_of[to].push_back(s);
   }
+  uint64_t zkey(int s, int e) const {  // splitmix64 of (slot, expert)
+    uint64_t z = static_cast<uint64_t>(s) * E + e + 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
   void set(int s, int e) {
-    int y = phy[s], g = s / k;
+    int y = phy[s], g = gpu[s];
+    hash ^= zkey(s, y) ^ zkey(s, e);
     moved += move_cost(s, e);
     --on[g * E + y], ++on[g * E + e];
     --cnt[y], ++cnt[e];
+    update_per(y), update_per(e);
     move_slot(s, y, e);
     phy[s] = e;
   }
@@ -280,7 +303,7 @@ struct ChainItem {
 // The best chain (total overload removed per new move) over all receiving slots, by a DP over the
 // replicas of the GPUs above the floor sorted by load per replica; chains of 2 or more GPUs only
 // (one GPU is a swap, which the greedy offers itself).
-Chain chain_search(const Search& st, std::vector<ChainItem>& items, bool longest, double beat) {
+Chain chain_search(const Search& st, std::vector<ChainItem>& items, double beat) {
   Chain best;
   int k = st.k;
   items.clear();
@@ -295,11 +318,11 @@ Chain chain_search(const Search& st, std::vector<ChainItem>& items, bool longest
   std::vector<double> val(n), cost(n);
   std::vector<int> par(n), len(n);
   for (int t = 0; t < st.S; ++t) {
-    int b = t / k;
+    int b = st.gpu[t];
     double room = st.floor - st.load[b];
     // A chain through b removes at most its room with at least 3 moves (fewer only when it
     // undoes earlier moves).
-    if (room <= 0 || (!longest && room / 3 <= std::max(beat, best.score))) {
+    if (room <= 0 || room / 3 <= std::max(beat, best.score)) {
       t += k - 1;
       continue;
     }
@@ -312,14 +335,13 @@ Chain chain_search(const Search& st, std::vector<ChainItem>& items, bool longest
                          items.begin());
     for (int i = lo; i < n && items[i].w <= wy + room; ++i) {
       val[i] = -1;
-      int s = items[i].s, a = s / k, x = st.phy[s];
+      int s = items[i].s, a = st.gpu[s], x = st.phy[s];
       if (st.holds(b, x)) continue;
       double e = st.load[a] - st.floor, wi = items[i].w;
       double best_r = -1;
       auto consider = [&](int p, double v, double c, int l) {
         double tc = (x != st.orig[t]) - y_moved;
         double r = c + tc > 0 ? v / (c + tc) : 1e300 + v;
-        if (longest) r = l * 1e30 + std::min(r, 1e20);
         if (r > best_r) best_r = r, val[i] = v, cost[i] = c, par[i] = p, len[i] = l;
       };
       if (wi - e >= wy && !st.holds(a, y))
@@ -329,13 +351,12 @@ Chain chain_search(const Search& st, std::vector<ChainItem>& items, bool longest
         int xp = st.phy[items[p].s];
         if (xp == x || st.holds(a, xp)) continue;
         bool repeat = false;
-        for (int q = p; q >= 0 && !repeat; q = par[q]) repeat = items[q].s / k == a;
+        for (int q = p; q >= 0 && !repeat; q = par[q]) repeat = st.gpu[items[q].s] == a;
         if (repeat) continue;
         consider(p, val[p] + e, cost[p] + (xp != st.orig[s]) - (x != st.orig[s]), len[p] + 1);
       }
       double tc = (x != st.orig[t]) - y_moved;
       double fr = cost[i] + tc > 0 ? val[i] / (cost[i] + tc) : 1e300 + val[i];
-      if (longest) fr = len[i] * 1e30 + std::min(fr, 1e20);
       if (val[i] > 0 && len[i] >= 2 && fr > best.score) {
         best.score = fr;
         best.gain = val[i];
@@ -362,9 +383,6 @@ struct Choice {
 struct StepScratch {
   std::vector<ChainItem> chain_items;
   std::vector<double> excess;
-  // Per expert: load per replica now, and with one replica more, once per step (the candidate
-  // loops read them thousands of times; dividing there each time: 5% more time per plan).
-  std::vector<double> per_replica, per_replica_next;
 };
 
 // The candidates of one greedy step, best first: the `keep` best single operations that touch
@@ -402,13 +420,8 @@ std::vector<Choice> step_choices(Search& st, Variant variant, bool dup_free, siz
     if (top.size() > keep) top.pop_back();
   };
   double ex_a = st.ex(la);
-  std::vector<double>& cur = sc.per_replica;
-  std::vector<double>& next = sc.per_replica_next;
-  cur.resize(E), next.resize(E);
-  for (int e = 0; e < E; ++e) {
-    cur[e] = weight[e] / st.cnt[e];
-    next[e] = weight[e] / (st.cnt[e] + 1);
-  }
+  const std::vector<double>& cur = st.per;
+  const std::vector<double>& next = st.per_next;
   for (int i = 0; i < k; ++i) {
     int s = a * k + i, x = st.phy[s];
     double wx = cur[x];
@@ -417,13 +430,13 @@ std::vector<Choice> step_choices(Search& st, Variant variant, bool dup_free, siz
     double dx = wx - next[x];
     double add_bound = 0, ax = 0;
     for (int u : st.slots_of[x]) {
-      double l = st.load[u / k];
+      double l = st.load[st.gpu[u]];
       add_bound += std::min(st.ex(l), dx);
       ax += st.ex(l) - st.ex(l - dx);
     }
     bool try_add = add_bound > bar();
     for (int t = 0; t < S; ++t) {
-      int b = t / k;
+      int b = st.gpu[t];
       if (b == a) {
         t += k - 1;
         continue;
@@ -434,9 +447,13 @@ std::vector<Choice> step_choices(Search& st, Variant variant, bool dup_free, siz
       double d = wx - cur[y];
       // (Gains are bounded to skip hopeless candidates early; every cost here is >= 1.)
       if (d > 0 && std::min(ex_a, d) > bar() - tie && !st.holds(a, y)) {
-        double lb = st.load[b];
-        double gain = ex_a + st.ex(lb) - st.ex(la - d) - st.ex(lb + d);
-        offer(gain, st.move_cost(s, y) + st.move_cost(t, x), {s, t, -1}, -d);
+        int cost = st.move_cost(s, y) + st.move_cost(t, x);
+        // Its score is at most min(ex_a, d) / cost.
+        if (cost <= 1 || std::min(ex_a, d) / cost > bar() - tie) {
+          double lb = st.load[b];
+          double gain = ex_a + st.ex(lb) - st.ex(la - d) - st.ex(lb + d);
+          offer(gain, cost, {s, t, -1}, -d);
+        }
       }
       // Add a replica of x in slot t, taking it from y: at most x's GPUs' drop and b's own
       // change (y's other GPUs only rise).
@@ -453,7 +470,7 @@ std::vector<Choice> step_choices(Search& st, Variant variant, bool dup_free, siz
       double rx = weight[x] / (st.cnt[x] - 1) - wx, rest = 0;
       if (dup_free)
         for (int u : st.slots_of[x])
-          if (u != s) rest += st.ex(st.load[u / k]) - st.ex(st.load[u / k] + rx);
+          if (u != s) rest += st.ex(st.load[st.gpu[u]]) - st.ex(st.load[st.gpu[u]] + rx);
       for (int z = 0; z < E; ++z) {
         if (z == x || st.holds(a, z)) continue;
         // a sheds at most wx - (z's new per-replica load): prune before the full gain.
@@ -469,7 +486,6 @@ std::vector<Choice> step_choices(Search& st, Variant variant, bool dup_free, siz
   // operation above. A chain of m >= 2 GPUs costs m + 1 new moves (fewer only when it undoes
   // earlier moves, rare): its score is at most the best prefix of the largest excesses over
   // m + 1.
-  bool chains_first = variant == Variant::kChainsFirst;
   double best_score = top.empty() ? 0.0 : top.front().score;
   sc.excess.clear();
   for (int g = 0; g < G; ++g)
@@ -481,8 +497,8 @@ std::vector<Choice> step_choices(Search& st, Variant variant, bool dup_free, siz
     if (m >= 1) bound = std::max(bound, sum / (m + 2));
   }
   if (bound <= best_score + tie) return top;
-  Chain c = chain_search(st, sc.chain_items, chains_first, best_score + tie);
-  if (chains_first ? c.to >= 0 : c.score > best_score + tie) {
+  Chain c = chain_search(st, sc.chain_items, best_score + tie);
+  if (c.score > best_score + tie) {
     Choice ch;
     ch.score = c.score, ch.gain = c.gain, ch.cost = c.cost, ch.chain = std::move(c);
     top.insert(top.begin(), std::move(ch));
@@ -512,35 +528,96 @@ void apply_choice(Search& st, const Choice& c, Trajectory& tr) {
   }
 }
 
-// Look-ahead: of the greedy's best candidates, the one whose pair with the best next step
-// removes the most overload per new move.
-size_t look_ahead(const Search& st, const std::vector<Choice>& cands, Variant next_variant,
-                  bool dup_free, StepScratch& sc) {
+// Pilot roll-out: where the greedy (variant v, one candidate per step) ends from a layout:
+// whether it reached the floor, its moves and its heaviest GPU. The greedy's choice depends on
+// the layout alone, so every layout a roll-out passes through is remembered with the roll-out's
+// end (keyed by its Zobrist hash): the candidate the greedy itself would take next is then known
+// without a roll-out (it continues the roll-out that the previous step picked), and a roll-out
+// that reaches a remembered layout stops there (at 320/64 about 7% of the roll-outs).
+struct PilotEnd {
+  bool ok;
+  int moves;
+  double max;
+};
+using PilotMemo = std::unordered_map<uint64_t, PilotEnd>;
+
+PilotEnd rollout(Search st, Variant v, bool dup_free, int max_moves, StepScratch& sc,
+                 PilotMemo& memo, std::vector<uint64_t>& path) {
+  Trajectory tr;
+  path.clear();
+  PilotEnd end;
+  for (int iter = 0;; ++iter) {
+    if (auto it = memo.find(st.hash); it != memo.end()) {
+      end = it->second;
+      break;
+    }
+    path.push_back(st.hash);
+    std::vector<Choice> cands;
+    if (st.max_load() > st.floor && st.moved < max_moves && iter < 4 * st.S)
+      cands = step_choices(st, v, dup_free, 1, sc);
+    if (cands.empty()) {
+      end = {st.max_load() <= st.floor, st.moved, st.max_load()};
+      break;
+    }
+    apply_choice(st, cands[0], tr);
+  }
+  for (uint64_t h : path) memo.emplace(h, end);
+  return end;
+}
+
+// The hash of the layout after a step (without applying it).
+uint64_t hash_after(const Search& st, const Choice& c) {
+  uint64_t h = st.hash;
+  auto swap_h = [&](int s, int t, int x, int y) {  // s: x -> y, t: y -> x
+    h ^= st.zkey(s, x) ^ st.zkey(s, y) ^ st.zkey(t, y) ^ st.zkey(t, x);
+  };
+  if (c.chain.to >= 0) {
+    int t = c.chain.to, yt = st.phy[t];
+    for (int s : c.chain.from) {
+      swap_h(t, s, yt, st.phy[s]);
+      yt = st.phy[s];
+    }
+  } else if (c.op.s2 >= 0) {
+    swap_h(c.op.s1, c.op.s2, st.phy[c.op.s1], st.phy[c.op.s2]);
+  } else {
+    h ^= st.zkey(c.op.s1, st.phy[c.op.s1]) ^ st.zkey(c.op.s1, c.op.e);
+  }
+  return h;
+}
+
+// Of the candidates, the one whose roll-out ends at the floor with the fewest moves (then the
+// lowest heaviest GPU); free steps (undoing a move) first, as the greedy does.
+size_t pilot_pick(const Search& st, const std::vector<Choice>& cands, Variant v, bool dup_free,
+                  int max_moves, StepScratch& sc, PilotMemo& memo, std::vector<uint64_t>& path) {
   size_t pick = 0;
-  double best = -1;
+  PilotEnd best{false, 1 << 30, 1e300};
   Trajectory scratch_tr;
   for (size_t i = 0; i < cands.size(); ++i) {
-    const Choice& c = cands[i];
-    if (c.cost <= 0) return i;  // free steps first, as the greedy does
-    Search next = st;
-    apply_choice(next, c, scratch_tr);
-    double gain = c.gain, cost = c.cost;
-    if (next.max_load() > next.floor) {
-      std::vector<Choice> after = step_choices(next, next_variant, dup_free, 1, sc);
-      if (!after.empty() && after.front().cost > 0)
-        gain += after.front().gain, cost += after.front().cost;
+    if (cands[i].cost <= 0) return i;
+    PilotEnd e;
+    if (auto it = memo.find(hash_after(st, cands[i])); it != memo.end()) {
+      e = it->second;
+    } else {
+      Search next = st;
+      apply_choice(next, cands[i], scratch_tr);
+      e = rollout(std::move(next), v, dup_free, max_moves, sc, memo, path);
     }
-    if (gain / cost > best * (1 + 1e-9)) best = gain / cost, pick = i;
+    bool better = e.ok != best.ok ? e.ok
+                  : e.ok          ? e.moves < best.moves ||
+                                (e.moves == best.moves && e.max < best.max - 1e-9)
+                                  : e.max < best.max - 1e-9;
+    if (i == 0 || better) pick = i, best = e;
   }
   return pick;
 }
 
 // The greedy search of one layer from `current` towards max load <= floor; stops there, when no
-// operation helps, or when it has moved max_moves slots. With look-ahead (lookahead > 1) each
-// step picks among the greedy's `lookahead` best candidates by look_ahead.
+// operation helps, or when it has moved max_moves slots. With pilot > 1 each step takes, of the
+// greedy's `pilot` best candidates, the one whose roll-out reaches the floor with the fewest
+// moves (pilot_pick; the greedy's own choice on ties).
 Trajectory search_layer(const std::vector<double>& weight, const std::vector<int>& current,
                         double floor, int max_moves, int num_gpus, Variant variant,
-                        int lookahead = 1) {
+                        int pilot = 1) {
   Trajectory tr;
   tr.start = complete(weight, current, num_gpus);
   Search st(weight.data(), static_cast<int>(weight.size()), current.data(), tr.start, num_gpus,
@@ -551,11 +628,14 @@ Trajectory search_layer(const std::vector<double>& weight, const std::vector<int
   // layout that starts without one keeps none.
   bool dup_free = std::none_of(st.on.begin(), st.on.end(), [](int c) { return c > 1; });
   StepScratch sc;
+  PilotMemo memo;
+  std::vector<uint64_t> path;
   for (int iter = 0; iter < 4 * st.S; ++iter) {
     if (st.max_load() <= st.floor || st.moved >= max_moves) break;
-    std::vector<Choice> cands = step_choices(st, variant, dup_free, lookahead, sc);
+    std::vector<Choice> cands = step_choices(st, variant, dup_free, pilot, sc);
     if (cands.empty()) break;
-    size_t pick = lookahead > 1 ? look_ahead(st, cands, variant, dup_free, sc) : 0;
+    size_t pick = pilot > 1 ? pilot_pick(st, cands, variant, dup_free, max_moves, sc, memo, path)
+                            : 0;
     apply_choice(st, cands[pick], tr);
   }
   return tr;
@@ -610,6 +690,7 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
     std::vector<int> hull;     // points on the lower convex hull of (moves, max), fewest first
     size_t at = 0;             // the allocation's hull point
     int chosen = -1;           // the chosen point (off the hull when the last step needed less)
+    double searched = -1;      // the target the last round searched to
   };
   std::vector<Layer> ls(L);
   auto add = [&](Layer& y, Trajectory tr) {
@@ -704,9 +785,13 @@ std::vector<std::vector<int>> movement_rows(const std::vector<std::vector<double
     for (int l = 0; l < L; ++l) {
       Layer& y = ls[l];
       if (y.moves[y.chosen] == 0 || y.src[y.chosen].first < 0) continue;
+      // The searches are deterministic: a layer whose target has not changed since its last
+      // round (at 320/64 about half of them in the second round) has their points already.
+      if (y.maxima[y.chosen] == y.searched) continue;
+      y.searched = y.maxima[y.chosen];
       for (const TargetSearch& ts : kTargetSearches)
         add(y, search_layer(load[l], current[l], y.maxima[y.chosen], aligned_moves[l],
-                            o.num_gpus, ts.variant, ts.lookahead));
+                            o.num_gpus, ts.variant, ts.pilot));
     }
     allocate();
   }
