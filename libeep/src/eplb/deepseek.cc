@@ -18,15 +18,37 @@
 namespace eep::eplb {
 
 void order_desc(const float* w, int n, std::vector<uint64_t>& keys, int* order) {
-  // LSD radix sort on the 32 weight bits of desc_key (8 bits a pass, stable): the same order as
-  // sorting the 64-bit keys, as the index bits start ascending. A few times faster than
-  // std::sort at a few hundred experts; passes where every key has the same byte are skipped.
+  // The order of the 64-bit keys desc_key (weight bits above the index). n < 64: std::sort is as
+  // fast. Else, when the keys' top 16 bits (sign, exponent, 7 mantissa bits: buckets 1/128
+  // apart) span at most 8 n + 1024 values, one stable counting pass on them and an insertion
+  // sort on the whole keys, which only has to order keys within a bucket; otherwise an LSD radix
+  // sort on the 32 weight bits (8 bits a pass, stable; passes where every key has the same byte
+  // are skipped). (Four radix passes cost twice the counting pass: the exponent byte's few
+  // values serialise the counter increments.)
   keys.resize(2 * static_cast<size_t>(n));
   uint64_t* a = keys.data();
   uint64_t* b = a + n;
-  for (int i = 0; i < n; ++i) a[i] = desc_key(w[i], i);
-  if (n < 64) {  // small: std::sort is as fast
+  uint32_t lo = ~0u, hi = 0;
+  for (int i = 0; i < n; ++i) {
+    a[i] = desc_key(w[i], i);
+    uint32_t top = static_cast<uint32_t>(a[i] >> 48);
+    lo = std::min(lo, top), hi = std::max(hi, top);
+  }
+  if (n < 64) {
     std::sort(a, a + n);
+  } else if (hi - lo <= 8u * n + 1024) {
+    thread_local std::vector<int> count;
+    count.assign(hi - lo + 2, 0);
+    for (int i = 0; i < n; ++i) ++count[(a[i] >> 48) - lo + 1];
+    for (uint32_t d = 1; d <= hi - lo; ++d) count[d] += count[d - 1];
+    for (int i = 0; i < n; ++i) b[count[(a[i] >> 48) - lo]++] = a[i];
+    for (int i = 1; i < n; ++i) {
+      uint64_t key = b[i];
+      int j = i;
+      for (; j > 0 && b[j - 1] > key; --j) b[j] = b[j - 1];
+      b[j] = key;
+    }
+    a = b;
   } else {
     int count[256];
     for (int shift = 32; shift < 64; shift += 8) {
@@ -102,7 +124,8 @@ void pack_groups_ds(const double* weight, int num_experts, int num_groups, int n
   s.w.resize(num_experts);
   for (int e = 0; e < num_experts; ++e) s.w[e] = static_cast<float>(weight[e]);
   s.group_w.assign(num_groups, 0.f);
-  for (int e = 0; e < num_experts; ++e) s.group_w[e / group_size] += s.w[e];
+  for (int g = 0, e = 0; g < num_groups; ++g)  // (no e / group_size: divisions are slow)
+    for (int i = 0; i < group_size; ++i, ++e) s.group_w[g] += s.w[e];
   s.gpack.resize(num_groups);
   s.grank.resize(num_groups);
   balanced_packing(s.group_w.data(), num_groups, num_nodes, s.gpack.data(), s.grank.data(), s);
@@ -241,7 +264,8 @@ double deepseek_node_bound(const double* weight, int num_experts, int num_groups
   int group_size = num_experts / num_groups;
   thread_local std::vector<double> node_load;
   node_load.assign(num_nodes, 0.0);
-  for (int e = 0; e < num_experts; ++e) node_load[s.gpack[e / group_size]] += weight[e];
+  for (int g = 0, e = 0; g < num_groups; ++g)
+    for (int i = 0; i < group_size; ++i, ++e) node_load[s.gpack[g]] += weight[e];
   return *std::max_element(node_load.begin(), node_load.end()) / (num_gpus / num_nodes);
 }
 
