@@ -77,7 +77,7 @@ struct Scratch {
   std::vector<FI> heap;
   std::vector<float> w, group_w, node_w, phy_w;
   std::vector<int> gpack, grank, mlog2log, mcnt, picks, items, node_order;
-  std::vector<uint64_t> tree;
+  std::vector<uint64_t> tree, rheap;
   std::vector<int> holder_start, holder_fill, holders;
   std::vector<float> item_w, pack_w;
   std::vector<char> seen;
@@ -151,20 +151,38 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   // the highest while a heavier one still has a single replica.
   s.mcnt.assign(n, 1);
   s.picks.resize(extra);
-  auto& heap = s.heap;  // max-heap of (load per replica, -expert)
+  // Max-heap of one 64-bit key per expert: the load per replica's bits (non-negative floats
+  // order as their bits) above ~expert, so ties go to the lower index; the top is replaced and
+  // sifted down once per pick (the keys are distinct, so any heap pops the same sequence).
+  auto& heap = s.rheap;
   heap.clear();
-  for (int i = 0; i < std::min(extra, n); ++i) heap.push_back({w[order[i]], -order[i]});
+  auto rkey = [](float v, int e) {
+    if (v == 0) v = 0;  // -0 counts as 0
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    return (static_cast<uint64_t>(bits) << 32) | static_cast<uint32_t>(~e);
+  };
+  for (int i = 0; i < std::min(extra, n); ++i) heap.push_back(rkey(w[order[i]], order[i]));
   std::make_heap(heap.begin(), heap.end());
-  for (int j = 0; j < extra; ++j) {
-    std::pop_heap(heap.begin(), heap.end());
-    int e = -heap.back().second;
+  auto sift_down = [&heap](uint64_t key) {  // key replaces the top
+    size_t i = 0, size = heap.size();
+    for (size_t c = 1; c < size; c = 2 * i + 1) {
+      c += c + 1 < size && heap[c + 1] > heap[c];
+      if (heap[c] <= key) break;
+      heap[i] = heap[c], i = c;
+    }
+    heap[i] = key;
+  };
+  for (int j = 0; j < extra && !heap.empty(); ++j) {
+    int e = static_cast<int>(~static_cast<uint32_t>(heap[0]));
     s.picks[j] = e;
     ++s.mcnt[e];
     if (s.mcnt[e] < cap) {
-      heap.back().first = w[e] / static_cast<float>(s.mcnt[e]);
-      std::push_heap(heap.begin(), heap.end());
+      sift_down(rkey(w[e] / static_cast<float>(s.mcnt[e]), e));
     } else {
+      uint64_t last = heap.back();
       heap.pop_back();
+      if (!heap.empty()) sift_down(last);
     }
   }
   int per_pack = num_slots / num_packs;
@@ -237,7 +255,22 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
     s.holder_fill.assign(n, 0);
     s.holders.resize(num_slots);
   }
-  for (int i = 0; i < num_slots; ++i) {
+  // While every GPU is empty and the items weigh more than 0, item i goes to GPU i (the lightest,
+  // lowest index first, is always the next empty one): the first num_packs items need no tree.
+  int first = 0;
+  if (num_slots >= num_packs && s.item_w[num_packs - 1] > 0) {
+    for (; first < num_packs; ++first) {
+      int e = s.items[first];
+      if (avoid_duplicates && s.mcnt[e] > 1) s.holders[s.holder_start[e] + s.holder_fill[e]++] = first;
+      if (slot_order) slot_order[first] = first * per_pack;
+      out[first * per_pack] = e;
+      s.fill[first] = 1;
+      s.pack_w[first] = s.item_w[first];
+      tree[size + first] = leaf(first);
+    }
+    for (int x = size - 1; x >= 1; --x) tree[x] = std::min(tree[2 * x], tree[2 * x + 1]);
+  }
+  for (int i = first; i < num_slots; ++i) {
     int e = s.items[i], p = static_cast<int>(tree[1] & 0xffffffffu);
     if (avoid_duplicates && s.mcnt[e] > 1) {
       int* held = &s.holders[s.holder_start[e]];

@@ -26,24 +26,17 @@ void check_shape(const Plan& p) {
   if (static_cast<int>(p.phy2log.size()) != p.num_layers)
     invalid("phy2log has " + std::to_string(p.phy2log.size()) + " layers, expected " +
             std::to_string(p.num_layers));
-  std::vector<char> seen(p.num_logical);
   for (int l = 0; l < p.num_layers; ++l) {
     const auto& row = p.phy2log[l];
     if (static_cast<int>(row.size()) != p.num_slots)
       invalid("phy2log layer " + std::to_string(l) + " has " + std::to_string(row.size()) +
               " slots, expected " + std::to_string(p.num_slots));
-    std::fill(seen.begin(), seen.end(), 0);
-    for (int e : row) {
-      if (e < 0 || e >= p.num_logical)
+    for (int e : row)
+      if (static_cast<unsigned>(e) >= static_cast<unsigned>(p.num_logical))
         invalid("phy2log layer " + std::to_string(l) + " names expert " + std::to_string(e) +
                 " outside [0, " + std::to_string(p.num_logical) + ")");
-      seen[e] = 1;
-    }
-    for (int e = 0; e < p.num_logical; ++e)
-      if (!seen[e])
-        invalid("phy2log layer " + std::to_string(l) + " has no replica of expert " +
-                std::to_string(e));
   }
+  // (That every expert has a replica is checked by finalize, on log2phy's counts.)
 }
 
 }  // namespace
@@ -83,7 +76,12 @@ void Plan::finalize() {
   log2phy = Log2Phy(phy2log, num_logical);
   logcnt.assign(num_layers, std::vector<int>(num_logical));
   for (int l = 0; l < num_layers; ++l)
-    for (int e = 0; e < num_logical; ++e) logcnt[l][e] = static_cast<int>(log2phy[l][e].size());
+    for (int e = 0; e < num_logical; ++e) {
+      logcnt[l][e] = static_cast<int>(log2phy[l][e].size());
+      if (logcnt[l][e] == 0)
+        invalid("phy2log layer " + std::to_string(l) + " has no replica of expert " +
+                std::to_string(e));
+    }
 }
 
 void Plan::validate() const {

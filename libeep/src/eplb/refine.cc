@@ -184,8 +184,8 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
   int words = (num_experts + 63) / 64;
   s.mask.assign(static_cast<size_t>(n) * words, 0);
   uint64_t* mask = s.mask.data();
-  auto flip = [&](int g, int e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
-  auto has = [&](int g, int e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
+  auto flip = [&](int g, unsigned e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
+  auto has = [&](int g, unsigned e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
   for (int i = 0; i < m; ++i) flip(slot_gpu[i], p[i]);
   // The heaviest and the lightest GPU: tournament trees over the loads (a swap changes two
   // loads: two leaf-to-root updates each). A node holds its winner's load (as bits: loads are
