@@ -28,8 +28,8 @@ struct RefineScratch {
   // each slot / the slot of each item.
   std::vector<double> iw, il;
   std::vector<int> ie, igpu, islot, slot_item, slot_gpu;
-  std::vector<int> lower, hi_tree, lo_tree;
-  std::vector<uint64_t> hv, lv;
+  std::vector<int> lower, hi_tree;
+  std::vector<uint64_t> hv;
   std::vector<uint16_t> key16;
   std::vector<int> tmp;
   std::vector<uint64_t> mask;
@@ -163,7 +163,8 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
   } else {
     sort_desc(rw, m, islot, s);
   }
-  s.iw.resize(m), s.ie.resize(m), s.igpu.resize(m), s.slot_item.resize(m), s.lower.resize(m + 1);
+  s.iw.resize(m + 1), s.ie.resize(m), s.igpu.resize(m), s.slot_item.resize(m);
+  s.lower.resize(m + 1);
   double* iw = s.iw.data();
   int* ie = s.ie.data();
   int* igpu = s.igpu.data();
@@ -175,10 +176,11 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
     iw[t] = rw[slot], ie[t] = p[slot], igpu[t] = slot_gpu[slot], slot_item[slot] = t;
     il[t] = load[igpu[t]];
   }
+  iw[m] = -HUGE_VAL;  // ends every partner scan
   // lower[t]: the first item lighter than item t (replicas of one expert weigh the same).
   int* lower = s.lower.data();
   lower[m] = m;
-  for (int t = m - 1; t >= 0; --t) lower[t] = t + 1 < m && iw[t + 1] == iw[t] ? lower[t + 1] : t + 1;
+  for (int t = m - 1; t >= 0; --t) lower[t] = iw[t + 1] == iw[t] ? lower[t + 1] : t + 1;
   // Which experts each GPU holds, one bit each: the duplicate test of a candidate swap is then
   // two loads instead of two scans of k slots.
   int words = (num_experts + 63) / 64;
@@ -187,66 +189,70 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
   auto flip = [&](int g, unsigned e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
   auto has = [&](int g, unsigned e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
   for (int i = 0; i < m; ++i) flip(slot_gpu[i], p[i]);
-  // The heaviest and the lightest GPU: tournament trees over the loads (a swap changes two
-  // loads: two leaf-to-root updates each). A node holds its winner's load (as bits: loads are
-  // non-negative, so the bits order as the values) and index; an update carries the path's
-  // winner in registers and compares integers, so it compiles without branches. Ties go to the
-  // lower index (the left child).
+  // The heaviest GPU: a tournament tree over the loads (a swap changes two loads: two
+  // leaf-to-root updates). A node holds its winner's load (as bits: loads are non-negative, so
+  // the bits order as the values) and index; an update carries the path's winner in registers
+  // and compares integers, so it compiles without branches. Ties go to the lower index (the
+  // left child).
   int size = 1;
   while (size < n) size *= 2;
-  s.hv.resize(2 * size), s.lv.resize(2 * size), s.hi_tree.resize(2 * size), s.lo_tree.resize(2 * size);
+  s.hv.resize(2 * size), s.hi_tree.resize(2 * size);
   uint64_t* hv = s.hv.data();
-  uint64_t* lv = s.lv.data();
   int* hi_tree = s.hi_tree.data();
-  int* lo_tree = s.lo_tree.data();
   auto bits = [](double v) {
     uint64_t b;
     std::memcpy(&b, &v, sizeof b);
     return b;
   };
   for (int x = 0; x < size; ++x) {
-    hi_tree[size + x] = lo_tree[size + x] = std::min(x, n - 1);
+    hi_tree[size + x] = std::min(x, n - 1);
     hv[size + x] = x < n ? bits(load[x]) : 0;
-    lv[size + x] = x < n ? bits(load[x]) : bits(HUGE_VAL);
   }
   for (int x = size - 1; x >= 1; --x) {
-    bool h = hv[2 * x + 1] > hv[2 * x], l = lv[2 * x + 1] < lv[2 * x];
+    bool h = hv[2 * x + 1] > hv[2 * x];
     hv[x] = hv[2 * x + h], hi_tree[x] = hi_tree[2 * x + h];
-    lv[x] = lv[2 * x + l], lo_tree[x] = lo_tree[2 * x + l];
   }
   auto update = [&](int g) {  // after load[g] changed: its path to the root
-    uint64_t hb = bits(load[g]), lb = hb;
-    int hg = g, lg = g;
+    uint64_t hb = bits(load[g]);
+    int hg = g;
     int x = g + size;
-    hv[x] = lv[x] = hb;
+    hv[x] = hb;
     for (; x > 1; x >>= 1) {
       int sib = x ^ 1;
-      uint64_t left = static_cast<uint64_t>(x & 1);  // the sibling is the left child
-      uint64_t sh = hv[sib], sl = lv[sib];
-      int shg = hi_tree[sib], slg = lo_tree[sib];
-      bool th = sh + left > hb, tl = sl < lb + left;
+      uint64_t sh = hv[sib];
+      int shg = hi_tree[sib];
+      bool th = sh + static_cast<uint64_t>(x & 1) > hb;  // x & 1: the sibling is the left child
       hb = th ? sh : hb, hg = th ? shg : hg;
-      lb = tl ? sl : lb, lg = tl ? slg : lg;
       hv[x >> 1] = hb, hi_tree[x >> 1] = hg;
-      lv[x >> 1] = lb, lo_tree[x >> 1] = lg;
     }
   };
+  // The lightest GPU's load: a swap never lowers it (a keeps more than lmin, b gains), so it is
+  // recomputed only when b (or, through rounding, a) was at or below it.
+  auto min_load = [&] {
+    double m0 = load[0], m1 = load[0];
+    int g = 1;
+    for (; g + 1 < n; g += 2) m0 = std::min(m0, load[g]), m1 = std::min(m1, load[g + 1]);
+    if (g < n) m0 = std::min(m0, load[g]);
+    return std::min(m0, m1);
+  };
+  double lmin = min_load();
   for (int iter = 0; iter < 8 * n; ++iter) {
     int a = hi_tree[1];
-    double la = load[a], lmin = load[lo_tree[1]];
+    double la = load[a];
     if (la <= good) break;
     double best = la - kEps * std::max(1.0, la);
     int bx = -1, by = -1;
     for (int i = 0; i < k && best > good; ++i) {
       int x = slot_item[a * k + i];
       double wx = iw[x];
+      if (wx <= la - best) continue;  // no partner: d = w(x) - w(y) <= w(x)
       int ex = ie[x];
       // Partners y: w(x) - (best - lmin) < w(y) < w(x) - (la - best), scanned from the first
       // item lighter than x while the lower end allows. Items above the window, and those of a
       // itself (load la), fail nm < best on their own, so the loop has one rarely taken branch
       // besides its end.
       double end = wx - (best - lmin);
-      for (int t = lower[x]; t < m; ++t) {
+      for (int t = lower[x];; ++t) {  // iw[m] ends it
         double wy = iw[t];
         if (wy <= end) break;
         double d = wx - wy;
@@ -261,7 +267,9 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
     if (bx < 0) break;
     int b = igpu[by];
     double d = iw[bx] - iw[by];
+    bool was_min = load[b] <= lmin;
     load[a] -= d, load[b] += d;
+    if (was_min || load[a] < lmin) lmin = min_load();
     update(a);
     update(b);
     flip(a, ie[bx]), flip(b, ie[bx]), flip(a, ie[by]), flip(b, ie[by]);
