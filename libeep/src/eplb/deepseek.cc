@@ -194,33 +194,59 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   // Step 3: replicas by load per replica descending, then by slot position (expert e's first
   // replica sits at e, the j-th extra one at n + j), as the reference's stable sort orders them:
   // the replicated experts' replicas, sorted, merged into the others (already in order).
+  // Usually one key per replicated expert (its first replica's) is enough: its extra replicas
+  // follow it. Not when it has the same load per replica as another replicated expert, or as a
+  // single replica of a higher index, which their positions put in between: then every replica
+  // gets its key.
   auto& rk = s.keys;
-  rk.clear();
   auto per_replica = [&](int e) { return w[e] / static_cast<float>(s.mcnt[e]); };
-  s.seen.assign(n, 0);
-  for (int j = 0; j < extra; ++j) {
-    int e = s.picks[j];
-    rk.push_back(desc_key(per_replica(e), n + j));
-    if (!s.seen[e]) s.seen[e] = 1, rk.push_back(desc_key(per_replica(e), e));  // first replica
-  }
-  std::sort(rk.begin(), rk.end());
   s.items.resize(num_slots);
   s.item_w.resize(num_slots);
   size_t r = 0;
   int t = 0;
-  auto take_replica = [&] {
-    uint32_t pos = static_cast<uint32_t>(rk[r++] & 0xffffffffu);
-    int e = pos < static_cast<uint32_t>(n) ? static_cast<int>(pos) : s.picks[pos - n];
-    s.items[t] = e, s.item_w[t++] = per_replica(e);
+  auto merge = [&](auto&& take, auto&& tie) {  // the replicas in rk[r..) merged into the others
+    for (int i = 0; i < n; ++i) {
+      int e = order[i];
+      if (s.mcnt[e] > 1) continue;
+      uint64_t key = desc_key(w[e], e);
+      for (; r < rk.size() && rk[r] < key; ++r) {
+        if (tie(rk[r], key)) return false;
+        take(rk[r]);
+      }
+      s.items[t] = e, s.item_w[t++] = w[e];
+    }
+    for (; r < rk.size(); ++r) take(rk[r]);
+    return true;
   };
-  for (int i = 0; i < n; ++i) {
-    int e = order[i];
-    if (s.mcnt[e] > 1) continue;
-    uint64_t key = desc_key(w[e], e);
-    while (r < rk.size() && rk[r] < key) take_replica();
-    s.items[t] = e, s.item_w[t++] = w[e];
+  auto same_load = [](uint64_t a, uint64_t b) { return (a >> 32) == (b >> 32); };
+  rk.clear();
+  for (int i = 0; i < std::min(extra, n); ++i)
+    if (s.mcnt[order[i]] > 1) rk.push_back(desc_key(per_replica(order[i]), order[i]));
+  std::sort(rk.begin(), rk.end());
+  bool blocks = true;
+  for (size_t q = 1; q < rk.size() && blocks; ++q) blocks = !same_load(rk[q - 1], rk[q]);
+  auto take_block = [&](uint64_t key) {
+    int e = static_cast<int>(key & 0xffffffffu);
+    float pr = per_replica(e);
+    for (int c = 0; c < s.mcnt[e]; ++c) s.items[t] = e, s.item_w[t++] = pr;
+  };
+  if (!blocks || !merge(take_block, same_load)) {
+    r = 0, t = 0;
+    rk.clear();
+    s.seen.assign(n, 0);
+    for (int j = 0; j < extra; ++j) {
+      int e = s.picks[j];
+      rk.push_back(desc_key(per_replica(e), n + j));
+      if (!s.seen[e]) s.seen[e] = 1, rk.push_back(desc_key(per_replica(e), e));  // first replica
+    }
+    std::sort(rk.begin(), rk.end());
+    auto take_replica = [&](uint64_t key) {
+      uint32_t pos = static_cast<uint32_t>(key & 0xffffffffu);
+      int e = pos < static_cast<uint32_t>(n) ? static_cast<int>(pos) : s.picks[pos - n];
+      s.items[t] = e, s.item_w[t++] = per_replica(e);
+    };
+    merge(take_replica, [](uint64_t, uint64_t) { return false; });
   }
-  while (r < rk.size()) take_replica();
   // Each onto the lightest GPU with room (lowest index on ties): a tournament tree over the GPUs
   // finds it in O(log GPUs). A node holds its winner as one key, the weight's bits (non-negative
   // floats order as their bits) above the index, so ties go to the lower index; full GPUs and
