@@ -40,14 +40,11 @@ void expect_sound(const Plan& p, const Matrix& load, int slots, int gpus) {
     for (int e = 0; e < p.num_logical; ++e) {
       EXPECT_GE(p.logcnt[l][e], 1) << "layer " << l << " expert " << e;
       sum += p.logcnt[l][e];
-      for (int r = 0; r < static_cast<int>(p.log2phy[l][e].size()); ++r) {
-        int s = p.log2phy[l][e][r];
-        if (r < p.logcnt[l][e]) {
-          ASSERT_GE(s, 0);
-          EXPECT_EQ(p.phy2log[l][s], e);
-        } else {
-          EXPECT_EQ(s, -1);
-        }
+      auto reps = p.log2phy[l][e];
+      ASSERT_EQ(static_cast<int>(reps.size()), p.logcnt[l][e]);
+      for (int s : reps) {
+        ASSERT_GE(s, 0);
+        EXPECT_EQ(p.phy2log[l][s], e);
       }
     }
     EXPECT_EQ(sum, slots);

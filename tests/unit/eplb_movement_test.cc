@@ -198,6 +198,10 @@ TEST(EplbPlan, JsonRoundTripAndValidation) {
   EXPECT_EQ(q.logcnt, p.logcnt);
   EXPECT_EQ(q.log2phy, p.log2phy);
   auto j = p.to_json();
+  // JSON log2phy: [layers][experts][max replicas], padded with -1.
+  EXPECT_EQ(p.log2phy.max_replicas(), 2);
+  EXPECT_EQ(j["log2phy"][1][0], nlohmann::json({0, 6}));
+  EXPECT_EQ(j["log2phy"][1][5], nlohmann::json({5, -1}));
   j["phy2log"][0][0] = 99;
   EXPECT_THROW(Plan::from_json(j), eep::Error);
   j = p.to_json();

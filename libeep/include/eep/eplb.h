@@ -26,38 +26,42 @@ enum class Algo { kDeepseek, kDefault };
 const char* algo_name(Algo algo);
 Algo parse_algo(const std::string& name);
 
-// log2phy of a plan in one flat array: log2phy[l][e] is the span of expert e's slots in layer l,
-// max_replicas wide, padded with -1 (one allocation instead of one per layer and expert).
+// log2phy of a plan: log2phy[l][e] is the span of expert e's slots in layer l, ascending, as
+// many as it has replicas (logcnt[l][e]). Stored per layer as one offset per expert into the
+// slots grouped by expert (two flat arrays); the JSON form is [layers][experts][max_replicas()]
+// padded with -1. (A padded array meant clearing and filling ~2 MB per DeepSeek-V3 plan.)
 class Log2Phy {
  public:
   class Layer {
    public:
-    Layer(const int* data, int num_logical, int width) : d_(data), n_(num_logical), w_(width) {}
+    Layer(const int* slots, const int* start, int num_logical)
+        : slots_(slots), start_(start), n_(num_logical) {}
     std::span<const int> operator[](int e) const {
-      return {d_ + static_cast<size_t>(e) * w_, static_cast<size_t>(w_)};
+      return {slots_ + start_[e], static_cast<size_t>(start_[e + 1] - start_[e])};
     }
     size_t size() const { return static_cast<size_t>(n_); }
 
    private:
-    const int* d_;
-    int n_, w_;
+    const int* slots_;
+    const int* start_;
+    int n_;
   };
   Log2Phy() = default;
-  Log2Phy(int num_layers, int num_logical, int max_replicas)
-      : layers_(num_layers), logical_(num_logical), width_(max_replicas),
-        data_(static_cast<size_t>(num_layers) * num_logical * max_replicas, -1) {}
+  // From phy2log rows of equal length with expert ids in [0, num_logical) (unchecked).
+  Log2Phy(const std::vector<std::vector<int>>& phy2log, int num_logical);
   Layer operator[](int l) const {
-    return {data_.data() + static_cast<size_t>(l) * logical_ * width_, logical_, width_};
+    return {slots_.data() + static_cast<size_t>(l) * num_slots_,
+            start_.data() + static_cast<size_t>(l) * (logical_ + 1), logical_};
   }
-  int* row(int l, int e) { return data_.data() + (static_cast<size_t>(l) * logical_ + e) * width_; }
   size_t size() const { return static_cast<size_t>(layers_); }
   int max_replicas() const { return width_; }
   bool operator==(const Log2Phy&) const = default;
-  nlohmann::json to_json() const;  // [layers][experts][max replicas]
+  nlohmann::json to_json() const;  // [layers][experts][max replicas], padded with -1
 
  private:
-  int layers_ = 0, logical_ = 0, width_ = 0;
-  std::vector<int> data_;
+  int layers_ = 0, logical_ = 0, num_slots_ = 0, width_ = 0;
+  std::vector<int> start_;  // [layers][experts + 1]: offsets into the layer's slots_
+  std::vector<int> slots_;  // [layers][slots]: slot ids grouped by expert, ascending
 };
 
 struct Plan {
@@ -67,7 +71,7 @@ struct Plan {
   int num_gpus = 0;
   std::vector<std::vector<int>> phy2log;                // [layers][slots]
   std::vector<std::vector<int>> logcnt;                 // [layers][experts]
-  Log2Phy log2phy;                                      // [layers][experts][max replicas], -1 pad
+  Log2Phy log2phy;                                      // [layers][experts] -> replicas' slots
 
   int slots_per_gpu() const { return num_slots / num_gpus; }
   int gpu_of(int slot) const { return slot / slots_per_gpu(); }

@@ -18,15 +18,37 @@
 namespace eep::eplb {
 
 void order_desc(const float* w, int n, std::vector<uint64_t>& keys, int* order) {
-  // LSD radix sort on the 32 weight bits of desc_key (8 bits a pass, stable): the same order as
-  // sorting the 64-bit keys, as the index bits start ascending. A few times faster than
-  // std::sort at a few hundred experts; passes where every key has the same byte are skipped.
+  // The order of the 64-bit keys desc_key (weight bits above the index). n < 64: std::sort is as
+  // fast. Else, when the keys' top 16 bits (sign, exponent, 7 mantissa bits: buckets 1/128
+  // apart) span at most 8 n + 1024 values, one stable counting pass on them and an insertion
+  // sort on the whole keys, which only has to order keys within a bucket; otherwise an LSD radix
+  // sort on the 32 weight bits (8 bits a pass, stable; passes where every key has the same byte
+  // are skipped). (Four radix passes cost twice the counting pass: the exponent byte's few
+  // values serialise the counter increments.)
   keys.resize(2 * static_cast<size_t>(n));
   uint64_t* a = keys.data();
   uint64_t* b = a + n;
-  for (int i = 0; i < n; ++i) a[i] = desc_key(w[i], i);
-  if (n < 64) {  // small: std::sort is as fast
+  uint32_t lo = ~0u, hi = 0;
+  for (int i = 0; i < n; ++i) {
+    a[i] = desc_key(w[i], i);
+    uint32_t top = static_cast<uint32_t>(a[i] >> 48);
+    lo = std::min(lo, top), hi = std::max(hi, top);
+  }
+  if (n < 64) {
     std::sort(a, a + n);
+  } else if (hi - lo <= 8u * n + 1024) {
+    thread_local std::vector<int> count;
+    count.assign(hi - lo + 2, 0);
+    for (int i = 0; i < n; ++i) ++count[(a[i] >> 48) - lo + 1];
+    for (uint32_t d = 1; d <= hi - lo; ++d) count[d] += count[d - 1];
+    for (int i = 0; i < n; ++i) b[count[(a[i] >> 48) - lo]++] = a[i];
+    for (int i = 1; i < n; ++i) {
+      uint64_t key = b[i];
+      int j = i;
+      for (; j > 0 && b[j - 1] > key; --j) b[j] = b[j - 1];
+      b[j] = key;
+    }
+    a = b;
   } else {
     int count[256];
     for (int shift = 32; shift < 64; shift += 8) {
@@ -55,7 +77,7 @@ struct Scratch {
   std::vector<FI> heap;
   std::vector<float> w, group_w, node_w, phy_w;
   std::vector<int> gpack, grank, mlog2log, mcnt, picks, items, node_order;
-  std::vector<uint64_t> tree;
+  std::vector<uint64_t> tree, rheap;
   std::vector<int> holder_start, holder_fill, holders;
   std::vector<float> item_w, pack_w;
   std::vector<char> seen;
@@ -102,7 +124,8 @@ void pack_groups_ds(const double* weight, int num_experts, int num_groups, int n
   s.w.resize(num_experts);
   for (int e = 0; e < num_experts; ++e) s.w[e] = static_cast<float>(weight[e]);
   s.group_w.assign(num_groups, 0.f);
-  for (int e = 0; e < num_experts; ++e) s.group_w[e / group_size] += s.w[e];
+  for (int g = 0, e = 0; g < num_groups; ++g)  // (no e / group_size: divisions are slow)
+    for (int i = 0; i < group_size; ++i, ++e) s.group_w[g] += s.w[e];
   s.gpack.resize(num_groups);
   s.grank.resize(num_groups);
   balanced_packing(s.group_w.data(), num_groups, num_nodes, s.gpack.data(), s.grank.data(), s);
@@ -128,20 +151,38 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   // the highest while a heavier one still has a single replica.
   s.mcnt.assign(n, 1);
   s.picks.resize(extra);
-  auto& heap = s.heap;  // max-heap of (load per replica, -expert)
+  // Max-heap of one 64-bit key per expert: the load per replica's bits (non-negative floats
+  // order as their bits) above ~expert, so ties go to the lower index; the top is replaced and
+  // sifted down once per pick (the keys are distinct, so any heap pops the same sequence).
+  auto& heap = s.rheap;
   heap.clear();
-  for (int i = 0; i < std::min(extra, n); ++i) heap.push_back({w[order[i]], -order[i]});
+  auto rkey = [](float v, int e) {
+    if (v == 0) v = 0;  // -0 counts as 0
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    return (static_cast<uint64_t>(bits) << 32) | static_cast<uint32_t>(~e);
+  };
+  for (int i = 0; i < std::min(extra, n); ++i) heap.push_back(rkey(w[order[i]], order[i]));
   std::make_heap(heap.begin(), heap.end());
-  for (int j = 0; j < extra; ++j) {
-    std::pop_heap(heap.begin(), heap.end());
-    int e = -heap.back().second;
+  auto sift_down = [&heap](uint64_t key) {  // key replaces the top
+    size_t i = 0, size = heap.size();
+    for (size_t c = 1; c < size; c = 2 * i + 1) {
+      c += c + 1 < size && heap[c + 1] > heap[c];
+      if (heap[c] <= key) break;
+      heap[i] = heap[c], i = c;
+    }
+    heap[i] = key;
+  };
+  for (int j = 0; j < extra && !heap.empty(); ++j) {
+    int e = static_cast<int>(~static_cast<uint32_t>(heap[0]));
     s.picks[j] = e;
     ++s.mcnt[e];
     if (s.mcnt[e] < cap) {
-      heap.back().first = w[e] / static_cast<float>(s.mcnt[e]);
-      std::push_heap(heap.begin(), heap.end());
+      sift_down(rkey(w[e] / static_cast<float>(s.mcnt[e]), e));
     } else {
+      uint64_t last = heap.back();
       heap.pop_back();
+      if (!heap.empty()) sift_down(last);
     }
   }
   int per_pack = num_slots / num_packs;
@@ -153,33 +194,59 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   // Step 3: replicas by load per replica descending, then by slot position (expert e's first
   // replica sits at e, the j-th extra one at n + j), as the reference's stable sort orders them:
   // the replicated experts' replicas, sorted, merged into the others (already in order).
+  // Usually one key per replicated expert (its first replica's) is enough: its extra replicas
+  // follow it. Not when it has the same load per replica as another replicated expert, or as a
+  // single replica of a higher index, which their positions put in between: then every replica
+  // gets its key.
   auto& rk = s.keys;
-  rk.clear();
   auto per_replica = [&](int e) { return w[e] / static_cast<float>(s.mcnt[e]); };
-  s.seen.assign(n, 0);
-  for (int j = 0; j < extra; ++j) {
-    int e = s.picks[j];
-    rk.push_back(desc_key(per_replica(e), n + j));
-    if (!s.seen[e]) s.seen[e] = 1, rk.push_back(desc_key(per_replica(e), e));  // first replica
-  }
-  std::sort(rk.begin(), rk.end());
   s.items.resize(num_slots);
   s.item_w.resize(num_slots);
   size_t r = 0;
   int t = 0;
-  auto take_replica = [&] {
-    uint32_t pos = static_cast<uint32_t>(rk[r++] & 0xffffffffu);
-    int e = pos < static_cast<uint32_t>(n) ? static_cast<int>(pos) : s.picks[pos - n];
-    s.items[t] = e, s.item_w[t++] = per_replica(e);
+  auto merge = [&](auto&& take, auto&& tie) {  // the replicas in rk[r..) merged into the others
+    for (int i = 0; i < n; ++i) {
+      int e = order[i];
+      if (s.mcnt[e] > 1) continue;
+      uint64_t key = desc_key(w[e], e);
+      for (; r < rk.size() && rk[r] < key; ++r) {
+        if (tie(rk[r], key)) return false;
+        take(rk[r]);
+      }
+      s.items[t] = e, s.item_w[t++] = w[e];
+    }
+    for (; r < rk.size(); ++r) take(rk[r]);
+    return true;
   };
-  for (int i = 0; i < n; ++i) {
-    int e = order[i];
-    if (s.mcnt[e] > 1) continue;
-    uint64_t key = desc_key(w[e], e);
-    while (r < rk.size() && rk[r] < key) take_replica();
-    s.items[t] = e, s.item_w[t++] = w[e];
+  auto same_load = [](uint64_t a, uint64_t b) { return (a >> 32) == (b >> 32); };
+  rk.clear();
+  for (int i = 0; i < std::min(extra, n); ++i)
+    if (s.mcnt[order[i]] > 1) rk.push_back(desc_key(per_replica(order[i]), order[i]));
+  std::sort(rk.begin(), rk.end());
+  bool blocks = true;
+  for (size_t q = 1; q < rk.size() && blocks; ++q) blocks = !same_load(rk[q - 1], rk[q]);
+  auto take_block = [&](uint64_t key) {
+    int e = static_cast<int>(key & 0xffffffffu);
+    float pr = per_replica(e);
+    for (int c = 0; c < s.mcnt[e]; ++c) s.items[t] = e, s.item_w[t++] = pr;
+  };
+  if (!blocks || !merge(take_block, same_load)) {
+    r = 0, t = 0;
+    rk.clear();
+    s.seen.assign(n, 0);
+    for (int j = 0; j < extra; ++j) {
+      int e = s.picks[j];
+      rk.push_back(desc_key(per_replica(e), n + j));
+      if (!s.seen[e]) s.seen[e] = 1, rk.push_back(desc_key(per_replica(e), e));  // first replica
+    }
+    std::sort(rk.begin(), rk.end());
+    auto take_replica = [&](uint64_t key) {
+      uint32_t pos = static_cast<uint32_t>(key & 0xffffffffu);
+      int e = pos < static_cast<uint32_t>(n) ? static_cast<int>(pos) : s.picks[pos - n];
+      s.items[t] = e, s.item_w[t++] = per_replica(e);
+    };
+    merge(take_replica, [](uint64_t, uint64_t) { return false; });
   }
-  while (r < rk.size()) take_replica();
   // Each onto the lightest GPU with room (lowest index on ties): a tournament tree over the GPUs
   // finds it in O(log GPUs). A node holds its winner as one key, the weight's bits (non-negative
   // floats order as their bits) above the index, so ties go to the lower index; full GPUs and
@@ -214,7 +281,22 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
     s.holder_fill.assign(n, 0);
     s.holders.resize(num_slots);
   }
-  for (int i = 0; i < num_slots; ++i) {
+  // While every GPU is empty and the items weigh more than 0, item i goes to GPU i (the lightest,
+  // lowest index first, is always the next empty one): the first num_packs items need no tree.
+  int first = 0;
+  if (num_slots >= num_packs && s.item_w[num_packs - 1] > 0) {
+    for (; first < num_packs; ++first) {
+      int e = s.items[first];
+      if (avoid_duplicates && s.mcnt[e] > 1) s.holders[s.holder_start[e] + s.holder_fill[e]++] = first;
+      if (slot_order) slot_order[first] = first * per_pack;
+      out[first * per_pack] = e;
+      s.fill[first] = 1;
+      s.pack_w[first] = s.item_w[first];
+      tree[size + first] = leaf(first);
+    }
+    for (int x = size - 1; x >= 1; --x) tree[x] = std::min(tree[2 * x], tree[2 * x + 1]);
+  }
+  for (int i = first; i < num_slots; ++i) {
     int e = s.items[i], p = static_cast<int>(tree[1] & 0xffffffffu);
     if (avoid_duplicates && s.mcnt[e] > 1) {
       int* held = &s.holders[s.holder_start[e]];
@@ -241,7 +323,8 @@ double deepseek_node_bound(const double* weight, int num_experts, int num_groups
   int group_size = num_experts / num_groups;
   thread_local std::vector<double> node_load;
   node_load.assign(num_nodes, 0.0);
-  for (int e = 0; e < num_experts; ++e) node_load[s.gpack[e / group_size]] += weight[e];
+  for (int g = 0, e = 0; g < num_groups; ++g)
+    for (int i = 0; i < group_size; ++i, ++e) node_load[s.gpack[g]] += weight[e];
   return *std::max_element(node_load.begin(), node_load.end()) / (num_gpus / num_nodes);
 }
 

@@ -51,7 +51,7 @@ struct Scratch {
   std::vector<double> bload;
   std::vector<uint64_t> keys;
   std::vector<float> fw;
-  std::vector<double> w, group_w, node_w;
+  std::vector<double> w, group_w, node_w, pw;
   std::vector<DI> heap;
   // evaluation
   std::vector<int> rcnt;
@@ -279,28 +279,6 @@ void pack_layer(const double* weight, int num_experts, const Options& o, bool lo
   }
 }
 
-// Lower bound of the heaviest GPU of any layout with the replica counts of s.dsg's start (the
-// greedy counts minimise the heaviest replica): the mean and the heaviest replica.
-double lower_bound(const double* weight, int num_experts, int num_slots, int num_gpus,
-                   Scratch& s) {
-  s.rcnt.assign(num_experts, 0);
-  for (int i = 0; i < num_slots; ++i) ++s.rcnt[s.dsg[i]];
-  double sum = 0, heaviest = 0;
-  for (int e = 0; e < num_experts; ++e) {
-    sum += weight[e];
-    heaviest = std::max(heaviest, weight[e] / s.rcnt[e]);
-  }
-  return std::max(sum / num_gpus, heaviest);
-}
-
-bool has_duplicates(const int* phy, int num_slots, int num_gpus) {
-  int k = num_slots / num_gpus;
-  for (int g = 0; g < num_gpus; ++g)
-    for (int i = 1; i < k; ++i)
-      if (std::find(phy + g * k, phy + g * k + i, phy[g * k + i]) != phy + g * k + i) return true;
-  return false;
-}
-
 // Removes duplicates by rewriting one of two replicas of an expert on a GPU to the expert with
 // the highest load per replica that the GPU (or, with locality, the node) lacks, within the
 // domain of gpus_per_domain GPUs: counts change, unlike the repair by swaps. Returns whether the
@@ -398,8 +376,10 @@ void count_search(const double* weight, int E, int S, int G, int gpus_per_domain
         if (weight[z] / (cnt[z] + 1) >= best_max) continue;
         s.cand.assign(s.best.begin(), s.best.end());
         s.cand[t] = z;
-        double mx = refine_layer(weight, E, s.cand.data(), S, G, gpus_per_domain);
-        if (mx < best_max * (1 - 1e-9) && !has_duplicates(s.cand.data(), S, G)) {
+        bool dup = false;
+        double mx = refine_layer(weight, E, s.cand.data(), S, G, gpus_per_domain, nullptr,
+                                 nullptr, &dup);
+        if (mx < best_max * (1 - 1e-9) && !dup) {
           best_max = mx;
           s.best.swap(s.cand);
           improved = true;
@@ -429,24 +409,26 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
   // A candidate that still holds a duplicate (a repair can fail) never replaces one without.
   bool best_dup = false;
   int best_domain = G;  // GPUs per domain of the best layout (node-local: a node's GPUs)
-  auto keep_if_better = [&](std::vector<int>& cand, double mx, int gpus_per_domain) {
-    bool dup = has_duplicates(cand.data(), S, G);
+  auto keep_if_better = [&](std::vector<int>& cand, double mx, bool dup, int gpus_per_domain) {
     if (!have || (best_dup && !dup) || (dup == best_dup && mx < best_max * (1 - 1e-12)))
       best_max = mx, best_dup = dup, s.best.swap(cand), have = true,
       best_domain = gpus_per_domain;
   };
   auto consider = [&](std::vector<int>& cand, int gpus_per_domain, double known_max,
-                      const int* slot_order = nullptr) {
+                      const int* slot_order = nullptr, const double* per_replica = nullptr) {
     if (have && !best_dup && known_max >= best_max) return;
+    bool dup = false;
     if (known_max >= 0) {
       s.alt.assign(cand.begin(), cand.end());
-      if (rewrite_duplicates(weight, E, s.alt.data(), S, G, gpus_per_domain, s))
-        keep_if_better(s.alt, refine_layer(weight, E, s.alt.data(), S, G, gpus_per_domain),
-                       gpus_per_domain);
+      if (rewrite_duplicates(weight, E, s.alt.data(), S, G, gpus_per_domain, s)) {
+        double mx = refine_layer(weight, E, s.alt.data(), S, G, gpus_per_domain, nullptr,
+                                 nullptr, &dup);
+        keep_if_better(s.alt, mx, dup, gpus_per_domain);
+      }
     }
-    keep_if_better(cand,
-                   refine_layer(weight, E, cand.data(), S, G, gpus_per_domain, slot_order),
-                   gpus_per_domain);
+    double mx = refine_layer(weight, E, cand.data(), S, G, gpus_per_domain, slot_order,
+                             per_replica, &dup);
+    keep_if_better(cand, mx, dup, gpus_per_domain);
   };
 
   // The start and the reference: DeepSeek's global layout made duplicate-free (replica counts
@@ -461,7 +443,25 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
   s.dsg_order.resize(S);
   deepseek_domain(s.fw.data(), E, s.gorder_e.data(), S, G, s.dsg.data(), true,
                   s.dsg_order.data());
-  double ref_max = max_gpu_load(weight, E, s.dsg.data(), S, G);
+  // Its load per replica (shared with the refinement), heaviest GPU, and the lower bound of
+  // any layout with its replica counts: the mean and the heaviest replica.
+  s.rcnt.assign(E, 0);
+  for (int i = 0; i < S; ++i) ++s.rcnt[s.dsg[i]];
+  s.pw.resize(E);
+  double sum = 0, heaviest = 0;
+  for (int e = 0; e < E; ++e) {
+    s.pw[e] = weight[e] / s.rcnt[e];
+    sum += weight[e];
+    heaviest = std::max(heaviest, s.pw[e]);
+  }
+  double lower_bound = std::max(sum / G, heaviest);
+  int k = S / G;
+  double ref_max = 0;
+  for (int g = 0; g < G; ++g) {
+    double l = 0;
+    for (int i = g * k; i < (g + 1) * k; ++i) l += s.pw[s.dsg[i]];
+    ref_max = std::max(ref_max, l);
+  }
   // Small shapes are cheap: there DeepSeek's own global layout (duplicates and all) is computed
   // too and is the reference when lighter, as a duplicate gives it a finer split.
   bool small = S <= kSmallSlots;
@@ -478,7 +478,8 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
     // GPUs. When that bound is above the reference a global candidate wins anyway.
     int group_size = E / o.num_groups;
     s.group_w.assign(o.num_groups, 0);
-    for (int e = 0; e < E; ++e) s.group_w[e / group_size] += weight[e];
+    for (int g = 0, e = 0; g < o.num_groups; ++g)
+      for (int i = 0; i < group_size; ++i, ++e) s.group_w[g] += weight[e];
     s.node_of.resize(o.num_groups);
     double bound =
         pack_groups(s.group_w.data(), o.num_groups, o.num_nodes, s.node_of.data(), s) / gpn;
@@ -497,11 +498,11 @@ void default_layer(const double* weight, int num_experts, const Options& o, int*
   // locality would cost balance, which the default does not accept.
   if (!have || best_max > ref_max) {
     s.cand.assign(s.dsg.begin(), s.dsg.end());
-    consider(s.cand, G, -1, s.dsg_order.data());
+    consider(s.cand, G, -1, s.dsg_order.data(), s.pw.data());
     // On small shapes (cheap anyway) and far from the lower bound (a few hot experts) more
     // candidates are worth their time: my packing, and DeepSeek's layout with its duplicates
     // repaired two ways. (At DeepSeek-V3 sizes these never won on the benchmark's loads.)
-    if (best_dup || small || best_max > kSearchMore * lower_bound(weight, E, S, G, s)) {
+    if (best_dup || small || best_max > kSearchMore * lower_bound) {
       pack_layer(weight, E, o, false, s.gorder_e.data(), s.cand.data(), s);
       consider(s.cand, G, -1);
       if (!small) {

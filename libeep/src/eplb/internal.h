@@ -70,8 +70,12 @@ double max_gpu_load(const std::vector<double>& weight, const std::vector<int>& p
 // creating a duplicate; first repairs duplicates where a swap can. Replica counts are unchanged.
 // Returns the heaviest GPU's load afterwards. slot_order (optional, only with one domain): the
 // slots by replica weight descending, or nearly so (it is corrected), instead of a sort.
+// per_replica (optional): each expert's weight / its replica count in phy2log (spares counting
+// and dividing). duplicate (optional): set to whether a GPU still holds two replicas of one
+// expert (a duplicate no swap could repair).
 double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
-                    int num_gpus, int gpus_per_domain, const int* slot_order = nullptr);
+                    int num_gpus, int gpus_per_domain, const int* slot_order = nullptr,
+                    const double* per_replica = nullptr, bool* duplicate = nullptr);
 
 // Movement-aware rows (movement.cc): per layer, starting from current[l] (-1: a slot without
 // predecessor), a layout whose heaviest GPUs sum to at most sum(best maxima) / (1 - tolerance)

@@ -31,18 +31,12 @@ void check_shape(const Plan& p) {
     if (static_cast<int>(row.size()) != p.num_slots)
       invalid("phy2log layer " + std::to_string(l) + " has " + std::to_string(row.size()) +
               " slots, expected " + std::to_string(p.num_slots));
-    std::vector<char> seen(p.num_logical, 0);
-    for (int e : row) {
-      if (e < 0 || e >= p.num_logical)
+    for (int e : row)
+      if (static_cast<unsigned>(e) >= static_cast<unsigned>(p.num_logical))
         invalid("phy2log layer " + std::to_string(l) + " names expert " + std::to_string(e) +
                 " outside [0, " + std::to_string(p.num_logical) + ")");
-      seen[e] = 1;
-    }
-    for (int e = 0; e < p.num_logical; ++e)
-      if (!seen[e])
-        invalid("phy2log layer " + std::to_string(l) + " has no replica of expert " +
-                std::to_string(e));
   }
+  // (That every expert has a replica is checked by finalize, on log2phy's counts.)
 }
 
 }  // namespace
@@ -55,22 +49,39 @@ Algo parse_algo(const std::string& name) {
   invalid("unknown algorithm '" + name + "' (deepseek|default)");
 }
 
+Log2Phy::Log2Phy(const std::vector<std::vector<int>>& phy2log, int num_logical)
+    : layers_(static_cast<int>(phy2log.size())), logical_(num_logical),
+      num_slots_(phy2log.empty() ? 0 : static_cast<int>(phy2log[0].size())), width_(1),
+      start_(static_cast<size_t>(layers_) * (num_logical + 1)),
+      slots_(static_cast<size_t>(layers_) * num_slots_) {
+  std::vector<int> fill(num_logical);
+  for (int l = 0; l < layers_; ++l) {
+    // Counting sort of the slots by expert (stable: ascending slots per expert).
+    int* start = start_.data() + static_cast<size_t>(l) * (num_logical + 1);
+    int* slots = slots_.data() + static_cast<size_t>(l) * num_slots_;
+    std::fill(fill.begin(), fill.end(), 0);
+    for (int e : phy2log[l]) ++fill[e];
+    start[0] = 0;
+    for (int e = 0; e < num_logical; ++e) {
+      width_ = std::max(width_, fill[e]);
+      start[e + 1] = start[e] + fill[e];
+      fill[e] = start[e];
+    }
+    for (int s = 0; s < num_slots_; ++s) slots[fill[phy2log[l][s]]++] = s;
+  }
+}
+
 void Plan::finalize() {
   check_shape(*this);
-  logcnt.assign(num_layers, std::vector<int>(num_logical, 0));
-  int max_rep = 1;
-  for (int l = 0; l < num_layers; ++l) {
-    for (int e : phy2log[l]) max_rep = std::max(max_rep, ++logcnt[l][e]);
-  }
-  log2phy = Log2Phy(num_layers, num_logical, max_rep);
-  std::vector<int> fill(num_logical);
-  for (int l = 0; l < num_layers; ++l) {
-    std::fill(fill.begin(), fill.end(), 0);
-    for (int s = 0; s < num_slots; ++s) {
-      int e = phy2log[l][s];
-      log2phy.row(l, e)[fill[e]++] = s;
+  log2phy = Log2Phy(phy2log, num_logical);
+  logcnt.assign(num_layers, std::vector<int>(num_logical));
+  for (int l = 0; l < num_layers; ++l)
+    for (int e = 0; e < num_logical; ++e) {
+      logcnt[l][e] = static_cast<int>(log2phy[l][e].size());
+      if (logcnt[l][e] == 0)
+        invalid("phy2log layer " + std::to_string(l) + " has no replica of expert " +
+                std::to_string(e));
     }
-  }
 }
 
 void Plan::validate() const {
@@ -78,18 +89,13 @@ void Plan::validate() const {
   Plan derived = *this;
   derived.finalize();
   if (logcnt != derived.logcnt) invalid("logcnt disagrees with phy2log");
-  // log2phy may be padded wider than needed and list replicas in any order.
   if (static_cast<int>(log2phy.size()) != num_layers) invalid("log2phy has the wrong layer count");
   for (int l = 0; l < num_layers; ++l) {
     if (static_cast<int>(log2phy[l].size()) != num_logical)
       invalid("log2phy layer " + std::to_string(l) + " has the wrong expert count");
     for (int e = 0; e < num_logical; ++e) {
-      std::vector<int> got;
-      for (int s : log2phy[l][e])
-        if (s >= 0) got.push_back(s);
-      std::sort(got.begin(), got.end());
-      auto want = derived.log2phy[l][e];
-      if (got != std::vector<int>(want.begin(), want.begin() + derived.logcnt[l][e]))
+      auto got = log2phy[l][e], want = derived.log2phy[l][e];
+      if (!std::equal(got.begin(), got.end(), want.begin(), want.end()))
         invalid("log2phy disagrees with phy2log at layer " + std::to_string(l) + " expert " +
                 std::to_string(e));
     }
@@ -102,7 +108,9 @@ nlohmann::json Log2Phy::to_json() const {
     nlohmann::json layer = nlohmann::json::array();
     for (int e = 0; e < logical_; ++e) {
       auto r = (*this)[l][e];
-      layer.push_back(std::vector<int>(r.begin(), r.end()));
+      std::vector<int> row(width_, -1);
+      std::copy(r.begin(), r.end(), row.begin());
+      layer.push_back(std::move(row));
     }
     j.push_back(std::move(layer));
   }

@@ -23,12 +23,13 @@ namespace {
 
 struct RefineScratch {
   std::vector<int> rcnt, stamp;
-  std::vector<double> load, rw;  // per GPU; per slot
+  std::vector<double> load, rw, pw;  // per GPU; per slot; per expert
   // Replicas ("items") sorted by weight, heaviest first: weight, expert, GPU; and the item in
   // each slot / the slot of each item.
-  std::vector<double> iw;
+  std::vector<double> iw, il;
   std::vector<int> ie, igpu, islot, slot_item, slot_gpu;
-  std::vector<int> lower, hi_tree, lo_tree;
+  std::vector<int> lower, hi_tree;
+  std::vector<uint64_t> hv;
   std::vector<uint16_t> key16;
   std::vector<int> tmp;
   std::vector<uint64_t> mask;
@@ -45,11 +46,9 @@ bool holds(const int* gpu_slots, int k, int e) {
   return false;
 }
 
-// Repairs duplicates: swaps a duplicate with a replica of another GPU of the range that creates
-// none, choosing the closest load. (Usually there is none: one pass over the slots, marking each
-// expert with the last GPU seen holding it, tells.)
-void repair_duplicates(int* p, double* rw, double* load, int num_experts, int n, int k,
-                       RefineScratch& s) {
+// Whether a GPU of the range holds two replicas of one expert: one pass over the slots, marking
+// each expert with the last GPU seen holding it.
+bool any_duplicate(const int* p, int num_experts, int n, int k, RefineScratch& s) {
   s.stamp.assign(num_experts, -1);
   bool dup = false;
   for (int g = 0; g < n; ++g)
@@ -57,7 +56,16 @@ void repair_duplicates(int* p, double* rw, double* load, int num_experts, int n,
       dup |= s.stamp[p[i]] == g;
       s.stamp[p[i]] = g;
     }
-  for (int g = 0; g < n && dup; ++g) {
+  return dup;
+}
+
+// Repairs duplicates: swaps a duplicate with a replica of another GPU of the range that creates
+// none, choosing the closest load. Returns whether a duplicate is left (usually there is none to
+// begin with).
+bool repair_duplicates(int* p, double* rw, double* load, int num_experts, int n, int k,
+                       RefineScratch& s) {
+  if (!any_duplicate(p, num_experts, n, k, s)) return false;
+  for (int g = 0; g < n; ++g) {
     for (int i = 0; i < k; ++i) {
       int si = g * k + i, e = p[si];
       int copies = 0;
@@ -81,6 +89,7 @@ void repair_duplicates(int* p, double* rw, double* load, int num_experts, int n,
       std::swap(rw[si], rw[best]);
     }
   }
+  return any_duplicate(p, num_experts, n, k, s);
 }
 
 // Sorts idx[0..m) by w[idx] descending; equal weights keep their order. Linear on nearly sorted
@@ -117,10 +126,11 @@ void sort_desc(const double* w, int m, int* idx, RefineScratch& s) {
   insertion_sort_desc(w, m, idx);
 }
 
-// Swap refinement on GPUs [first, first + n) of phy2log (replica weights w / cnt). Keeps counts;
-// never adds duplicates. Returns the heaviest GPU's load of the range.
-double refine_range(const double* w, const int* cnt, int num_experts, int* phy, int first, int n,
-                    int k, const int* slot_order, RefineScratch& s) {
+// Swap refinement on GPUs [first, first + n) of phy2log (pw: each expert's load per replica).
+// Keeps counts; never adds duplicates. Returns the heaviest GPU's load of the range; *dup:
+// whether a duplicate is left (one that no swap could repair).
+double refine_range(const double* pw, int num_experts, int* phy, int first, int n, int k,
+                    const int* slot_order, bool* dup, RefineScratch& s) {
   int* p = phy + static_cast<size_t>(first) * k;  // the range's slots, GPU-major
   int m = n * k;
   s.load.assign(n, 0.0);
@@ -132,11 +142,11 @@ double refine_range(const double* w, const int* cnt, int num_experts, int* phy, 
   int* slot_gpu = s.slot_gpu.data();
   for (int g = 0; g < n; ++g)
     for (int i = g * k; i < (g + 1) * k; ++i) {
-      rw[i] = w[p[i]] / cnt[p[i]];
+      rw[i] = pw[p[i]];
       load[g] += rw[i];
       slot_gpu[i] = g;
     }
-  repair_duplicates(p, rw, load, num_experts, n, k, s);
+  *dup = repair_duplicates(p, rw, load, num_experts, n, k, s);
   // Lower bound of the heaviest GPU: the mean, and the GPU holding the heaviest replica must
   // carry it. Within kGoodEnough of it no swap is worth its time.
   double bound = 0, heaviest = 0;
@@ -153,83 +163,120 @@ double refine_range(const double* w, const int* cnt, int num_experts, int* phy, 
   } else {
     sort_desc(rw, m, islot, s);
   }
-  s.iw.resize(m), s.ie.resize(m), s.igpu.resize(m), s.slot_item.resize(m), s.lower.resize(m + 1);
+  s.iw.resize(m + 1), s.ie.resize(m), s.igpu.resize(m), s.slot_item.resize(m);
+  s.lower.resize(m + 1);
   double* iw = s.iw.data();
   int* ie = s.ie.data();
   int* igpu = s.igpu.data();
   int* slot_item = s.slot_item.data();
+  s.il.resize(m);
+  double* il = s.il.data();  // the load of each item's GPU
   for (int t = 0; t < m; ++t) {
     int slot = islot[t];
     iw[t] = rw[slot], ie[t] = p[slot], igpu[t] = slot_gpu[slot], slot_item[slot] = t;
+    il[t] = load[igpu[t]];
   }
+  iw[m] = -HUGE_VAL;  // ends every partner scan
   // lower[t]: the first item lighter than item t (replicas of one expert weigh the same).
   int* lower = s.lower.data();
   lower[m] = m;
-  for (int t = m - 1; t >= 0; --t) lower[t] = t + 1 < m && iw[t + 1] == iw[t] ? lower[t + 1] : t + 1;
+  for (int t = m - 1; t >= 0; --t) lower[t] = iw[t + 1] == iw[t] ? lower[t + 1] : t + 1;
   // Which experts each GPU holds, one bit each: the duplicate test of a candidate swap is then
   // two loads instead of two scans of k slots.
   int words = (num_experts + 63) / 64;
   s.mask.assign(static_cast<size_t>(n) * words, 0);
   uint64_t* mask = s.mask.data();
-  auto flip = [&](int g, int e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
-  auto has = [&](int g, int e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
+  auto flip = [&](int g, unsigned e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
+  auto has = [&](int g, unsigned e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
   for (int i = 0; i < m; ++i) flip(slot_gpu[i], p[i]);
-  // The heaviest and the lightest GPU: tournament trees of GPU indices over the loads (a swap
-  // changes two loads: two leaf-to-root updates each).
+  // The heaviest GPU: a tournament tree over the loads (a swap changes two loads: two
+  // leaf-to-root updates). A node holds its winner's load (as bits: loads are non-negative, so
+  // the bits order as the values) and index; an update carries the path's winner in registers
+  // and compares integers, so it compiles without branches. Ties go to the lower index (the
+  // left child).
   int size = 1;
   while (size < n) size *= 2;
-  s.hi_tree.resize(2 * size), s.lo_tree.resize(2 * size);
+  s.hv.resize(2 * size), s.hi_tree.resize(2 * size);
+  uint64_t* hv = s.hv.data();
   int* hi_tree = s.hi_tree.data();
-  int* lo_tree = s.lo_tree.data();
-  for (int x = 0; x < size; ++x) hi_tree[size + x] = lo_tree[size + x] = std::min(x, n - 1);
-  auto pull = [&](int x) {  // the left child (the lower indices) wins ties
-    int h0 = hi_tree[2 * x], h1 = hi_tree[2 * x + 1];
-    hi_tree[x] = load[h1] > load[h0] ? h1 : h0;
-    int l0 = lo_tree[2 * x], l1 = lo_tree[2 * x + 1];
-    lo_tree[x] = load[l1] < load[l0] ? l1 : l0;
+  auto bits = [](double v) {
+    uint64_t b;
+    std::memcpy(&b, &v, sizeof b);
+    return b;
   };
-  for (int x = size - 1; x >= 1; --x) pull(x);
-  // After load[g] changed: its path to the root. (Carrying the path's winner in registers
-  // instead measured slower: the tie rule then compiles to branches.)
-  auto update = [&](int g) {
-    for (int x = (g + size) >> 1; x >= 1; x >>= 1) pull(x);
+  for (int x = 0; x < size; ++x) {
+    hi_tree[size + x] = std::min(x, n - 1);
+    hv[size + x] = x < n ? bits(load[x]) : 0;
+  }
+  for (int x = size - 1; x >= 1; --x) {
+    bool h = hv[2 * x + 1] > hv[2 * x];
+    hv[x] = hv[2 * x + h], hi_tree[x] = hi_tree[2 * x + h];
+  }
+  auto update = [&](int g) {  // after load[g] changed: its path to the root
+    uint64_t hb = bits(load[g]);
+    int hg = g;
+    int x = g + size;
+    hv[x] = hb;
+    for (; x > 1; x >>= 1) {
+      int sib = x ^ 1;
+      uint64_t sh = hv[sib];
+      int shg = hi_tree[sib];
+      bool th = sh + static_cast<uint64_t>(x & 1) > hb;  // x & 1: the sibling is the left child
+      hb = th ? sh : hb, hg = th ? shg : hg;
+      hv[x >> 1] = hb, hi_tree[x >> 1] = hg;
+    }
   };
+  // The lightest GPU's load: a swap never lowers it (a keeps more than lmin, b gains), so it is
+  // recomputed only when b (or, through rounding, a) was at or below it.
+  auto min_load = [&] {
+    double m0 = load[0], m1 = load[0];
+    int g = 1;
+    for (; g + 1 < n; g += 2) m0 = std::min(m0, load[g]), m1 = std::min(m1, load[g + 1]);
+    if (g < n) m0 = std::min(m0, load[g]);
+    return std::min(m0, m1);
+  };
+  double lmin = min_load();
   for (int iter = 0; iter < 8 * n; ++iter) {
     int a = hi_tree[1];
-    double la = load[a], lmin = load[lo_tree[1]];
+    double la = load[a];
     if (la <= good) break;
     double best = la - kEps * std::max(1.0, la);
     int bx = -1, by = -1;
     for (int i = 0; i < k && best > good; ++i) {
       int x = slot_item[a * k + i];
       double wx = iw[x];
-      // Partners y: w(x) - (best - lmin) < w(y) < w(x) - (la - best): from the first item
-      // lighter than x down the order while the lower end allows.
-      double hi = wx - (la - best);
-      int t = lower[x];
-      while (t < m && iw[t] >= hi) ++t;
-      for (; t < m; ++t) {
+      if (wx <= la - best) continue;  // no partner: d = w(x) - w(y) <= w(x)
+      int ex = ie[x];
+      // Partners y: w(x) - (best - lmin) < w(y) < w(x) - (la - best), scanned from the first
+      // item lighter than x while the lower end allows. Items above the window, and those of a
+      // itself (load la), fail nm < best on their own, so the loop has one rarely taken branch
+      // besides its end.
+      double end = wx - (best - lmin);
+      for (int t = lower[x];; ++t) {  // iw[m] ends it
         double wy = iw[t];
-        if (wy <= wx - (best - lmin)) break;
-        int b = igpu[t];
-        if (b == a) continue;
+        if (wy <= end) break;
         double d = wx - wy;
-        double nm = std::max(la - d, load[b] + d);
-        if (nm >= best || has(b, ie[x]) || has(a, ie[t])) continue;
+        double nm = std::max(la - d, il[t] + d);
+        if (nm >= best) continue;
+        if (has(igpu[t], ex) || has(a, ie[t])) continue;
         best = nm, bx = x, by = t;
+        end = wx - (best - lmin);
         if (best <= good) break;  // good enough: no need for the best
       }
     }
     if (bx < 0) break;
     int b = igpu[by];
     double d = iw[bx] - iw[by];
+    bool was_min = load[b] <= lmin;
     load[a] -= d, load[b] += d;
+    if (was_min || load[a] < lmin) lmin = min_load();
     update(a);
     update(b);
     flip(a, ie[bx]), flip(b, ie[bx]), flip(a, ie[by]), flip(b, ie[by]);
     std::swap(igpu[bx], igpu[by]);
     std::swap(islot[bx], islot[by]);
     slot_item[islot[bx]] = bx, slot_item[islot[by]] = by;
+    for (int i = 0; i < k; ++i) il[slot_item[a * k + i]] = load[a], il[slot_item[b * k + i]] = load[b];
   }
   for (int t = 0; t < m; ++t) p[islot[t]] = ie[t];
   double mx = 0;
@@ -240,16 +287,27 @@ double refine_range(const double* w, const int* cnt, int num_experts, int* phy, 
 }  // namespace
 
 double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
-                    int num_gpus, int gpus_per_domain, const int* slot_order) {
+                    int num_gpus, int gpus_per_domain, const int* slot_order,
+                    const double* per_replica, bool* duplicate) {
   RefineScratch& s = scratch();
   int k = num_slots / num_gpus;
-  s.rcnt.assign(num_experts, 0);
-  for (int i = 0; i < num_slots; ++i) ++s.rcnt[phy2log[i]];
+  if (!per_replica) {
+    s.rcnt.assign(num_experts, 0);
+    for (int i = 0; i < num_slots; ++i) ++s.rcnt[phy2log[i]];
+    s.pw.resize(num_experts);
+    for (int e = 0; e < num_experts; ++e)
+      if (s.rcnt[e] > 0) s.pw[e] = weight[e] / s.rcnt[e];
+    per_replica = s.pw.data();
+  }
   double mx = 0;
-  for (int first = 0; first < num_gpus; first += gpus_per_domain)
-    mx = std::max(mx, refine_range(weight, s.rcnt.data(), num_experts, phy2log, first,
-                                   gpus_per_domain, k,
-                                   gpus_per_domain == num_gpus ? slot_order : nullptr, s));
+  bool dup = false;
+  for (int first = 0; first < num_gpus; first += gpus_per_domain) {
+    bool d = false;
+    mx = std::max(mx, refine_range(per_replica, num_experts, phy2log, first, gpus_per_domain, k,
+                                   gpus_per_domain == num_gpus ? slot_order : nullptr, &d, s));
+    dup |= d;
+  }
+  if (duplicate) *duplicate = dup;
   return mx;
 }
 
