@@ -173,10 +173,19 @@ void attention_prep(bf16* q, bf16* k, const bf16* v, const bf16* q_norm, const b
 // attends to positions 0 .. seq_lens[s]-1 (seq_lens[s] >= 1; the current token's KV already
 // written). GQA: head h reads kv head h / (num_heads / num_kv_heads). Scale 1/sqrt(head_dim).
 // head_dim in {64, 128, 256}. out is [num_seqs][num_heads][head_dim].
+// Two kernels: a block per (sequence, query head), or per (sequence, KV head) sharing each K/V
+// row among the group's query heads (at most 8 per KV head); kAuto takes the second from
+// kDecodeAttentionPerKvHeadBlocks such blocks on.
+enum class DecodeAttention { kAuto, kPerHead, kPerKvHead };
+// H100, Qwen3-30B-A3B shapes, context 256 (device run 39): per KV head 33.6 ms a step at batch
+// 256 (1024 blocks) against 47.3 per query head, but 27.1 against 24.4 at batch 32 (128 blocks):
+// a block of the per-KV-head kernel works through its tiles alone, so it needs many blocks.
+constexpr int kDecodeAttentionPerKvHeadBlocks = 512;
 void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache,
                             const int32_t* block_tables, const int32_t* seq_lens, bf16* out,
                             int num_seqs, int num_heads, int num_kv_heads, int head_dim,
-                            int block_size, int max_blocks_per_seq, cudaStream_t stream);
+                            int block_size, int max_blocks_per_seq, cudaStream_t stream,
+                            DecodeAttention impl = DecodeAttention::kAuto);
 
 // ---- paged prefill attention (chunked prefill) ---------------------------------------------
 // A batch of num_seqs chunks: sequence s has num_rows[s] query rows q[q_starts[s] + j]

@@ -453,7 +453,7 @@ std::string attn_tag(const char* op, int num_seqs, int heads, int kv_heads, int 
 }
 
 void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, int block_size,
-                          int max_len) {
+                          int max_len, K::DecodeAttention impl = K::DecodeAttention::kPerHead) {
   std::uniform_int_distribution<int> lend(1, max_len);
   std::vector<int32_t> lens(num_seqs);
   for (auto& l : lens) l = lend(g_rng);
@@ -467,7 +467,8 @@ void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, i
   dl.upload(lens);
   out.poison();
   K::paged_decode_attention(q.get(), kv.k.get(), kv.v.get(), kv.dt.get(), dl.get(), out.get(),
-                            num_seqs, heads, kv_heads, head_dim, block_size, kv.max_blocks, 0);
+                            num_seqs, heads, kv_heads, head_dim, block_size, kv.max_blocks, 0,
+                            impl);
   sync();
   std::vector<float> ref(qf.size());
   for (int s = 0; s < num_seqs; ++s) {
@@ -476,7 +477,9 @@ void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, i
                               qf.data() + size_t(s) * heads * head_dim, heads,
                               ref.data() + size_t(s) * heads * head_dim);
   }
-  report(attn_tag("paged_attention", num_seqs, heads, kv_heads, head_dim, block_size) + " len<=" +
+  report(attn_tag(impl == K::DecodeAttention::kPerKvHead ? "paged_attention per-kv-head"
+                                                          : "paged_attention",
+                  num_seqs, heads, kv_heads, head_dim, block_size) + " len<=" +
              std::to_string(max_len),
          rel_err(to_float(out.download()), ref), 1e-2);
 }
@@ -1052,6 +1055,13 @@ int main() {
     test_paged_attention(6, 32, 4, 128, 16, 700);
     test_paged_attention(3, 8, 8, 64, 32, 100);
     test_paged_attention(2, 16, 2, 256, 16, 300);
+    // The per-KV-head kernel: Qwen3's 32/4 heads, groups of 1, 2 and 8, tiles cut by lengths.
+    for (auto impl : {K::DecodeAttention::kPerKvHead, K::DecodeAttention::kAuto}) {
+      test_paged_attention(70, 32, 4, 128, 16, 700, impl);
+      test_paged_attention(3, 8, 8, 64, 32, 100, impl);
+      test_paged_attention(5, 16, 2, 256, 16, 300, impl);
+      test_paged_attention(9, 4, 2, 128, 16, 33, impl);
+    }
     test_prefill_attention(6, 32, 4, 128, 16, 700, 150, false);
     test_prefill_attention(5, 8, 2, 64, 16, 300, 100, false);
     test_prefill_attention(7, 32, 4, 128, 16, 500, 1, true);

@@ -11,20 +11,25 @@ namespace eep::cuda {
 std::unique_ptr<StepProfile> StepProfile::from_env() {
   const char* v = std::getenv("EEP_CUDA_PROFILE");
   if (!v || !*v) return nullptr;
+  // N or N@FIRST.
   char* end = nullptr;
   const long steps = std::strtol(v, &end, 10);
-  if (*end != '\0' || steps <= 0) {
-    logger("cuda")->warn("EEP_CUDA_PROFILE={} is not a positive number of steps; not profiling", v);
+  long first = 1;
+  if (*end == '@') first = std::strtol(end + 1, &end, 10);
+  if (*end != '\0' || steps <= 0 || first <= 0) {
+    logger("cuda")->warn("EEP_CUDA_PROFILE={} is not N or N@FIRST with positive numbers of steps; "
+                         "not profiling", v);
     return nullptr;
   }
-  return std::make_unique<StepProfile>(static_cast<int>(std::min(steps, 1000000L)));
+  return std::make_unique<StepProfile>(static_cast<int>(std::min(steps, 1000000L)),
+                                       static_cast<int>(std::min(first, 1000000000L)));
 }
 
 bool StepProfile::begin(cudaStream_t stream) {
-  active_ = steps_left_ > 0;
+  ++step_;
+  active_ = steps_left_ > 0 && step_ >= first_;
   if (!active_) return false;
   --steps_left_;
-  ++step_;
   phases_.clear();
   layer_ = -1;
   // Work enqueued before the step (loading, the previous step's tail) is not the step's.

@@ -1,5 +1,5 @@
-// Where a forward step's time goes, phase by phase, for the first steps of a process
-// (EEP_CUDA_PROFILE=N profiles the first N steps). The devices have no nsys, and first steps
+// Where a forward step's time goes, phase by phase, for some steps of a process
+// (EEP_CUDA_PROFILE=N profiles the first N steps, N@FIRST the N steps from step FIRST on). The devices have no nsys, and first steps
 // pay host-side costs (workspace growth, first library calls at a shape) that a kernel profiler
 // does not see; this times them from the host.
 //
@@ -23,7 +23,7 @@ class StepProfile {
   // Null unless EEP_CUDA_PROFILE is a positive number of steps.
   static std::unique_ptr<StepProfile> from_env();
 
-  explicit StepProfile(int steps) : steps_left_(steps) {}
+  StepProfile(int steps, int first) : steps_left_(steps), first_(first) {}
   // Whether the current step is profiled (between begin and end).
   bool active() const { return active_; }
   // Starts a step if any profiled steps are left; returns active().
@@ -42,7 +42,8 @@ class StepProfile {
     int count = 0, max_layer = -1;
   };
   int steps_left_;
-  int step_ = 0;
+  int first_;    // 1-based
+  int step_ = 0;  // steps begun so far
   bool active_ = false;
   int layer_ = -1;
   Clock::time_point start_, last_;
