@@ -62,15 +62,7 @@ __global__ void exchange_pack_kernel(const __nv_bfloat16* __restrict__ x,
   }
   if (threadIdx.x == 0) ret_idx[i] = dst;
   if (dst < 0) return;
-  const __nv_bfloat16* src = x + size_t(i / k) * hidden;
-  __nv_bfloat16* out = send_rows + size_t(dst) * hidden;
-  if (hidden % 8 == 0) {
-    const uint4* s4 = reinterpret_cast<const uint4*>(src);
-    uint4* d4 = reinterpret_cast<uint4*>(out);
-    for (int c = threadIdx.x; c < hidden / 8; c += blockDim.x) d4[c] = s4[c];
-  } else {
-    for (int c = threadIdx.x; c < hidden; c += blockDim.x) out[c] = src[c];
-  }
+  copy_row_block(x + size_t(i / k) * hidden, send_rows + size_t(dst) * hidden, hidden);
 }
 
 // One block. meta_in [peers][2*spr+1] as exchange_pack wrote it on each sender.

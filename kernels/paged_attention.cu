@@ -1,10 +1,24 @@
 #include <cmath>
+#include <type_traits>
 
 #include "check.cuh"
 #include "paged_attention.cuh"
 #include "launch.cuh"
 
 namespace eep::kernels {
+
+namespace {
+// fn(std::integral_constant<int, D>) for the head dimensions the kernels are built for.
+template <typename Fn>
+void dispatch_head_dim(int head_dim, Fn&& fn) {
+  switch (head_dim) {
+    case 64: return fn(std::integral_constant<int, 64>{});
+    case 128: return fn(std::integral_constant<int, 128>{});
+    case 256: return fn(std::integral_constant<int, 256>{});
+    default: EEP_REQUIRE(false, "paged_decode_attention: head_dim must be 64, 128 or 256");
+  }
+}
+}  // namespace
 
 void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache,
                             const int32_t* block_tables, const int32_t* seq_lens, bf16* out,
@@ -28,39 +42,20 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
   const bool per_kv_head = impl == DecodeAttention::kPerKvHead ||
                            (impl == DecodeAttention::kAuto && per_kv_head_ok &&
                             num_seqs * num_kv_heads >= kDecodeAttentionPerKvHeadBlocks);
-  if (per_kv_head) {
-    const dim3 grid(unsigned(num_seqs) * unsigned(num_kv_heads));
-    switch (head_dim) {
-#define EEP_ATTN_GQA_CASE(D)                                                                     \
-  case D:                                                                                        \
-    detail::launch_kernel(detail::paged_decode_attention_gqa_kernel<D>, grid, D, 0, stream, q,   \
-                          k_cache, v_cache, block_tables, seq_lens, out, num_heads,             \
-                          num_kv_heads, block_size, max_blocks_per_seq, scale);                 \
-    return;
-      EEP_ATTN_GQA_CASE(64)
-      EEP_ATTN_GQA_CASE(128)
-      EEP_ATTN_GQA_CASE(256)
-#undef EEP_ATTN_GQA_CASE
-      default:
-        EEP_REQUIRE(false, "paged_decode_attention: head_dim must be 64, 128 or 256");
-    }
-  }
-  const dim3 grid(unsigned(num_seqs) * unsigned(num_heads));
-  const int threads = 32 * detail::kAttnWarps;
-  switch (head_dim) {
-#define EEP_ATTN_CASE(D)                                                                     \
-  case D:                                                                                    \
-    detail::launch_kernel(detail::paged_decode_attention_kernel<D>, grid, threads, 0, stream, \
-                          q, k_cache, v_cache, block_tables, seq_lens, out, num_heads,      \
-                          num_kv_heads, block_size, max_blocks_per_seq, scale);             \
-    break;
-    EEP_ATTN_CASE(64)
-    EEP_ATTN_CASE(128)
-    EEP_ATTN_CASE(256)
-#undef EEP_ATTN_CASE
-    default:
-      EEP_REQUIRE(false, "paged_decode_attention: head_dim must be 64, 128 or 256");
-  }
+  dispatch_head_dim(head_dim, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    if (per_kv_head)
+      detail::launch_kernel(detail::paged_decode_attention_gqa_kernel<D>,
+                            dim3(unsigned(num_seqs) * unsigned(num_kv_heads)), D, 0, stream, q,
+                            k_cache, v_cache, block_tables, seq_lens, out, num_heads,
+                            num_kv_heads, block_size, max_blocks_per_seq, scale);
+    else
+      detail::launch_kernel(detail::paged_decode_attention_kernel<D>,
+                            dim3(unsigned(num_seqs) * unsigned(num_heads)),
+                            32 * detail::kAttnWarps, 0, stream, q, k_cache, v_cache,
+                            block_tables, seq_lens, out, num_heads, num_kv_heads, block_size,
+                            max_blocks_per_seq, scale);
+  });
 }
 
 }  // namespace eep::kernels

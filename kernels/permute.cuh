@@ -165,15 +165,7 @@ __global__ void permute_copy_kernel(const __nv_bfloat16* __restrict__ x,
   const int s = blockIdx.x;
   const int row = slot_rows[s];
   if (row < 0) return;
-  const __nv_bfloat16* src = x + size_t(s / k) * hidden;
-  __nv_bfloat16* dst = permuted + size_t(row) * hidden;
-  if (hidden % 8 == 0) {
-    const uint4* s4 = reinterpret_cast<const uint4*>(src);
-    uint4* d4 = reinterpret_cast<uint4*>(dst);
-    for (int i = threadIdx.x; i < hidden / 8; i += blockDim.x) d4[i] = s4[i];
-  } else {
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = src[i];
-  }
+  copy_row_block(x + size_t(s / k) * hidden, permuted + size_t(row) * hidden, hidden);
 }
 
 // One block per token: out[t] = sum_j weights[t][j] * y[slot_rows[t*k + j]], j in order.

@@ -61,7 +61,9 @@ class Group {
   // device), returning without waiting: work queued on the stream after it sees its data. The
   // caller ends with wait_stream(stream), which waits for everything queued there with the
   // group's timeout and error checks (a dead peer aborts the communicator instead of hanging the
-  // stream). Groups with device_buffers() only; the defaults throw Error(kUnavailable).
+  // stream). Per-step hot path: unlike send_recv_batch it does not query each buffer's memory
+  // kind, so every buffer must be device memory of the group's device. Groups with
+  // device_buffers() only; the defaults throw Error(kUnavailable).
   virtual void send_recv_batch_async(const std::vector<P2POp>& ops, void* stream);
   virtual void wait_stream(void* stream);
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
