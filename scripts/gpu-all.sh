@@ -23,6 +23,7 @@ results=${2:-${OUT:-gpu-all-results}}
 # shellcheck disable=SC1091
 source "$bundle/env"
 export NCCL_NVLS_ENABLE=0
+export EEP_TEST_DATA=$PWD/tests/data  # backend_test's trained checkpoint (this tree's copy)
 mkdir -p "$results"
 status=0
 declare -a table

@@ -33,241 +33,14 @@
 #include "eep/store.h"
 #include "elastic/weight_move.h"
 #include "model/sources.h"
+#include "forward_agreement.h"
 #include "store_test_server.h"
 
 namespace {
 
 using namespace std::chrono_literals;
+using namespace eep::testing;
 
-constexpr int kBlock = 16;
-
-struct Workload {
-  std::vector<std::vector<int32_t>> prompts;
-  int decode_steps = 0;
-  int chunk = 0;   // prefill chunk (tokens per sequence per step)
-  int max_len = 0; // longest prompt
-  int blocks_per_seq() const { return (max_len + decode_steps + kBlock - 1) / kBlock + 1; }
-};
-
-Workload make_workload(int vocab, int num_prompts, int decode_steps, int chunk, uint32_t seed) {
-  Workload w;
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int> tok(0, vocab - 1), len(3, 40);
-  for (int i = 0; i < num_prompts; ++i) {
-    std::vector<int32_t> p(len(rng));
-    for (auto& t : p) t = tok(rng);
-    w.max_len = std::max<int>(w.max_len, int(p.size()));
-    w.prompts.push_back(std::move(p));
-  }
-  w.decode_steps = decode_steps;
-  w.chunk = chunk;
-  return w;
-}
-
-int argmax(const float* x, int n) { return int(std::max_element(x, x + n) - x); }
-
-// Runs the sequences `mine` (indices into w.prompts) on one backend in lockstep with the other
-// members of `group`: chunked prefill, then decode steps. forced[i][t] is the token fed at decode
-// step t of sequence i (nullptr: the backend's own greedy choice). Returns, per sequence of
-// `mine`, the logits of each sampling point (end of prefill, then each decode step).
-std::vector<std::vector<std::vector<float>>> drive(
-    eep::Backend& b, eep::Group& group, const Workload& w, const std::vector<int>& mine,
-    const std::vector<std::vector<int32_t>>* forced, int64_t group_rows = 0) {
-  const int vocab = b.config().vocab_size;
-  const int mb = w.blocks_per_seq();
-  std::vector<std::vector<int32_t>> tables(mine.size());
-  for (size_t i = 0; i < mine.size(); ++i)
-    for (int j = 0; j < mb; ++j) tables[i].push_back(int32_t(i) * mb + (mb - 1 - j));  // unordered
-  std::vector<std::vector<int32_t>> seq(mine.size());
-  for (size_t i = 0; i < mine.size(); ++i) seq[i] = w.prompts[mine[i]];
-  std::vector<std::vector<std::vector<float>>> out(mine.size());
-  std::vector<float> logits;
-  const int prefill_steps = (w.max_len + w.chunk - 1) / w.chunk;
-  std::vector<int> done(mine.size(), 0);  // positions already in the KV cache
-  for (int step = 0; step < prefill_steps + w.decode_steps; ++step) {
-    eep::StepBatch batch;
-    batch.group_rows = group_rows;
-    std::vector<size_t> sampled;
-    for (size_t i = 0; i < mine.size(); ++i) {
-      const int len = int(seq[i].size());
-      // Prefill in chunks, then one token a step; a sequence with nothing new (its prompt is
-      // in and its decode tokens are all fed) sits the step out.
-      const int n = std::min(step < prefill_steps ? w.chunk : 1, len - done[i]);
-      if (n <= 0) continue;
-      eep::SeqSlice s;
-      s.block_table = tables[i].data();
-      s.num_blocks = mb;
-      s.start = done[i];
-      s.row_begin = batch.num_rows();
-      s.num_rows = n;
-      s.sample = done[i] + n == len;
-      for (int r = 0; r < n; ++r) {
-        batch.tokens.push_back(seq[i][done[i] + r]);
-        batch.positions.push_back(done[i] + r);
-      }
-      batch.seqs.push_back(s);
-      if (s.sample) sampled.push_back(i);
-      done[i] += n;
-    }
-    b.forward(batch, group, logits);
-    EXPECT_EQ(logits.size(), sampled.size() * size_t(vocab));
-    for (size_t j = 0; j < sampled.size(); ++j) {
-      const size_t i = sampled[j];
-      const float* row = logits.data() + j * vocab;
-      out[i].emplace_back(row, row + vocab);
-      const size_t t = out[i].size() - 1;  // decode step this token feeds
-      if (int(t) < w.decode_steps)
-        seq[i].push_back(forced ? (*forced)[mine[i]][t] : int32_t(argmax(row, vocab)));
-    }
-  }
-  return out;
-}
-
-std::vector<int> all_indices(size_t n) {
-  std::vector<int> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = int(i);
-  return v;
-}
-
-std::unique_ptr<eep::Group> group_of(const std::string& address, const std::string& name, int rank,
-                                     int size) {
-  eep::StoreClient store(address, 10s);
-  eep::GlooGroupOptions o;
-  o.name = name;
-  o.rank = rank;
-  o.size = size;
-  o.timeout = 20s;
-  return eep::make_gloo_group(store, o);
-}
-
-using Points = std::vector<std::vector<std::vector<float>>>;  // [sequence][point][vocab]
-
-// A workload's sequences split between two ranks: rank r runs r, r + 2, ...
-std::array<std::vector<int>, 2> alternate(size_t n) {
-  std::array<std::vector<int>, 2> mine;
-  for (size_t i = 0; i < n; ++i) mine[i % 2].push_back(int(i));
-  return mine;
-}
-
-// run(0) here and run(1) on a thread, which drive two ranks in lockstep.
-void in_lockstep(const std::function<void(int)>& run) {
-  std::thread peer(run, 1);
-  run(0);
-  peer.join();
-}
-
-// Both ranks over a Gloo group named `name`.
-std::array<Points, 2> drive_over_gloo(const std::string& address, const std::string& name,
-                                      std::unique_ptr<eep::Backend> (&gpu)[2], const Workload& w,
-                                      const std::array<std::vector<int>, 2>& mine,
-                                      const std::vector<std::vector<int32_t>>* forced) {
-  std::array<Points, 2> got;
-  in_lockstep([&](int r) {
-    auto g = group_of(address, name, r, 2);
-    got[r] = drive(*gpu[r], *g, w, mine[r], forced);
-  });
-  return got;
-}
-
-struct Reference {
-  std::vector<std::vector<std::vector<float>>> logits;  // [seq][point][vocab]
-  std::vector<std::vector<int32_t>> tokens;             // greedy decode tokens [seq][step]
-  std::vector<std::vector<int64_t>> expert_load;        // [layer][slot], all experts on rank 0
-};
-
-eep::BackendOptions options_for(const Workload& w) {
-  eep::BackendOptions bo;
-  bo.num_kv_blocks = int(w.prompts.size()) * w.blocks_per_seq();
-  bo.block_size = kBlock;
-  return bo;
-}
-
-eep::Placement all_local(const eep::ModelConfig& cfg) {
-  return eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts, 1);
-}
-
-// The CPU reference of `w` on model `spec` (one rank, all experts local).
-Reference reference(const std::string& address, const std::string& spec, const Workload& w) {
-  auto src = eep::open_weights(spec);
-  auto cpu = eep::make_cpu_backend(src->config(), options_for(w));
-  cpu->load_dense(*src);
-  cpu->load_experts(*src, all_local(src->config()), 0);
-  auto g = group_of(address, "ref-" + spec, 0, 1);
-  Reference ref;
-  ref.logits = drive(*cpu, *g, w, all_indices(w.prompts.size()), nullptr);
-  ref.expert_load = cpu->expert_load();
-  for (auto& points : ref.logits) {
-    std::vector<int32_t> toks;
-    for (size_t t = 0; t + 1 < points.size(); ++t)
-      toks.push_back(argmax(points[t].data(), int(points[t].size())));
-    ref.tokens.push_back(toks);
-  }
-  return ref;
-}
-
-// Agreement of a run's logits with the reference. The figure the issue sets (<= 1e-2) is the
-// relative error over the whole prompt set, ||gpu - cpu|| / ||cpu|| over every logit of every
-// sampling point; single points are reported too (median, worst): a near-tie in the router that
-// picks another expert in bf16 moves one point much more than the rest.
-struct Agreement {
-  double num = 0, den = 0;
-  std::vector<double> point;  // relative error of each sampling point
-  int equal = 0, total = 0;
-
-  void add(const Reference& ref, const std::vector<int>& seqs,
-           const std::vector<std::vector<std::vector<float>>>& got) {
-    for (size_t j = 0; j < seqs.size(); ++j) {
-      const auto& want = ref.logits[seqs[j]];
-      ASSERT_EQ(got[j].size(), want.size()) << "sequence " << seqs[j];
-      for (size_t t = 0; t < want.size(); ++t) {
-        const int vocab = int(want[t].size());
-        double pn = 0, pd = 0;
-        for (int v = 0; v < vocab; ++v) {
-          const double d = double(got[j][t][v]) - want[t][v];
-          pn += d * d;
-          pd += double(want[t][v]) * want[t][v];
-        }
-        num += pn;
-        den += pd;
-        point.push_back(std::sqrt(pn / std::max(pd, 1e-30)));
-        equal += argmax(got[j][t].data(), vocab) == argmax(want[t].data(), vocab);
-        ++total;
-      }
-    }
-  }
-
-  // The issue's targets are an overall error <= 1e-2 and >= 99% equal greedy tokens. On the
-  // synthetic presets (random weights: router logits of std 2, so the k-th and (k+1)-th expert
-  // of a token are often within bf16 rounding of each other) a few (token, layer) pairs pick
-  // another expert on the GPU than on the CPU, which moves those points by 10-40% and the
-  // overall figure above 1e-2 (docs/cuda.md, "Agreement with the CPU"). What is asserted is
-  // what holds on these presets: the typical point within 1e-2, the overall error within 0.1,
-  // >= 95% equal greedy tokens. The figures are printed as RESULT lines and recorded.
-  void expect_close(const std::string& what) {
-    std::sort(point.begin(), point.end());
-    const double overall = std::sqrt(num / std::max(den, 1e-30));
-    const double median = point.empty() ? 0 : point[point.size() / 2];
-    const double worst = point.empty() ? 0 : point.back();
-    std::printf("RESULT %s: logits relative error %.3g (points: median %.3g, worst %.3g), "
-                "greedy equal %d/%d (%.1f%%)\n",
-                what.c_str(), overall, median, worst, equal, total,
-                100.0 * equal / std::max(total, 1));
-    EXPECT_GT(total, 0);
-    EXPECT_LE(median, 1e-2) << what;
-    EXPECT_LE(overall, 0.1) << what;
-    EXPECT_GE(double(equal), 0.95 * total) << what;
-  }
-};
-
-// (token, choice) pairs the two backends routed to different experts, from their load counters
-// (both hold every expert on one rank, so slot = expert).
-int64_t routing_differences(const std::vector<std::vector<int64_t>>& a,
-                            const std::vector<std::vector<int64_t>>& b) {
-  int64_t diff = 0;
-  for (size_t l = 0; l < a.size() && l < b.size(); ++l)
-    for (size_t e = 0; e < a[l].size() && e < b[l].size(); ++e) diff += std::llabs(a[l][e] - b[l][e]);
-  return diff / 2;
-}
 
 // The model as a bf16 checkpoint in a temporary directory: real checkpoints are bf16, and the
 // comparison is "GPU and CPU on the same checkpoint" (a preset's fp32 weights would differ from
@@ -478,6 +251,61 @@ TEST_P(CudaBackendTest, TwoRanksAndScaleDownMatchCpu) {
   // Every expert is now local, and the load counters restarted with the new placement.
   for (int e = 0; e < cfg.num_experts; ++e) EXPECT_TRUE(gpu[0]->get_expert(0, e, buf));
   EXPECT_EQ(gpu[0]->expert_load()[0].size(), size_t(cfg.num_experts));
+}
+
+// The rollback after the switch (backend.h, restore_previous): a rank stages a placement with
+// redundant slots from its own slots, commits and serves by it; restore_previous then gives back
+// the slots it replaced, which serve bitwise as before (graphs re-captured for them), and
+// release_previous frees them.
+TEST_P(CudaBackendTest, CommitThenRestoreServesTheOldSlots) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  const auto& cfg = src->config();
+  const Workload w = make_workload(cfg.vocab_size, 6, 10, 8, 13);
+  auto gpu = eep::make_cuda_backend(cfg, options_for(w));
+  gpu->load_dense(*src);
+  gpu->load_experts(*src, all_local(cfg), 0);
+  const auto seqs = all_indices(w.prompts.size());
+  auto run = [&](const std::string& name) {
+    auto g = group_of(server_.address(), name + GetParam(), 0, 1);
+    return drive(*gpu, *g, w, seqs, nullptr);
+  };
+  const Points before = run("restore-before");
+  Reference ref;
+  ref.logits = before;
+
+  gpu->stage_experts(
+      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 1), 0, {});
+  gpu->commit_staged();
+  EXPECT_EQ(gpu->expert_load()[0].size(), size_t(cfg.num_experts + 4));
+  size_t free_committed = 0, free_released = 0, total = 0;
+  Agreement redundant;
+  redundant.add(ref, seqs, run("restore-redundant"));
+  redundant.expect_close(GetParam() + " redundant slots after commit vs before");
+
+  gpu->restore_previous();
+  EXPECT_EQ(gpu->expert_load()[0].size(), size_t(cfg.num_experts));
+  const int64_t captures = gpu->counters().graph_captures;
+  const Points restored = run("restore-after");
+  EXPECT_GT(gpu->counters().graph_captures, captures);  // graphs made for the restored slots
+  ASSERT_EQ(restored.size(), before.size());
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(restored[i], before[i]) << "sequence " << i;
+  EXPECT_THROW(gpu->restore_previous(), eep::Error);
+
+  // release_previous frees what a commit kept.
+  gpu->stage_experts(
+      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 1), 0, {});
+  gpu->commit_staged();
+  ASSERT_EQ(cudaMemGetInfo(&free_committed, &total), cudaSuccess);
+  gpu->release_previous();
+  ASSERT_EQ(cudaMemGetInfo(&free_released, &total), cudaSuccess);
+  const double kept = double(cfg.num_layers) * cfg.num_experts * 3.0 * cfg.hidden_size *
+                      cfg.moe_intermediate_size * 2;
+  std::printf("RESULT %s release_previous: %.1f MiB freed for %.1f MiB of slots\n",
+              GetParam().c_str(), (double(free_released) - double(free_committed)) / (1 << 20),
+              kept / (1 << 20));
+  EXPECT_GE(free_released, free_committed);
+  EXPECT_THROW(gpu->restore_previous(), eep::Error);
 }
 
 // Rank 1 holds the experts of a different placement than the one rank 0 routes by: the first
@@ -946,6 +774,61 @@ TEST(FirstStep, CarriesNoLibrarySetUp) {
   std::printf("RESULT first step %.1f ms, the same step again %.1f ms\n", ms[0], ms[1]);
   ASSERT_EQ(logits.size(), size_t(cfg.vocab_size));
   EXPECT_LT(ms[0], ms[1] + 50.0);
+}
+
+// The issue's agreement targets (logits relative error <= 1e-2, >= 99% equal greedy tokens) on
+// a trained checkpoint (tests/data/qwen3-moe-trained, scripts/train-tiny-moe.py): there routing
+// and next tokens are confident, as in real models, unlike the random presets above. The CPU and
+// every GPU run are fed transformers' greedy continuations; the CPU itself matches transformers
+// to ~5e-7 (model_hf_reference_test).
+TEST(TrainedCheckpoint, GpuMeetsTheAgreementTargets) {
+  eep::testing::StoreTestServer server;
+  const TrainedCase c = load_trained_case(test_data_dir() + "/qwen3-moe-trained");
+  auto src = eep::open_weights(c.dir);
+  const auto& cfg = src->config();
+  const auto seqs = all_indices(c.w.prompts.size());
+  auto cpu = eep::make_cpu_backend(cfg, options_for(c.w));
+  cpu->load_dense(*src);
+  cpu->load_experts(*src, all_local(cfg), 0);
+  Reference ref;
+  {
+    auto g = group_of(server.address(), "trained-cpu", 0, 1);
+    ref.logits = drive(*cpu, *g, c.w, seqs, &c.hf.tokens);
+  }
+  ref.tokens = c.hf.tokens;
+  ref.expert_load = cpu->expert_load();
+
+  auto gpu = eep::make_cuda_backend(cfg, options_for(c.w));
+  gpu->load_dense(*src);
+  gpu->load_experts(*src, all_local(cfg), 0);
+  auto g = group_of(server.address(), "trained-gpu1", 0, 1);
+  const Points one = drive(*gpu, *g, c.w, seqs, &c.hf.tokens);
+  Agreement a;
+  a.add(ref, seqs, one);
+  a.expect_within("trained checkpoint, one GPU rank vs CPU", 1e-2, 0.99);
+  Agreement hf;
+  hf.add(c.hf, seqs, one);
+  hf.print("trained checkpoint, one GPU rank vs transformers");
+  std::printf("RESULT trained checkpoint one rank: %lld (token, choice) pairs routed to another "
+              "expert than on the CPU, over %d layers\n",
+              (long long)routing_differences(ref.expert_load, gpu->expert_load()),
+              cfg.num_layers);
+  EXPECT_GT(gpu->counters().graph_replays, 0);  // decode steps ran as graphs
+
+  // Two ranks with redundant slots, rows across ranks over Gloo.
+  const eep::Placement two =
+      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  std::unique_ptr<eep::Backend> pair[2];
+  for (int r = 0; r < 2; ++r) {
+    pair[r] = eep::make_cuda_backend(cfg, options_for(c.w));
+    pair[r]->load_dense(*src);
+    pair[r]->load_experts(*src, two, r);
+  }
+  const auto mine = alternate(c.w.prompts.size());
+  const auto got = drive_over_gloo(server.address(), "trained-gpu2", pair, c.w, mine, &c.hf.tokens);
+  Agreement b;
+  for (int r = 0; r < 2; ++r) b.add(ref, mine[r], got[r]);
+  b.expect_within("trained checkpoint, two GPU ranks vs CPU", 1e-2, 0.99);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaBackendTest,
