@@ -92,6 +92,13 @@ class Backend {
                              const std::map<std::pair<int, int>, std::vector<float>>& received) = 0;
   virtual void commit_staged() = 0;   // staged slots become the serving ones
   virtual void discard_staged() = 0;  // rollback
+  // commit_staged keeps the slots it replaces, untouched, until release_previous;
+  // restore_previous makes them serve again with their placement and rank. So a rollback after
+  // the switch needs no copy of the experts a rank gave up and no peer: the memory is the
+  // staging's peak (old and new slots together), held until the transition finishes. Throws
+  // Error(kInternal) when nothing is kept.
+  virtual void restore_previous() = 0;
+  virtual void release_previous() = 0;
 
   // Device-resident transfers (a GPU backend and a group with device buffers; weight_move.h):
   // the weights move between engines' device memory in their stored form (bf16 weights, fp32

@@ -382,9 +382,15 @@ int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device
   // sharing a GPU each take a fraction).
   const double budget = std::min(double(free_bytes), memory_fraction * double(total_bytes));
   const double dense = double(dense_elements(cfg)) * sizeof(bf16);
+  // The experts held at the smallest size, plus room to stage a transition's new slots beside
+  // the serving ones (commit_staged swaps them; the old ones stay until the transition
+  // finishes, for a rollback): the largest such peak is a scale between min_ranks and
+  // min_ranks + 1, either way. Without that room the first scale-up of a full GPU fails to
+  // allocate its staged slots.
   const int experts_held = (cfg.num_experts + min_ranks - 1) / min_ranks;
-  const double experts = double(experts_held) * cfg.num_layers * 3.0 * cfg.hidden_size *
-                         cfg.moe_intermediate_size * sizeof(bf16);
+  const int experts_staged = (cfg.num_experts + min_ranks) / (min_ranks + 1);
+  const double experts = double(experts_held + experts_staged) * cfg.num_layers * 3.0 *
+                         cfg.hidden_size * cfg.moe_intermediate_size * sizeof(bf16);
   // Workspace, cuBLAS and the CUDA context: a fixed reserve, generous for batches of a few
   // thousand tokens.
   const double reserve = 1.5 * double(1 << 30);
@@ -396,7 +402,9 @@ int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device
             "no room for a KV cache on GPU " + std::to_string(device) + ": " +
                 std::to_string(int64_t(budget) >> 20) + " MiB usable, weights need " +
                 std::to_string(int64_t(dense + experts) >> 20) + " MiB (experts of " +
-                std::to_string(experts_held) + " slots per layer)");
+                std::to_string(experts_held) + " slots per layer, and " +
+                std::to_string(experts_staged) + " staged during a transition); --kv-blocks N "
+                "sizes the cache by hand (a transition then fails if its slots do not fit)");
   return blocks;
 }
 

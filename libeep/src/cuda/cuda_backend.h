@@ -57,6 +57,8 @@ class CudaBackend : public Backend {
                      const std::map<std::pair<int, int>, std::vector<float>>& received) override;
   void commit_staged() override;
   void discard_staged() override;
+  void restore_previous() override;
+  void release_previous() override;
   bool device_weights() const override { return true; }
   DeviceRegion dense_region(const std::string& name) override;
   std::vector<DeviceRegion> expert_regions(int layer, int expert) override;
@@ -184,6 +186,11 @@ class CudaBackend : public Backend {
   std::vector<ExpertLayer> staged_;
   Placement staged_placement_;
   int staged_rank_ = -1;
+  // The slots commit_staged replaced (device memory untouched), for restore_previous until
+  // release_previous.
+  std::vector<ExpertLayer> previous_;
+  Placement previous_placement_;
+  int previous_rank_ = -1;
   // Device-transfer staging between begin_staging and end_staging: the slots, the slots left
   // for received experts ((layer, slot)), and the slot each received expert went to.
   std::vector<ExpertLayer> staging_;

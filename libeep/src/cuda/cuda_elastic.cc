@@ -4,6 +4,7 @@
 // ones until commit. Runs on the prepare worker's thread and stream.
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "cuda/cuda_backend.h"
 #include "eep/model.h"
@@ -271,13 +272,36 @@ void CudaBackend::commit_staged() {
   EEP_CHECK(staged_rank_ >= 0, ErrorCode::kInternal, "commit without staged experts");
   activate();
   EEP_CU(cudaStreamSynchronize(stream_));  // no step still reads the old slots
-  experts_ = std::move(staged_);
-  placement_ = std::move(staged_placement_);
-  rank_ = staged_rank_;
+  // The old slots stay allocated (no step uses them) so that a rollback after the switch is a
+  // swap back, not a copy: see restore_previous.
+  previous_ = std::exchange(experts_, std::move(staged_));
+  previous_placement_ = std::exchange(placement_, std::move(staged_placement_));
+  previous_rank_ = std::exchange(rank_, staged_rank_);
   staged_.clear();
   staged_rank_ = -1;
   graphs_stale_ = true;  // graphs hold the old slots' addresses and shapes
   restart_load_counts(stream_);  // counts restart with the placement, host and device
+}
+
+void CudaBackend::restore_previous() {
+  EEP_CHECK(previous_rank_ >= 0, ErrorCode::kInternal, "restore without previous slots");
+  activate();
+  EEP_CU(cudaStreamSynchronize(stream_));  // no step still reads the slots given up
+  experts_ = std::move(previous_);
+  placement_ = std::move(previous_placement_);
+  rank_ = previous_rank_;
+  previous_.clear();
+  previous_placement_ = Placement();
+  previous_rank_ = -1;
+  graphs_stale_ = true;
+  restart_load_counts(stream_);
+}
+
+void CudaBackend::release_previous() {
+  activate();
+  previous_.clear();  // cudaFree: waits for the device, so call it between steps
+  previous_placement_ = Placement();
+  previous_rank_ = -1;
 }
 
 void CudaBackend::discard_staged() {

@@ -27,6 +27,8 @@ class CpuBackend : public Backend {
                      const std::map<std::pair<int, int>, std::vector<float>>& received) override;
   void commit_staged() override;
   void discard_staged() override;
+  void restore_previous() override;
+  void release_previous() override;
   size_t kv_bytes() const override { return (k_cache_.size() + v_cache_.size()) * sizeof(float); }
   const char* name() const override { return "cpu"; }
   double benchmark_moe(int layer, int rows, int iters, Group& group) override;
@@ -62,6 +64,10 @@ class CpuBackend : public Backend {
   std::vector<std::vector<ExpertSlot>> staged_slots_;
   Placement staged_placement_;
   int staged_rank_ = -1;
+  // The slots commit_staged replaced, kept for restore_previous until release_previous.
+  std::vector<std::vector<ExpertSlot>> previous_slots_;
+  Placement previous_placement_;
+  int previous_rank_ = -1;
   std::vector<float> k_cache_, v_cache_;         // [layers][blocks][block_size][kv_heads][hd]
   std::vector<std::vector<int64_t>> load_;       // [layers][num_slots]
 };

@@ -1,6 +1,7 @@
 // CpuBackend's side of elastic transitions: weights by name for peer transfer, and expert slots
 // staged next to the serving ones until commit.
 #include <cstring>
+#include <utility>
 
 #include "eep/common.h"
 #include "engine/cpu_backend.h"
@@ -87,12 +88,27 @@ void CpuBackend::stage_experts(const Placement& placement, int rank,
 
 void CpuBackend::commit_staged() {
   EEP_CHECK(staged_rank_ >= 0, ErrorCode::kInternal, "commit without staged experts");
-  slots_ = std::move(staged_slots_);
-  placement_ = std::move(staged_placement_);
-  rank_ = staged_rank_;
+  previous_slots_ = std::exchange(slots_, std::move(staged_slots_));
+  previous_placement_ = std::exchange(placement_, std::move(staged_placement_));
+  previous_rank_ = std::exchange(rank_, staged_rank_);
   staged_slots_.clear();
   staged_rank_ = -1;
   load_.assign(cfg_.num_layers, std::vector<int64_t>(placement_.num_slots, 0));
+}
+
+void CpuBackend::restore_previous() {
+  EEP_CHECK(previous_rank_ >= 0, ErrorCode::kInternal, "restore without previous slots");
+  slots_ = std::move(previous_slots_);
+  placement_ = std::move(previous_placement_);
+  rank_ = previous_rank_;
+  release_previous();
+  load_.assign(cfg_.num_layers, std::vector<int64_t>(placement_.num_slots, 0));
+}
+
+void CpuBackend::release_previous() {
+  previous_slots_ = {};
+  previous_placement_ = Placement();
+  previous_rank_ = -1;
 }
 
 void CpuBackend::discard_staged() {

@@ -13,26 +13,6 @@ namespace {
 std::vector<int64_t> id_list(const proto::Body& msg, const char* field) {
   return msg.at(field).get<std::vector<int64_t>>();
 }
-
-// Copies the experts that old rank `old_rank`'s slots hold and the new slots of this engine do
-// not, so a rollback after the switch rebuilds the old slots locally (no model source, no peer).
-void back_up_experts(const Backend& backend, PendingTransition& pt, int old_rank) {
-  const Placement& from = pt.t.old_placement;
-  const Placement& to = pt.t.new_placement;
-  for (int l = 0; l < from.num_layers && !pt.cancelled; ++l) {
-    const auto first = to.phy2log[l].begin() + static_cast<ptrdiff_t>(pt.new_rank) * to.slots_per_rank();
-    const auto last = first + to.slots_per_rank();
-    for (int i = 0; i < from.slots_per_rank(); ++i) {
-      const int e = from.phy2log[l][old_rank * from.slots_per_rank() + i];
-      if (std::find(first, last, e) != last || pt.backup.count({l, e})) continue;
-      std::vector<float> w;
-      EEP_CHECK(backend.get_expert(l, e, w), ErrorCode::kInternal,
-                "rollback copy: expert " + std::to_string(e) + " of layer " + std::to_string(l) +
-                    " is not local");
-      pt.backup.emplace(std::make_pair(l, e), std::move(w));
-    }
-  }
-}
 }  // namespace
 
 void Engine::reap_abandoned() {
@@ -120,7 +100,6 @@ void Engine::prepare_worker(PendingTransition* pt) {
     // of the new group only).
     if (pt->new_rank >= 0 && !pt->cancelled) {
       if (!device_path) backend_->stage_experts(t.new_placement, pt->new_rank, moved.received);
-      if (!pt->is_new) back_up_experts(*backend_, *pt, t.old_rank_of(engine_id_));
       if (!pt->standby) pt->standby = make_serving_group(base, pt->new_rank, new_size);
       pt->standby->warm_up();  // its first step would otherwise pause serving (NCCL connects)
     }
@@ -216,7 +195,11 @@ void Engine::switch_to_new_group() {
   log_->info("generation {}: committed as rank {}/{}", gen, rank_, placement_.num_ranks);
   send({{"type", "committed"}, {"generation", gen}, {"engine_id", engine_id_}, {"rank", rank_},
         {"step", steps_}});
-  if (!pt->is_new) committed_ = std::move(pt);  // a new engine has nothing to go back to
+  if (pt->is_new) {
+    backend_->release_previous();  // a new engine has nothing to go back to
+    return;
+  }
+  committed_ = std::move(pt);
 }
 
 void Engine::abort_transition(const std::string& why) {
@@ -247,11 +230,7 @@ void Engine::roll_back_commit(const std::string& why) {
   log_->warn("generation {} rolled back after the switch: {}; back to generation {} as rank {}",
              pt->t.generation, why, pt->old_generation, pt->old_rank);
   group_.reset();  // the new group (already gone if it failed)
-  if (pt->new_rank >= 0) {
-    // The old slots from the serving ones plus the copies of what they gave up.
-    backend_->stage_experts(pt->t.old_placement, pt->old_rank, pt->backup);
-    backend_->commit_staged();
-  }
+  if (pt->new_rank >= 0) backend_->restore_previous();  // the old slots, kept since the switch
   group_ = std::move(pt->old_group);
   placement_ = pt->t.old_placement;
   rank_ = pt->old_rank;
@@ -267,13 +246,14 @@ void Engine::on_finish(const proto::Body& msg) {
   const int64_t gen = proto::get_int(msg, "generation");
   if (!committed_ || committed_->t.generation != gen) return;
   const bool removed = committed_->new_rank < 0;
-  // The old group and the copies of given-up experts go on the transition's (joined) worker
-  // thread, so that serving on the new group does not wait for the communicator's teardown.
+  // The slots given up are freed here, between steps (cudaFree waits for the device). The old
+  // group goes on the transition's (joined) worker thread, so that serving on the new group does
+  // not wait for the communicator's teardown.
+  if (!removed) backend_->release_previous();
   PendingTransition* pt = committed_.get();
   pt->done = false;
   pt->worker = std::thread([pt] {
     pt->old_group.reset();
-    pt->backup.clear();
     pt->done = true;
   });
   retiring_.push_back(std::move(committed_));
@@ -282,6 +262,7 @@ void Engine::on_finish(const proto::Body& msg) {
 }
 
 void Engine::supersede_transitions() {
+  if (committed_ && committed_->new_rank >= 0) backend_->release_previous();
   committed_.reset();
   if (!transition_) return;
   transition_->commit_requested = false;  // nothing to switch to: drop it now

@@ -45,8 +45,7 @@ struct PendingTransition {
   bool rollback_requested = false;  // rolled back before this engine's commit step: undo it then
   Clock::time_point started = Clock::now();
   // Kept from the switch until "finish" so a commit-phase failure can go back (rollback): the old
-  // group, rank, generation and wave, and the experts of the old slots the new ones lack.
-  std::map<std::pair<int, int>, std::vector<float>> backup;  // (layer, expert) -> gate|up|down
+  // group, rank, generation and wave (the backend keeps the old expert slots: restore_previous).
   std::unique_ptr<Group> old_group;
   int old_rank = -1;
   int64_t old_generation = -1, old_wave = 0;
