@@ -173,19 +173,34 @@ void attention_prep(bf16* q, bf16* k, const bf16* v, const bf16* q_norm, const b
 // attends to positions 0 .. seq_lens[s]-1 (seq_lens[s] >= 1; the current token's KV already
 // written). GQA: head h reads kv head h / (num_heads / num_kv_heads). Scale 1/sqrt(head_dim).
 // head_dim in {64, 128, 256}. out is [num_seqs][num_heads][head_dim].
-// Two kernels: a block per (sequence, query head), or per (sequence, KV head) sharing each K/V
-// row among the group's query heads (at most 8 per KV head); kAuto takes the second from
-// kDecodeAttentionPerKvHeadBlocks such blocks on.
-enum class DecodeAttention { kAuto, kPerHead, kPerKvHead };
-// H100, Qwen3-30B-A3B shapes, context 256 (device run 39): per KV head 33.6 ms a step at batch
-// 256 (1024 blocks) against 47.3 per query head, but 27.1 against 24.4 at batch 32 (128 blocks):
-// a block of the per-KV-head kernel works through its tiles alone, so it needs many blocks.
+// Three kernels: a block per (sequence, query head), or per (sequence, KV head) sharing each K/V
+// row among the group's query heads (at most 8 per KV head), or kMma: a warp per (sequence, KV
+// head) on tensor cores (head_dim 64 or 128, at most 16 query heads per KV head). kAuto takes
+// kMma where it applies, else the per-KV-head kernel from kDecodeAttentionPerKvHeadBlocks
+// (sequence, KV head) pairs on, else the per-head one; the environment variable
+// EEP_CUDA_DECODE_ATTENTION (per-head, per-kv-head, mma, mma-unsplit) overrides kAuto.
+// With a workspace (paged_decode_attention_workspace_bytes), the tensor-core kernel splits long
+// sequences over several warps when there are few (sequence, KV head) pairs, and a second kernel
+// merges the splits (kDecodeAttentionSplitWarps: the warps it aims for).
+enum class DecodeAttention { kAuto, kPerHead, kPerKvHead, kMma };
+constexpr int kDecodeAttentionSplitWarps = 528;  // 4 per SM of an H100/H200
+// H100, Qwen3-30B-A3B shapes (4 of its layers), device run 42, ms a step at batch 1 / 32 / 256,
+// context 256: per head 0.890 / 2.274 / 4.262, per KV head 0.863 / 2.508 / 3.113, tensor cores
+// 0.770 / 2.140 / 2.759; context 2048, batch 8 / 32 / 128: 3.52 / 4.04 / 9.67, 3.21 / 5.54 /
+// 5.88, 2.48 / 3.11 / 3.47. The per-KV-head kernel needs many blocks (one works through its
+// tiles alone); the per-head one reads each K/V row once per query head.
 constexpr int kDecodeAttentionPerKvHeadBlocks = 512;
 void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_cache,
                             const int32_t* block_tables, const int32_t* seq_lens, bf16* out,
                             int num_seqs, int num_heads, int num_kv_heads, int head_dim,
                             int block_size, int max_blocks_per_seq, cudaStream_t stream,
-                            DecodeAttention impl = DecodeAttention::kAuto);
+                            DecodeAttention impl = DecodeAttention::kAuto,
+                            void* workspace = nullptr);
+// Bytes of workspace the call with these arguments uses to split (0: it does not split). Host
+// arguments only, so a graph captured with a workspace of this size stays valid.
+size_t paged_decode_attention_workspace_bytes(int num_seqs, int num_heads, int num_kv_heads,
+                                              int head_dim, int block_size,
+                                              int max_blocks_per_seq);
 
 // ---- paged prefill attention (chunked prefill) ---------------------------------------------
 // A batch of num_seqs chunks: sequence s has num_rows[s] query rows q[q_starts[s] + j]

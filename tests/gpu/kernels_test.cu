@@ -453,7 +453,8 @@ std::string attn_tag(const char* op, int num_seqs, int heads, int kv_heads, int 
 }
 
 void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, int block_size,
-                          int max_len, K::DecodeAttention impl = K::DecodeAttention::kPerHead) {
+                          int max_len, K::DecodeAttention impl = K::DecodeAttention::kPerHead,
+                          bool split = false) {
   std::uniform_int_distribution<int> lend(1, max_len);
   std::vector<int32_t> lens(num_seqs);
   for (auto& l : lens) l = lend(g_rng);
@@ -466,9 +467,20 @@ void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, i
   q.upload(qh);
   dl.upload(lens);
   out.poison();
+  // With split: the workspace the call asks for (poisoned), so the tensor-core kernel splits
+  // sequences over warps and merges them.
+  const size_t ws_bytes = split ? K::paged_decode_attention_workspace_bytes(
+                                      num_seqs, heads, kv_heads, head_dim, block_size, kv.max_blocks)
+                                : 0;
+  if (split && ws_bytes == 0) {
+    std::printf("FAIL paged_attention mma split: no workspace asked for seqs=%d\n", num_seqs);
+    ++g_failures;
+  }
+  DeviceBuffer<float> ws(std::max<size_t>(ws_bytes / sizeof(float), 1));
+  ws.poison();
   K::paged_decode_attention(q.get(), kv.k.get(), kv.v.get(), kv.dt.get(), dl.get(), out.get(),
                             num_seqs, heads, kv_heads, head_dim, block_size, kv.max_blocks, 0,
-                            impl);
+                            impl, ws_bytes ? ws.get() : nullptr);
   sync();
   std::vector<float> ref(qf.size());
   for (int s = 0; s < num_seqs; ++s) {
@@ -478,7 +490,9 @@ void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, i
                               ref.data() + size_t(s) * heads * head_dim);
   }
   report(attn_tag(impl == K::DecodeAttention::kPerKvHead ? "paged_attention per-kv-head"
-                                                          : "paged_attention",
+                  : impl == K::DecodeAttention::kMma && split ? "paged_attention mma split"
+                  : impl == K::DecodeAttention::kMma          ? "paged_attention mma"
+                                                           : "paged_attention",
                   num_seqs, heads, kv_heads, head_dim, block_size) + " len<=" +
              std::to_string(max_len),
          rel_err(to_float(out.download()), ref), 1e-2);
@@ -1062,6 +1076,19 @@ int main() {
       test_paged_attention(5, 16, 2, 256, 16, 300, impl);
       test_paged_attention(9, 4, 2, 128, 16, 33, impl);
     }
+    // The tensor-core kernel: groups of 1, 2, 8 and 16, head_dim 64 and 128, lengths that cut
+    // tiles, a one-position sequence (lens[0] = 1), block sizes 16 and 32.
+    test_paged_attention(70, 32, 4, 128, 16, 700, K::DecodeAttention::kMma);
+    test_paged_attention(3, 8, 8, 64, 32, 100, K::DecodeAttention::kMma);
+    test_paged_attention(9, 4, 2, 128, 16, 33, K::DecodeAttention::kMma);
+    test_paged_attention(4, 32, 2, 64, 16, 200, K::DecodeAttention::kMma);
+    test_paged_attention(2, 16, 2, 128, 32, 1000, K::DecodeAttention::kMma);
+    // Split over warps (few sequences, long ones), empty trailing ranges included.
+    test_paged_attention(20, 32, 4, 128, 16, 700, K::DecodeAttention::kMma, true);
+    test_paged_attention(3, 8, 8, 64, 32, 300, K::DecodeAttention::kMma, true);
+    test_paged_attention(2, 32, 4, 128, 16, 2000, K::DecodeAttention::kMma, true);
+    test_paged_attention(4, 32, 2, 64, 16, 200, K::DecodeAttention::kMma, true);
+    test_paged_attention(2, 16, 2, 128, 32, 1000, K::DecodeAttention::kMma, true);
     test_prefill_attention(6, 32, 4, 128, 16, 700, 150, false);
     test_prefill_attention(5, 8, 2, 64, 16, 300, 100, false);
     test_prefill_attention(7, 32, 4, 128, 16, 500, 1, true);

@@ -349,10 +349,15 @@ void CudaBackend::attention(int layer, const StepMeta& m) {
     kernels::paged_attention_small_head(q, kc, vc, m.block_tables, m.seq_lens, attn, rows,
                                         cfg_.num_heads, cfg_.num_kv_heads, hd, opts_.block_size,
                                         m.max_blocks, stream_);
-  else
-    kernels::paged_decode_attention(q, kc, vc, m.block_tables, m.seq_lens, attn, rows,
-                                    cfg_.num_heads, cfg_.num_kv_heads, hd, opts_.block_size,
-                                    m.max_blocks, stream_);
+  else {
+    // Workspace for splitting long sequences over warps when the batch is small.
+    const size_t split_bytes = kernels::paged_decode_attention_workspace_bytes(
+        rows, cfg_.num_heads, cfg_.num_kv_heads, hd, opts_.block_size, m.max_blocks);
+    kernels::paged_decode_attention(
+        q, kc, vc, m.block_tables, m.seq_lens, attn, rows, cfg_.num_heads, cfg_.num_kv_heads, hd,
+        opts_.block_size, m.max_blocks, stream_, kernels::DecodeAttention::kAuto,
+        split_bytes ? attn_split_.reserve(split_bytes / sizeof(float)) : nullptr);
+  }
   mark("attention");
   gemm(attn, d.wo.get(), delta, CUDA_R_16BF, rows, q_dim, hidden);
   mark("o proj");

@@ -245,6 +245,7 @@ class CudaBackend : public Backend {
   PinnedArray<int32_t> meta_host_, ids_host_, idx_host_, hdr_send_, hdr_recv_, slot_ids_host_;
   PinnedArray<char> stage_send_, stage_recv_;
   DeviceArray<float> side_f32_;  // set_dense / stage_experts conversions
+  DeviceArray<float> attn_split_;  // decode attention's partial results when it splits sequences
   DeviceArray<int32_t> sampled_;
   DeviceArray<char> sampling_rows_, sampling_ws_;
 };
