@@ -140,13 +140,29 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
   // (GPU-major loops instead of slot / k: integer divisions by a variable dominated the setup.)
   s.slot_gpu.resize(m);
   int* slot_gpu = s.slot_gpu.data();
+  // Which experts each GPU holds, one bit each: the duplicate test of a candidate swap is then
+  // two loads instead of two scans of k slots. Built here, it also tells whether a GPU holds an
+  // expert twice (a bit already set), which spares a separate pass.
+  int words = (num_experts + 63) / 64;
+  s.mask.assign(static_cast<size_t>(n) * words, 0);
+  uint64_t* mask = s.mask.data();
+  auto flip = [&](int g, unsigned e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
+  auto has = [&](int g, unsigned e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
+  uint64_t twice = 0;
   for (int g = 0; g < n; ++g)
     for (int i = g * k; i < (g + 1) * k; ++i) {
       rw[i] = pw[p[i]];
       load[g] += rw[i];
       slot_gpu[i] = g;
+      uint64_t& word = mask[g * words + static_cast<unsigned>(p[i]) / 64];
+      uint64_t bit = uint64_t{1} << (static_cast<unsigned>(p[i]) % 64);
+      twice |= word & bit;
+      word |= bit;
     }
-  *dup = repair_duplicates(p, rw, load, num_experts, n, k, s);
+  // Duplicates (rare: a start with more replicas of an expert than GPUs, or DeepSeek's own
+  // layout) are repaired first; the set of a layout that keeps one is rebuilt by flips as before.
+  bool rebuild_mask = twice != 0;
+  *dup = twice && repair_duplicates(p, rw, load, num_experts, n, k, s);
   // Lower bound of the heaviest GPU: the mean, and the GPU holding the heaviest replica must
   // carry it. Within kGoodEnough of it no swap is worth its time.
   double bound = 0, heaviest = 0;
@@ -181,14 +197,10 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
   int* lower = s.lower.data();
   lower[m] = m;
   for (int t = m - 1; t >= 0; --t) lower[t] = iw[t + 1] == iw[t] ? lower[t + 1] : t + 1;
-  // Which experts each GPU holds, one bit each: the duplicate test of a candidate swap is then
-  // two loads instead of two scans of k slots.
-  int words = (num_experts + 63) / 64;
-  s.mask.assign(static_cast<size_t>(n) * words, 0);
-  uint64_t* mask = s.mask.data();
-  auto flip = [&](int g, unsigned e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
-  auto has = [&](int g, unsigned e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
-  for (int i = 0; i < m; ++i) flip(slot_gpu[i], p[i]);
+  if (rebuild_mask) {  // replicas moved (repair)
+    std::fill(mask, mask + static_cast<size_t>(n) * words, 0);
+    for (int i = 0; i < m; ++i) flip(slot_gpu[i], p[i]);
+  }
   // The heaviest GPU: a tournament tree over the loads (a swap changes two loads: two
   // leaf-to-root updates). A node holds its winner's load (as bits: loads are non-negative, so
   // the bits order as the values) and index; an update carries the path's winner in registers
