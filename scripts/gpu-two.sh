@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The checks of issue 6 that need two GPUs (nvidia-h200-x2), from a bundle (scripts/bundle.sh):
+#   scripts/gpu-two.sh [BUNDLE] [RESULTS_DIR]     (defaults: .carry/bundle, $OUT or ./gpu-two-results)
+# 1. scripts/gpu-all.sh: every GPU test (nccl_group_test's multi-rank parts: send_recv_batch,
+#    p2p bandwidth, split/shrink), 2 engines on 2 GPUs over NCCL, 1 -> 2 -> 1 under load (the
+#    device weight path, the pause after the switch), on the small preset and the trained
+#    checkpoint;
+# 2. eep-bench transfer on small and a 4-layer qwen3-30b-a3b: the device weight path against
+#    NCCL's own point-to-point figure in the same run (the >= 90% target);
+# 3. gpu-serve.sh again with the stream-ordered MoE exchange (EEP_CUDA_DEVICE_EXCHANGE=1): two
+#    engines' throughput with and without it.
+# Prints each part's summary; files under RESULTS_DIR. NCCL_NVLS_ENABLE=0 is forced.
+# Exit: 0 all parts ran and passed, 1 a part failed, 2 usage or fewer than two GPUs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bundle=${1:-.carry/bundle}
+results=${2:-${OUT:-gpu-two-results}}
+[[ -f $bundle/env ]] || { echo "gpu-two: no $bundle/env (run scripts/bundle.sh first)" >&2; exit 2; }
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+((gpus >= 2)) || { echo "gpu-two: needs two GPUs, this machine has $gpus" >&2; exit 2; }
+export NCCL_NVLS_ENABLE=0
+mkdir -p "$results"
+status=0
+
+echo "== 1. scripts/gpu-all.sh"
+bash scripts/gpu-all.sh "$bundle" "$results/all" >"$results/all.txt" 2>&1 || status=1
+sed -n '/^== results/,$p' "$results/all.txt"
+grep -hE "send_recv_batch|alltoallv 4|GB/s|FAIL" "$results/all/nccl_group_test.txt" | head -12
+grep -h "slow step\|weights moved" "$results/all/small/logs/coord-scale.log" 2>/dev/null | head -12
+
+# shellcheck disable=SC1091
+source "$bundle/env"
+echo "== 2. eep-bench transfer"
+for m in preset:small "preset:qwen3-30b-a3b,layers=4"; do
+  f=$results/transfer-$(echo "$m" | tr ':,=' '___')
+  if timeout 300 eep-bench transfer --backend cuda --model "$m" --peers 2 --bytes 1M,16M,256M \
+    --iters 3 --json "$f.json" >"$f.txt" 2>&1; then :; else status=1; fi
+  echo "-- $m"
+  tail -12 "$f.txt"
+done
+
+echo "== 3. serving with EEP_CUDA_DEVICE_EXCHANGE=1"
+if EEP_GPU_MODEL=$results/all/small/ckpt-small-bf16 EEP_CUDA_DEVICE_EXCHANGE=1 timeout 600 \
+  bash scripts/gpu-serve.sh "$bundle" "$results/exchange" >"$results/exchange.txt" 2>&1; then :; else status=1; fi
+grep -A12 "event scale 1" "$results/exchange.txt" | grep -v "^$" | head -8
+sed -n '/^== results/,$p' "$results/exchange.txt"
+exit $status
