@@ -22,25 +22,29 @@ void dispatch_head_dim(int head_dim, Fn&& fn) {
     default: EEP_REQUIRE(false, "paged_decode_attention: head_dim must be 64, 128 or 256");
   }
 }
-// EEP_CUDA_DECODE_ATTENTION, read once: the kernel kAuto stands for (diagnostics and A/B runs).
-DecodeAttention auto_override() {
-  static const DecodeAttention v = [] {
+// EEP_CUDA_DECODE_ATTENTION, read once: the kernel kAuto stands for, and whether the tensor-core
+// kernel may split sequences (diagnostics and A/B runs).
+struct Override {
+  DecodeAttention impl = DecodeAttention::kAuto;
+  bool no_split = false;
+};
+const Override& env_override() {
+  static const Override v = [] {
+    Override o;
     const char* e = std::getenv("EEP_CUDA_DECODE_ATTENTION");
-    if (!e || !*e) return DecodeAttention::kAuto;
-    if (!std::strcmp(e, "per-head")) return DecodeAttention::kPerHead;
-    if (!std::strcmp(e, "per-kv-head")) return DecodeAttention::kPerKvHead;
-    if (!std::strcmp(e, "mma") || !std::strcmp(e, "mma-unsplit")) return DecodeAttention::kMma;
-    EEP_REQUIRE(false,
-                "EEP_CUDA_DECODE_ATTENTION must be per-head, per-kv-head, mma or mma-unsplit");
-    return DecodeAttention::kAuto;
-  }();
-  return v;
-}
-
-bool split_disabled() {
-  static const bool v = [] {
-    const char* e = std::getenv("EEP_CUDA_DECODE_ATTENTION");
-    return e && !std::strcmp(e, "mma-unsplit");
+    if (!e || !*e) return o;
+    if (!std::strcmp(e, "per-head")) {
+      o.impl = DecodeAttention::kPerHead;
+    } else if (!std::strcmp(e, "per-kv-head")) {
+      o.impl = DecodeAttention::kPerKvHead;
+    } else if (!std::strcmp(e, "mma") || !std::strcmp(e, "mma-unsplit")) {
+      o.impl = DecodeAttention::kMma;
+      o.no_split = !std::strcmp(e, "mma-unsplit");
+    } else {
+      EEP_REQUIRE(false,
+                  "EEP_CUDA_DECODE_ATTENTION must be per-head, per-kv-head, mma or mma-unsplit");
+    }
+    return o;
   }();
   return v;
 }
@@ -64,7 +68,7 @@ struct Split {
 Split mma_split(int num_seqs, int num_kv_heads, int block_size, int max_blocks_per_seq) {
   const long long pairs = (long long)num_seqs * num_kv_heads;
   Split s;
-  if (split_disabled() || 2 * pairs > kDecodeAttentionSplitWarps) return s;
+  if (env_override().no_split || 2 * pairs > kDecodeAttentionSplitWarps) return s;
   int tiles = 2;
   while (tiles < 16 && tiles * 8 < pairs) tiles *= 2;
   const long long positions = (long long)block_size * max_blocks_per_seq;
@@ -108,7 +112,7 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
               "paged_decode_attention: the tensor-core kernel takes head_dim 64 or 128 and at most "
               "16 query heads per KV head");
   if (impl == DecodeAttention::kAuto) {
-    const DecodeAttention o = auto_override();
+    const DecodeAttention o = env_override().impl;
     if ((o == DecodeAttention::kMma && mma_ok) || (o == DecodeAttention::kPerKvHead && per_kv_head_ok) ||
         o == DecodeAttention::kPerHead)
       impl = o;

@@ -153,12 +153,7 @@ TEST_P(CudaBackendTest, GraphStepsEqualEagerSteps) {
   EXPECT_GT(counters[1].graph_replays, 0);
   std::printf("RESULT %s graphs: %lld captured, %lld replayed\n", GetParam().c_str(),
               (long long)counters[1].graph_captures, (long long)counters[1].graph_replays);
-  ASSERT_EQ(got[0].size(), got[1].size());
-  for (size_t i = 0; i < got[0].size(); ++i) {
-    ASSERT_EQ(got[0][i].size(), got[1][i].size());
-    for (size_t t = 0; t < got[0][i].size(); ++t)
-      EXPECT_EQ(got[0][i][t], got[1][i][t]) << "sequence " << i << " point " << t;
-  }
+  expect_bitwise_equal(got[0], got[1], "graphs vs eager");
 }
 
 // The device-routed MoE (group of one: routing, invariant check and offsets on the device, own
@@ -170,8 +165,7 @@ TEST_P(CudaBackendTest, DeviceRoutedMatchesHostRouted) {
   const auto& cfg = src->config();
   const Workload w = make_workload(cfg.vocab_size, 8, 12, 8, 9);
   // Redundant slots, so the replica rule (item index modulo replicas) is exercised.
-  const eep::Placement redundant =
-      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 8, 1);
+  const eep::Placement redundant = with_replicas(cfg, 8, 1);
   Reference host;
   for (int device_routed = 0; device_routed < 2; ++device_routed) {
     auto gpu = cuda_backend_with("EEP_CUDA_HOST_ROUTING", device_routed ? "0" : "1", cfg,
@@ -182,12 +176,7 @@ TEST_P(CudaBackendTest, DeviceRoutedMatchesHostRouted) {
                       0, 1);
     if (!device_routed) {
       host.logits = drive(*gpu, *g, w, all_indices(w.prompts.size()), nullptr);
-      for (auto& points : host.logits) {
-        std::vector<int32_t> toks;
-        for (size_t t = 0; t + 1 < points.size(); ++t)
-          toks.push_back(argmax(points[t].data(), int(points[t].size())));
-        host.tokens.push_back(toks);
-      }
+      host.tokens = greedy_tokens(host.logits);
       host.expert_load = gpu->expert_load();
       continue;
     }
@@ -218,8 +207,7 @@ TEST_P(CudaBackendTest, TwoRanksAndScaleDownMatchCpu) {
   const auto& cfg = src->config();
   const Workload w = make_workload(cfg.vocab_size, 8, 16, 8, 11);
   const Reference ref = reference(server_.address(), spec, w);
-  const eep::Placement two =
-      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  const eep::Placement two = with_replicas(cfg, 4, 2);
   std::unique_ptr<eep::Backend> gpu[2];
   two_ranks(gpu, *src, two, options_for(w));
   const auto mine = alternate(w.prompts.size());
@@ -274,8 +262,7 @@ TEST_P(CudaBackendTest, CommitThenRestoreServesTheOldSlots) {
   Reference ref;
   ref.logits = before;
 
-  gpu->stage_experts(
-      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 1), 0, {});
+  gpu->stage_experts(with_replicas(cfg, 4, 1), 0, {});
   gpu->commit_staged();
   EXPECT_EQ(gpu->expert_load()[0].size(), size_t(cfg.num_experts + 4));
   size_t free_committed = 0, free_released = 0, total = 0;
@@ -288,13 +275,11 @@ TEST_P(CudaBackendTest, CommitThenRestoreServesTheOldSlots) {
   const int64_t captures = gpu->counters().graph_captures;
   const Points restored = run("restore-after");
   EXPECT_GT(gpu->counters().graph_captures, captures);  // graphs made for the restored slots
-  ASSERT_EQ(restored.size(), before.size());
-  for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(restored[i], before[i]) << "sequence " << i;
+  expect_bitwise_equal(restored, before, "restored vs before the commit");
   EXPECT_THROW(gpu->restore_previous(), eep::Error);
 
   // release_previous frees what a commit kept.
-  gpu->stage_experts(
-      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 1), 0, {});
+  gpu->stage_experts(with_replicas(cfg, 4, 1), 0, {});
   gpu->commit_staged();
   ASSERT_EQ(cudaMemGetInfo(&free_committed, &total), cudaSuccess);
   gpu->release_previous();
@@ -555,8 +540,7 @@ TEST_P(CudaBackendTest, DeviceGroupExchangeEqualsHostGroupExchange) {
   auto src = eep::open_weights(spec);
   const auto& cfg = src->config();
   const Workload w = make_workload(cfg.vocab_size, 8, 12, 8, 17);
-  const eep::Placement two =
-      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  const eep::Placement two = with_replicas(cfg, 4, 2);
   const auto mine = alternate(w.prompts.size());
   std::unique_ptr<eep::Backend> gpu[2];
   two_ranks(gpu, *src, two, options_for(w));
@@ -565,14 +549,8 @@ TEST_P(CudaBackendTest, DeviceGroupExchangeEqualsHostGroupExchange) {
   LoopbackPair pair;
   const auto device = drive_over_pair(pair, gpu, w, mine, nullptr, 0);
   EXPECT_GT(pair.batches(), 0u);
-  for (int r = 0; r < 2; ++r) {
-    ASSERT_EQ(host[r].size(), device[r].size());
-    for (size_t i = 0; i < host[r].size(); ++i) {
-      ASSERT_EQ(host[r][i].size(), device[r][i].size());
-      for (size_t t = 0; t < host[r][i].size(); ++t)
-        EXPECT_EQ(host[r][i][t], device[r][i][t]) << "rank " << r << " sequence " << i << " point " << t;
-    }
-  }
+  for (int r = 0; r < 2; ++r)
+    expect_bitwise_equal(host[r], device[r], "device vs host group, rank " + std::to_string(r));
 }
 
 // The stream-ordered exchange (EEP_CUDA_DEVICE_EXCHANGE=1: routing, fixed-capacity blocks,
@@ -584,8 +562,7 @@ TEST_P(CudaBackendTest, StreamOrderedExchangeMatchesHostRouted) {
   auto src = eep::open_weights(spec);
   const auto& cfg = src->config();
   const Workload w = make_workload(cfg.vocab_size, 8, 12, 8, 19);
-  const eep::Placement two =
-      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  const eep::Placement two = with_replicas(cfg, 4, 2);
   const auto mine = alternate(w.prompts.size());
   // An upper bound of any step's rows over both ranks (every sequence's chunk).
   const int64_t group_rows = int64_t(w.prompts.size()) * w.chunk;
@@ -670,8 +647,7 @@ TEST_P(CudaBackendTest, DeviceTransferScaleUpGivesTheLoadedWeights) {
   t.old_members = {10};
   t.new_members = {10, 11};
   t.old_placement = all_local(cfg);
-  t.new_placement = eep::Placement::round_robin(cfg.num_layers, cfg.num_experts,
-                                                cfg.num_experts + 4, 2);
+  t.new_placement = with_replicas(cfg, 4, 2);
   const Workload w = make_workload(cfg.vocab_size, 8, 16, 8, 13);
   std::unique_ptr<eep::Backend> gpu[2];
   gpu[0] = eep::make_cuda_backend(cfg, options_for(w));
@@ -816,14 +792,9 @@ TEST(TrainedCheckpoint, GpuMeetsTheAgreementTargets) {
   EXPECT_GT(gpu->counters().graph_replays, 0);  // decode steps ran as graphs
 
   // Two ranks with redundant slots, rows across ranks over Gloo.
-  const eep::Placement two =
-      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  const eep::Placement two = with_replicas(cfg, 4, 2);
   std::unique_ptr<eep::Backend> pair[2];
-  for (int r = 0; r < 2; ++r) {
-    pair[r] = eep::make_cuda_backend(cfg, options_for(c.w));
-    pair[r]->load_dense(*src);
-    pair[r]->load_experts(*src, two, r);
-  }
+  two_ranks(pair, *src, two, options_for(c.w));
   const auto mine = alternate(c.w.prompts.size());
   const auto got = drive_over_gloo(server.address(), "trained-gpu2", pair, c.w, mine, &c.hf.tokens);
   Agreement b;

@@ -21,7 +21,7 @@ class CpuStaging : public ::testing::Test {
     const auto& cfg = src_->config();
     // Rank 1 of two ranks with redundant slots, then rank 0 of one rank: the staged slots take
     // the experts this rank held plus the other rank's, given as received weights.
-    two_ = eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+    two_ = with_replicas(cfg, 4, 2);
     one_ = all_local(cfg);
     cpu_ = eep::make_cpu_backend(cfg, options_for(case_.w));
     cpu_->load_dense(*src_);

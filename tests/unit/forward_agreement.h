@@ -176,6 +176,36 @@ inline eep::BackendOptions options_for(const Workload& w) {
   return bo;
 }
 
+// The greedy token of every point but each sequence's last: what a run fed itself, and what
+// teacher-forced runs of others are fed.
+inline std::vector<std::vector<int32_t>> greedy_tokens(const Points& logits) {
+  std::vector<std::vector<int32_t>> tokens;
+  for (const auto& points : logits) {
+    std::vector<int32_t> toks;
+    for (size_t t = 0; t + 1 < points.size(); ++t)
+      toks.push_back(argmax(points[t].data(), int(points[t].size())));
+    tokens.push_back(std::move(toks));
+  }
+  return tokens;
+}
+
+// Every expert plus `extra` replicas of the first ones, round robin over `ranks` ranks: the
+// tests' redundant placement (a replicated expert's tokens are split between its replicas).
+inline eep::Placement with_replicas(const eep::ModelConfig& cfg, int extra, int ranks) {
+  return eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + extra,
+                                     ranks);
+}
+
+// Two runs' logits, bitwise equal point by point.
+inline void expect_bitwise_equal(const Points& a, const Points& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].size(), b[i].size()) << what << " sequence " << i;
+    for (size_t t = 0; t < a[i].size(); ++t)
+      EXPECT_EQ(a[i][t], b[i][t]) << what << " sequence " << i << " point " << t;
+  }
+}
+
 inline eep::Placement all_local(const eep::ModelConfig& cfg) {
   return eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts, 1);
 }
@@ -190,12 +220,7 @@ inline Reference reference(const std::string& address, const std::string& spec, 
   Reference ref;
   ref.logits = drive(*cpu, *g, w, all_indices(w.prompts.size()), nullptr);
   ref.expert_load = cpu->expert_load();
-  for (auto& points : ref.logits) {
-    std::vector<int32_t> toks;
-    for (size_t t = 0; t + 1 < points.size(); ++t)
-      toks.push_back(argmax(points[t].data(), int(points[t].size())));
-    ref.tokens.push_back(toks);
-  }
+  ref.tokens = greedy_tokens(ref.logits);
   return ref;
 }
 

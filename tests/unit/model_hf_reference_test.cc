@@ -42,8 +42,7 @@ TEST_F(HfReference, OneRankMatchesTransformers) {
 TEST_F(HfReference, TwoRanksMatchTransformers) {
   auto src = eep::open_weights(case_.dir);
   const auto& cfg = src->config();
-  const eep::Placement two =
-      eep::Placement::round_robin(cfg.num_layers, cfg.num_experts, cfg.num_experts + 4, 2);
+  const eep::Placement two = with_replicas(cfg, 4, 2);
   std::unique_ptr<eep::Backend> cpu[2];
   for (int r = 0; r < 2; ++r) {
     cpu[r] = eep::make_cpu_backend(cfg, options_for(case_.w));
