@@ -9,6 +9,7 @@
 
 #include "eep/common.h"
 #include "eep/eplb.h"
+#include "eplb/internal.h"
 
 using eep::eplb::Algo;
 using eep::eplb::Options;
@@ -226,6 +227,38 @@ INSTANTIATE_TEST_SUITE_P(
              std::to_string(s.gpus) + "_N" + std::to_string(s.nodes) + "_G" +
              std::to_string(s.groups);
     });
+
+// The refinement's AVX-512 swap search (refine.cc) must pick exactly the scalar search's swaps:
+// the same plans on shapes with 1 to 36 slots per GPU, domains of 2 to 64 GPUs (node-local ones
+// whose GPU count is not a multiple of the vector width), and loads with many ties (integers).
+TEST(EplbDefault, VectorSwapSearchPicksTheScalarSwaps) {
+  if (!eep::eplb::vector_swap_search_available())
+    GTEST_SKIP() << "this CPU lacks AVX-512: only the scalar swap search runs here";
+  struct S {
+    int experts, slots, gpus, nodes, groups;
+  };
+  const S shapes[] = {{12, 16, 8, 2, 4},    {8, 12, 4, 2, 2},     {64, 80, 16, 1, 1},
+                      {60, 64, 8, 2, 3},    {8, 32, 4, 1, 1},     {128, 160, 16, 2, 4},
+                      {64, 96, 12, 3, 8},   {40, 72, 2, 1, 1},    {256, 288, 32, 4, 8},
+                      {256, 320, 64, 8, 8}, {256, 288, 32, 1, 1}, {160, 200, 40, 5, 5}};
+  std::mt19937 rng(77);
+  int changed = 0;  // plans the refinement changed at all (so the comparison means something)
+  for (const S& sh : shapes) {
+    for (int kind = 0; kind < 3; ++kind) {
+      auto w = random_load(rng, sh.experts >= 256 ? 3 : 12, sh.experts, kind);
+      Options o = opts(sh.slots, sh.groups, sh.nodes, sh.gpus, Algo::kDefault);
+      eep::eplb::force_scalar_swap_search(true);
+      Plan scalar = eep::eplb::rebalance(w, o);
+      eep::eplb::force_scalar_swap_search(false);
+      Plan vector = eep::eplb::rebalance(w, o);
+      EXPECT_EQ(vector.phy2log, scalar.phy2log)
+          << sh.experts << "/" << sh.slots << "/" << sh.gpus << " load kind " << kind;
+      Plan start = eep::eplb::deepseek_plan(w, sh.slots, 1, 1, sh.gpus, false);
+      changed += start.phy2log != vector.phy2log;
+    }
+  }
+  EXPECT_GT(changed, 20);
+}
 
 TEST(EplbDefault, SkewedLoadNeverDuplicates) {
   // One very hot expert: DeepSeek's greedy gives it more replicas than a node has GPUs.

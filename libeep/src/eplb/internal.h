@@ -77,6 +77,12 @@ double refine_layer(const double* weight, int num_experts, int* phy2log, int num
                     int num_gpus, int gpus_per_domain, const int* slot_order = nullptr,
                     const double* per_replica = nullptr, bool* duplicate = nullptr);
 
+// The refinement's swap search runs on AVX-512 where the CPU has it (the same layouts in less
+// time). force_scalar_swap_search(true) makes it scalar, as EEP_EPLB_SCALAR=1 does (tests compare
+// the two).
+bool vector_swap_search_available();
+void force_scalar_swap_search(bool scalar);
+
 // Movement-aware rows (movement.cc): per layer, starting from current[l] (-1: a slot without
 // predecessor), a layout whose heaviest GPUs sum to at most sum(best maxima) / (1 - tolerance)
 // with as few rewritten slots as the search finds, the tolerance spent where it saves most moves.

@@ -10,12 +10,26 @@
 // found so far improves. Only the two swapped replicas change GPU, so the bookkeeping per swap is
 // O(1) plus two leaf-to-root updates of the trees that give the heaviest and the lightest GPU.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <vector>
 
 #include "eplb/internal.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EEP_EPLB_AVX512 1
+// GCC 12's AVX-512 header warns about its own _mm512_undefined_pd() (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#else
+#define EEP_EPLB_AVX512 0
+#endif
 
 namespace eep::eplb {
 
@@ -33,7 +47,12 @@ struct RefineScratch {
   std::vector<uint16_t> key16;
   std::vector<int> tmp;
   std::vector<uint64_t> mask;
+  std::vector<double> window, mins;  // the vector search's pair maxima and their minima
 };
+
+// Items past the last (weight -inf) that end every partner scan; the vector search reads up to
+// two blocks of 8 past a window's start without a bounds check.
+constexpr int kPad = 16;
 
 RefineScratch& scratch() {
   thread_local RefineScratch s;
@@ -126,6 +145,153 @@ void sort_desc(const double* w, int m, int* idx, RefineScratch& s) {
   insertion_sort_desc(w, m, idx);
 }
 
+// What the swap search reads: the replicas ("items") sorted by weight, heaviest first.
+struct Items {
+  const double* iw;         // weight; -inf on kPad items past the last
+  const double* il;         // the load of the item's GPU
+  const int* ie;            // expert
+  const int* igpu;          // GPU
+  const int* lower;         // the first item lighter than this one
+  const int* slot_item;     // the item in each slot (GPU-major, k per GPU)
+  const uint64_t* mask;     // which experts each GPU holds, `words` words per GPU
+  int words, k, m;          // m: the items
+  double* window;           // scratch of the vector search: k x (m + kPad)
+  double* mins;             // scratch of the vector search: k
+  bool holds(int g, unsigned e) const { return (mask[g * words + e / 64] >> (e % 64)) & 1; }
+};
+
+struct Swap {
+  int x = -1, y = -1;  // the heaviest GPU's item and its partner; -1: no swap helps
+};
+
+// The swap the refinement takes on heaviest GPU a (load la; lmin: the lightest GPU's load): an
+// item x of a (in slot order) and a lighter item y of another GPU b whose exchange lowers the
+// pair's maximum max(la - d, lb + d), d = w(x) - w(y), below la (by a relative kEps) without a
+// duplicate. Which one, exactly (the vector search must take the same one):
+//  - the first pair in scan order (x by slot, then y by weight descending) with maximum <= good
+//    (no need for the best then);
+//  - else the first pair in scan order with the smallest maximum.
+// Scans each x's window of partners from its first lighter item, narrowing it as the best
+// improves: w(x) - (best - lmin) < w(y) < w(x) - (la - best). Items above the window, and those
+// of a itself (load la), fail nm < best on their own, so the loop has one rarely taken branch
+// besides its end.
+Swap find_swap_in_order(const Items& it, int a, double la, double lmin, double good) {
+  double best = la - kEps * std::max(1.0, la);
+  Swap sw;
+  for (int i = 0; i < it.k && best > good; ++i) {
+    int x = it.slot_item[a * it.k + i];
+    double wx = it.iw[x];
+    if (wx <= la - best) continue;  // no partner: d = w(x) - w(y) <= w(x)
+    int ex = it.ie[x];
+    double end = wx - (best - lmin);
+    for (int t = it.lower[x];; ++t) {  // iw = -inf past the items ends it
+      double wy = it.iw[t];
+      if (wy <= end) break;
+      double d = wx - wy;
+      double nm = std::max(la - d, it.il[t] + d);
+      if (nm >= best) continue;
+      if (it.holds(it.igpu[t], ex) || it.holds(a, it.ie[t])) continue;
+      best = nm, sw = {x, t};
+      end = wx - (best - lmin);
+      if (best <= good) break;  // good enough: no need for the best
+    }
+  }
+  return sw;
+}
+
+#if EEP_EPLB_AVX512
+#define EEP_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,bmi")))
+
+// find_swap_in_order with AVX-512: the same pair. The windows are short (~14 items per x at
+// 320 slots / 64 GPUs), and the in-order scan spends most of its time on mispredicted branches
+// (each improvement of the best, each window's end). Here each x's window, taken at its widest
+// (best = la - kEps, before any improvement), is evaluated 8 items at a time without a branch
+// per item: the pair maxima (+inf outside the window) are stored, with their lane-wise minimum
+// per x. The smallest over the x's, first in scan order, is the in-order search's pair: items
+// outside its narrowed windows could not beat the best it had then. The in-order search decides
+// only when that pair (or the first pair reaching `good`) would add a duplicate.
+EEP_AVX512 Swap find_swap_avx512(const Items& it, int a, double la, double lmin, double good) {
+  const double best0 = la - kEps * std::max(1.0, la);
+  const __m512d inf = _mm512_set1_pd(HUGE_VAL), vla = _mm512_set1_pd(la);
+  const size_t stride = static_cast<size_t>(it.m) + kPad;
+  __m512d all = inf;
+  for (int i = 0; i < it.k; ++i) {
+    __m512d vmin = inf;
+    int x = it.slot_item[a * it.k + i];
+    double wx = it.iw[x];
+    if (wx > la - best0) {  // else no partner: d = w(x) - w(y) <= w(x)
+      const __m512d vwx = _mm512_set1_pd(wx), end = _mm512_set1_pd(wx - (best0 - lmin));
+      double* out = it.window + i * stride;
+      const double* wy_at = it.iw + it.lower[x];
+      const double* ly_at = it.il + it.lower[x];
+      for (int j = 0;; j += 8) {  // iw = -inf past the items ends it
+        __m512d wy = _mm512_loadu_pd(wy_at + j), ly = _mm512_loadu_pd(ly_at + j);
+        __mmask8 in = _mm512_cmp_pd_mask(wy, end, _CMP_GT_OQ);
+        __m512d d = _mm512_sub_pd(vwx, wy);
+        __m512d nm = _mm512_mask_max_pd(inf, in, _mm512_sub_pd(vla, d), _mm512_add_pd(ly, d));
+        _mm512_storeu_pd(out + j, nm);
+        vmin = _mm512_min_pd(vmin, nm);
+        if (in != 0xff) break;
+      }
+    }
+    _mm512_storeu_pd(it.mins + 8 * i, vmin);
+    all = _mm512_min_pd(all, vmin);
+  }
+  double least = _mm512_reduce_min_pd(all);
+  if (!(least < best0)) return {};
+  // The first pair in scan order at or below `target`: the best, or, when a pair reaches `good`,
+  // the first that does.
+  const __m512d target = _mm512_set1_pd(least <= good ? good : least);
+  for (int i = 0; i < it.k; ++i) {
+    if (!_mm512_cmp_pd_mask(_mm512_loadu_pd(it.mins + 8 * i), target, _CMP_LE_OQ)) continue;
+    const double* out = it.window + i * stride;
+    int j = 0;
+    __mmask8 hit;
+    while (!(hit = _mm512_cmp_pd_mask(_mm512_loadu_pd(out + j), target, _CMP_LE_OQ))) j += 8;
+    int x = it.slot_item[a * it.k + i], y = it.lower[x] + j + __builtin_ctz(hit);
+    if (it.holds(it.igpu[y], it.ie[x]) || it.holds(a, it.ie[y])) break;
+    return {x, y};
+  }
+  return find_swap_in_order(it, a, la, lmin, good);  // a duplicate in the way: rare
+}
+
+// The heaviest of n loads (the first on ties, as the scalar path's tree) and the lightest load,
+// 8 at a time (+-inf fill the last block).
+EEP_AVX512 int heaviest_avx512(const double* load, int n, double* lightest) {
+  __m512d hi = _mm512_set1_pd(-HUGE_VAL), lo = _mm512_set1_pd(HUGE_VAL);
+  for (int g = 0; g < n; g += 8) {
+    __mmask8 valid = n - g >= 8 ? 0xff : static_cast<__mmask8>((1u << (n - g)) - 1);
+    hi = _mm512_max_pd(hi, _mm512_mask_loadu_pd(_mm512_set1_pd(-HUGE_VAL), valid, load + g));
+    lo = _mm512_min_pd(lo, _mm512_mask_loadu_pd(_mm512_set1_pd(HUGE_VAL), valid, load + g));
+  }
+  *lightest = _mm512_reduce_min_pd(lo);
+  const __m512d top = _mm512_set1_pd(_mm512_reduce_max_pd(hi));
+  for (int g = 0;; g += 8) {
+    __mmask8 valid = n - g >= 8 ? 0xff : static_cast<__mmask8>((1u << (n - g)) - 1);
+    __mmask8 at = _mm512_mask_cmp_pd_mask(valid, _mm512_loadu_pd(load + g), top, _CMP_EQ_OQ);
+    if (at) return g + __builtin_ctz(at);
+  }
+}
+#endif
+
+// AVX-512 where the CPU has it, unless EEP_EPLB_SCALAR is set (other than "0") or
+// force_scalar_swap_search(true) was called; the layouts are the same either way.
+std::atomic<int> scalar_forced{-1};  // -1: not decided yet
+bool use_avx512() {
+#if EEP_EPLB_AVX512
+  static const bool has_avx512 = vector_swap_search_available();
+  int forced = scalar_forced.load(std::memory_order_relaxed);
+  if (forced < 0) {
+    const char* env = std::getenv("EEP_EPLB_SCALAR");
+    forced = env && *env && std::strcmp(env, "0") != 0;
+    scalar_forced.store(forced, std::memory_order_relaxed);
+  }
+  return has_avx512 && !forced;
+#else
+  return false;
+#endif
+}
+
 // Swap refinement on GPUs [first, first + n) of phy2log (pw: each expert's load per replica).
 // Keeps counts; never adds duplicates. Returns the heaviest GPU's load of the range; *dup:
 // whether a duplicate is left (one that no swap could repair).
@@ -147,7 +313,6 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
   s.mask.assign(static_cast<size_t>(n) * words, 0);
   uint64_t* mask = s.mask.data();
   auto flip = [&](int g, unsigned e) { mask[g * words + e / 64] ^= uint64_t{1} << (e % 64); };
-  auto has = [&](int g, unsigned e) { return (mask[g * words + e / 64] >> (e % 64)) & 1; };
   uint64_t twice = 0;
   for (int g = 0; g < n; ++g)
     for (int i = g * k; i < (g + 1) * k; ++i) {
@@ -179,50 +344,64 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
   } else {
     sort_desc(rw, m, islot, s);
   }
-  s.iw.resize(m + 1), s.ie.resize(m), s.igpu.resize(m), s.slot_item.resize(m);
+  s.iw.resize(m + kPad), s.ie.resize(m), s.igpu.resize(m), s.slot_item.resize(m);
   s.lower.resize(m + 1);
   double* iw = s.iw.data();
   int* ie = s.ie.data();
   int* igpu = s.igpu.data();
   int* slot_item = s.slot_item.data();
-  s.il.resize(m);
+  s.il.resize(m + kPad);
   double* il = s.il.data();  // the load of each item's GPU
   for (int t = 0; t < m; ++t) {
     int slot = islot[t];
     iw[t] = rw[slot], ie[t] = p[slot], igpu[t] = slot_gpu[slot], slot_item[slot] = t;
     il[t] = load[igpu[t]];
   }
-  iw[m] = -HUGE_VAL;  // ends every partner scan
+  for (int t = m; t < m + kPad; ++t) iw[t] = -HUGE_VAL, il[t] = 0;  // ends every partner scan
   // lower[t]: the first item lighter than item t (replicas of one expert weigh the same).
   int* lower = s.lower.data();
   lower[m] = m;
-  for (int t = m - 1; t >= 0; --t) lower[t] = iw[t + 1] == iw[t] ? lower[t + 1] : t + 1;
+  for (int t = m - 1, next = m; t >= 0; --t) {  // (next in a register: no chain through memory)
+    if (iw[t + 1] != iw[t]) next = t + 1;
+    lower[t] = next;
+  }
   if (rebuild_mask) {  // replicas moved (repair)
     std::fill(mask, mask + static_cast<size_t>(n) * words, 0);
     for (int i = 0; i < m; ++i) flip(slot_gpu[i], p[i]);
   }
-  // The heaviest GPU: a tournament tree over the loads (a swap changes two loads: two
-  // leaf-to-root updates). A node holds its winner's load (as bits: loads are non-negative, so
-  // the bits order as the values) and index; an update carries the path's winner in registers
-  // and compares integers, so it compiles without branches. Ties go to the lower index (the
-  // left child).
+  // The heaviest GPU and the lightest load: with AVX-512 a pass over the loads per swap;
+  // otherwise a tournament tree over the loads (a swap changes two loads: two leaf-to-root
+  // updates) and the lightest load kept as below.
+  const bool vector = use_avx512();
+  Items items{iw, il, ie, igpu, lower, slot_item, mask, words, k, m, nullptr, nullptr};
+  if (vector) {
+    s.window.resize(static_cast<size_t>(k) * (m + kPad));
+    s.mins.resize(static_cast<size_t>(k) * 8);
+    items.window = s.window.data(), items.mins = s.mins.data();
+  }
+  // Tree: a node holds its winner's load (as bits: loads are non-negative, so the bits order as
+  // the values) and index; an update carries the path's winner in registers and compares
+  // integers, so it compiles without branches. Ties go to the lower index (the left child).
   int size = 1;
   while (size < n) size *= 2;
-  s.hv.resize(2 * size), s.hi_tree.resize(2 * size);
-  uint64_t* hv = s.hv.data();
-  int* hi_tree = s.hi_tree.data();
+  uint64_t* hv = nullptr;
+  int* hi_tree = nullptr;
   auto bits = [](double v) {
     uint64_t b;
     std::memcpy(&b, &v, sizeof b);
     return b;
   };
-  for (int x = 0; x < size; ++x) {
-    hi_tree[size + x] = std::min(x, n - 1);
-    hv[size + x] = x < n ? bits(load[x]) : 0;
-  }
-  for (int x = size - 1; x >= 1; --x) {
-    bool h = hv[2 * x + 1] > hv[2 * x];
-    hv[x] = hv[2 * x + h], hi_tree[x] = hi_tree[2 * x + h];
+  if (!vector) {
+    s.hv.resize(2 * size), s.hi_tree.resize(2 * size);
+    hv = s.hv.data(), hi_tree = s.hi_tree.data();
+    for (int x = 0; x < size; ++x) {
+      hi_tree[size + x] = std::min(x, n - 1);
+      hv[size + x] = x < n ? bits(load[x]) : 0;
+    }
+    for (int x = size - 1; x >= 1; --x) {
+      bool h = hv[2 * x + 1] > hv[2 * x];
+      hv[x] = hv[2 * x + h], hi_tree[x] = hi_tree[2 * x + h];
+    }
   }
   auto update = [&](int g) {  // after load[g] changed: its path to the root
     uint64_t hb = bits(load[g]);
@@ -238,8 +417,8 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
       hv[x >> 1] = hb, hi_tree[x >> 1] = hg;
     }
   };
-  // The lightest GPU's load: a swap never lowers it (a keeps more than lmin, b gains), so it is
-  // recomputed only when b (or, through rounding, a) was at or below it.
+  // The lightest GPU's load: a swap never lowers it (a keeps more than lmin, b gains), so the
+  // scalar path recomputes it only when b (or, through rounding, a) was at or below it.
   auto min_load = [&] {
     double m0 = load[0], m1 = load[0];
     int g = 1;
@@ -247,43 +426,32 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
     if (g < n) m0 = std::min(m0, load[g]);
     return std::min(m0, m1);
   };
-  double lmin = min_load();
+  double lmin = vector ? 0 : min_load();
   for (int iter = 0; iter < 8 * n; ++iter) {
+#if EEP_EPLB_AVX512
+    int a = vector ? heaviest_avx512(load, n, &lmin) : hi_tree[1];
+#else
     int a = hi_tree[1];
+#endif
     double la = load[a];
     if (la <= good) break;
-    double best = la - kEps * std::max(1.0, la);
-    int bx = -1, by = -1;
-    for (int i = 0; i < k && best > good; ++i) {
-      int x = slot_item[a * k + i];
-      double wx = iw[x];
-      if (wx <= la - best) continue;  // no partner: d = w(x) - w(y) <= w(x)
-      int ex = ie[x];
-      // Partners y: w(x) - (best - lmin) < w(y) < w(x) - (la - best), scanned from the first
-      // item lighter than x while the lower end allows. Items above the window, and those of a
-      // itself (load la), fail nm < best on their own, so the loop has one rarely taken branch
-      // besides its end.
-      double end = wx - (best - lmin);
-      for (int t = lower[x];; ++t) {  // iw[m] ends it
-        double wy = iw[t];
-        if (wy <= end) break;
-        double d = wx - wy;
-        double nm = std::max(la - d, il[t] + d);
-        if (nm >= best) continue;
-        if (has(igpu[t], ex) || has(a, ie[t])) continue;
-        best = nm, bx = x, by = t;
-        end = wx - (best - lmin);
-        if (best <= good) break;  // good enough: no need for the best
-      }
-    }
+#if EEP_EPLB_AVX512
+    Swap sw = vector ? find_swap_avx512(items, a, la, lmin, good)
+                     : find_swap_in_order(items, a, la, lmin, good);
+#else
+    Swap sw = find_swap_in_order(items, a, la, lmin, good);
+#endif
+    int bx = sw.x, by = sw.y;
     if (bx < 0) break;
     int b = igpu[by];
     double d = iw[bx] - iw[by];
     bool was_min = load[b] <= lmin;
     load[a] -= d, load[b] += d;
-    if (was_min || load[a] < lmin) lmin = min_load();
-    update(a);
-    update(b);
+    if (!vector) {
+      if (was_min || load[a] < lmin) lmin = min_load();
+      update(a);
+      update(b);
+    }
     flip(a, ie[bx]), flip(b, ie[bx]), flip(a, ie[by]), flip(b, ie[by]);
     std::swap(igpu[bx], igpu[by]);
     std::swap(islot[bx], islot[by]);
@@ -297,6 +465,19 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
 }
 
 }  // namespace
+
+bool vector_swap_search_available() {
+#if EEP_EPLB_AVX512
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+
+void force_scalar_swap_search(bool scalar) {
+  scalar_forced.store(scalar ? 1 : 0, std::memory_order_relaxed);
+}
 
 double refine_layer(const double* weight, int num_experts, int* phy2log, int num_slots,
                     int num_gpus, int gpus_per_domain, const int* slot_order,
