@@ -129,8 +129,9 @@ struct Scratch {
   std::vector<FI> heap;
   std::vector<float> w, group_w, node_w, phy_w;
   std::vector<int> gpack, grank, mlog2log, mcnt, picks, items, node_order;
-  std::vector<uint64_t> rheap, leaves;
-  MinTree4 tree;
+  std::vector<uint64_t> rleaves, leaves;
+  std::vector<int> leaf_of;
+  MinTree4 tree, rtree;
   std::vector<int> holder_start, holder_fill, holders;
   std::vector<float> item_w, pack_w;
   std::vector<char> seen;
@@ -204,39 +205,32 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   // the highest while a heavier one still has a single replica.
   s.mcnt.assign(n, 1);
   s.picks.resize(extra);
-  // Max-heap of one 64-bit key per expert: the load per replica's bits (non-negative floats
-  // order as their bits) above ~expert, so ties go to the lower index; the top is replaced and
-  // sifted down once per pick (the keys are distinct, so any heap pops the same sequence).
-  auto& heap = s.rheap;
-  heap.clear();
+  // The highest key of the candidates: a min tree (MinTree4) over the complement of one 64-bit
+  // key per expert, the load per replica's bits (non-negative floats order as their bits) above
+  // ~expert, so ties go to the lower index. Each pick updates the picked expert's leaf (its next
+  // load per replica, or "none" at the cap) without a branch, where a heap's sift-down took
+  // mispredicted ones.
   auto rkey = [](float v, int e) {
     if (v == 0) v = 0;  // -0 counts as 0
     uint32_t bits;
     std::memcpy(&bits, &v, sizeof bits);
-    return (static_cast<uint64_t>(bits) << 32) | static_cast<uint32_t>(~e);
+    return ~((static_cast<uint64_t>(bits) << 32) | static_cast<uint32_t>(~e));
   };
-  for (int i = 0; i < std::min(extra, n); ++i) heap.push_back(rkey(w[order[i]], order[i]));
-  std::make_heap(heap.begin(), heap.end());
-  auto sift_down = [&heap](uint64_t key) {  // key replaces the top
-    size_t i = 0, size = heap.size();
-    for (size_t c = 1; c < size; c = 2 * i + 1) {
-      c += c + 1 < size && heap[c + 1] > heap[c];
-      if (heap[c] <= key) break;
-      heap[i] = heap[c], i = c;
-    }
-    heap[i] = key;
-  };
-  for (int j = 0; j < extra && !heap.empty(); ++j) {
-    int e = static_cast<int>(~static_cast<uint32_t>(heap[0]));
+  constexpr uint64_t kNone = ~uint64_t{0};  // no real key is ~0 (it would need expert 2^32 - 1)
+  int candidates = std::min(extra, n);
+  s.rleaves.resize(candidates);
+  s.leaf_of.resize(n);
+  for (int i = 0; i < candidates; ++i) {
+    s.rleaves[i] = rkey(w[order[i]], order[i]);
+    s.leaf_of[order[i]] = i;
+  }
+  uint64_t top = candidates > 0 ? s.rtree.build(s.rleaves.data(), candidates) : kNone;
+  for (int j = 0; j < extra && top != kNone; ++j) {
+    int e = static_cast<int>(static_cast<uint32_t>(top));
     s.picks[j] = e;
     ++s.mcnt[e];
-    if (s.mcnt[e] < cap) {
-      sift_down(rkey(w[e] / static_cast<float>(s.mcnt[e]), e));
-    } else {
-      uint64_t last = heap.back();
-      heap.pop_back();
-      if (!heap.empty()) sift_down(last);
-    }
+    top = s.rtree.set(s.leaf_of[e],
+                      s.mcnt[e] < cap ? rkey(w[e] / static_cast<float>(s.mcnt[e]), e) : kNone);
   }
   int per_pack = num_slots / num_packs;
   if (per_pack == 1) {  // the reference keeps slot order: expert e, then the extras as picked
