@@ -202,6 +202,22 @@ Swap find_swap_in_order(const Items& it, int a, double la, double lmin, double g
 #if EEP_EPLB_AVX512
 #define EEP_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,bmi")))
 
+// Items j..j+7 of a window (weights wy, their GPUs' loads ly) against x (weight wx, on the
+// heaviest GPU, load la): the pairs' maxima, +inf for items at or below `end` (outside the
+// window), to out[j..j+7] and into the lane-wise minimum. Returns whether all 8 were inside.
+EEP_AVX512 inline __attribute__((always_inline)) bool pair_maxima(
+    const double* wy_at, const double* ly_at, int j, __m512d wx, __m512d la, __m512d end,
+    double* out, __m512d& vmin) {
+  __m512d wy = _mm512_loadu_pd(wy_at + j), ly = _mm512_loadu_pd(ly_at + j);
+  __mmask8 in = _mm512_cmp_pd_mask(wy, end, _CMP_GT_OQ);
+  __m512d d = _mm512_sub_pd(wx, wy);
+  __m512d nm = _mm512_mask_max_pd(_mm512_set1_pd(HUGE_VAL), in, _mm512_sub_pd(la, d),
+                                  _mm512_add_pd(ly, d));
+  _mm512_storeu_pd(out + j, nm);
+  vmin = _mm512_min_pd(vmin, nm);
+  return in == 0xff;
+}
+
 // find_swap_in_order with AVX-512: the same pair. The windows are short (~14 items per x at
 // 320 slots / 64 GPUs), and the in-order scan spends most of its time on mispredicted branches
 // (each improvement of the best, each window's end). Here each x's window, taken at its widest
@@ -224,15 +240,11 @@ EEP_AVX512 Swap find_swap_avx512(const Items& it, int a, double la, double lmin,
       double* out = it.window + i * stride;
       const double* wy_at = it.iw + it.lower[x];
       const double* ly_at = it.il + it.lower[x];
-      for (int j = 0;; j += 8) {  // iw = -inf past the items ends it
-        __m512d wy = _mm512_loadu_pd(wy_at + j), ly = _mm512_loadu_pd(ly_at + j);
-        __mmask8 in = _mm512_cmp_pd_mask(wy, end, _CMP_GT_OQ);
-        __m512d d = _mm512_sub_pd(vwx, wy);
-        __m512d nm = _mm512_mask_max_pd(inf, in, _mm512_sub_pd(vla, d), _mm512_add_pd(ly, d));
-        _mm512_storeu_pd(out + j, nm);
-        vmin = _mm512_min_pd(vmin, nm);
-        if (in != 0xff) break;
-      }
+      // Two blocks without a branch between them (most windows are shorter), then the rest.
+      bool more = pair_maxima(wy_at, ly_at, 0, vwx, vla, end, out, vmin);
+      more = pair_maxima(wy_at, ly_at, 8, vwx, vla, end, out, vmin) && more;
+      for (int j = 16; more; j += 8)  // iw = -inf past the items ends it
+        more = pair_maxima(wy_at, ly_at, j, vwx, vla, end, out, vmin);
     }
     _mm512_storeu_pd(it.mins + 8 * i, vmin);
     all = _mm512_min_pd(all, vmin);
