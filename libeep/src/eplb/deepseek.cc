@@ -332,24 +332,39 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   s.leaves.resize(num_packs);
   for (int p = 0; p < num_packs; ++p) s.leaves[p] = leaf(p);
   uint64_t root = s.tree.build(s.leaves.data(), num_packs);
+  // The chosen GPU's key carries its weight: the update's new key needs no load of it (and no
+  // reload of what the previous step stored), only the GPU's fill.
+  int* fill = s.fill.data();
+  float* pack_w = s.pack_w.data();
   for (int i = first; i < num_slots; ++i) {
-    int e = s.items[i], p = static_cast<int>(root & 0xffffffffu);
+    int e = s.items[i];
+    uint64_t chosen = root;
     if (avoid_duplicates && s.mcnt[e] > 1) {
       int* held = &s.holders[s.holder_start[e]];
       int nheld = s.holder_fill[e]++;
       // Only when DeepSeek's choice holds e already: the lightest of the others.
-      if (std::find(held, held + nheld, p) != held + nheld) {
+      if (std::find(held, held + nheld, static_cast<int>(root & 0xffffffffu)) != held + nheld) {
         uint64_t r = root;
         for (int h = 0; h < nheld; ++h) r = s.tree.set(held[h], kFull);
-        if (r != kFull) p = static_cast<int>(r & 0xffffffffu);
+        if (r != kFull) chosen = r;
         for (int h = 0; h < nheld; ++h) s.tree.set(held[h], leaf(held[h]));
       }
-      held[nheld] = p;
+      held[nheld] = static_cast<int>(chosen & 0xffffffffu);
     }
-    if (slot_order) slot_order[i] = p * per_pack + s.fill[p];
-    out[p * per_pack + s.fill[p]++] = e;
-    s.pack_w[p] += s.item_w[i];
-    root = s.tree.set(p, leaf(p));
+    int p = static_cast<int>(chosen & 0xffffffffu);
+    uint32_t bits = static_cast<uint32_t>(chosen >> 32);
+    float weight;
+    std::memcpy(&weight, &bits, sizeof weight);
+    weight += s.item_w[i];
+    std::memcpy(&bits, &weight, sizeof bits);
+    int f = fill[p];
+    if (slot_order) slot_order[i] = p * per_pack + f;
+    out[p * per_pack + f] = e;
+    fill[p] = f + 1;
+    pack_w[p] = weight;
+    root = s.tree.set(p, f + 1 == per_pack ? kFull
+                                           : (static_cast<uint64_t>(bits) << 32) |
+                                                 static_cast<uint32_t>(p));
   }
 }
 
