@@ -267,6 +267,12 @@ EEP_AVX512 Swap find_swap_avx512(const Items& it, int a, double la, double lmin,
   return find_swap_in_order(it, a, la, lmin, good);  // a duplicate in the way: rare
 }
 
+EEP_AVX512 void set_load_avx512(double* load, int g, double v) {
+  double* at = load + (g & ~7);
+  __m512d blk = _mm512_loadu_pd(at);
+  _mm512_storeu_pd(at, _mm512_mask_mov_pd(blk, static_cast<__mmask8>(1u << (g & 7)), _mm512_set1_pd(v)));
+}
+
 // The heaviest of n loads (the first on ties, as the scalar path's tree) and the lightest load,
 // 8 at a time (+-inf fill the last block).
 EEP_AVX512 int heaviest_avx512(const double* load, int n, double* lightest) {
@@ -311,7 +317,7 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
                     const int* slot_order, bool* dup, RefineScratch& s) {
   int* p = phy + static_cast<size_t>(first) * k;  // the range's slots, GPU-major
   int m = n * k;
-  s.load.assign(n, 0.0);
+  s.load.assign(n + 8, 0.0);
   s.rw.resize(m);
   double* load = s.load.data();
   double* rw = s.rw.data();
@@ -458,7 +464,13 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
     int b = igpu[by];
     double d = iw[bx] - iw[by];
     bool was_min = load[b] <= lmin;
-    load[a] -= d, load[b] += d;
+    if (vector) {
+      double na = load[a] - d, nb = load[b] + d;
+      set_load_avx512(load, a, na);
+      set_load_avx512(load, b, nb);
+    } else {
+      load[a] -= d, load[b] += d;
+    }
     if (!vector) {
       if (was_min || load[a] < lmin) lmin = min_load();
       update(a);
