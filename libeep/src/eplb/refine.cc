@@ -379,8 +379,9 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
   // lower[t]: the first item lighter than item t (replicas of one expert weigh the same).
   int* lower = s.lower.data();
   lower[m] = m;
-  for (int t = m - 1, next = m; t >= 0; --t) {  // (next in a register: no chain through memory)
-    if (iw[t + 1] != iw[t]) next = t + 1;
+  for (int t = m - 1, next = m; t >= 0; --t) {  // (next in a register, without a branch)
+    int differs = iw[t + 1] != iw[t];
+    next += (t + 1 - next) & -differs;
     lower[t] = next;
   }
   if (rebuild_mask) {  // replicas moved (repair)
@@ -464,12 +465,12 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
     int b = igpu[by];
     double d = iw[bx] - iw[by];
     bool was_min = load[b] <= lmin;
+    const double na = load[a] - d, nb = load[b] + d;
     if (vector) {
-      double na = load[a] - d, nb = load[b] + d;
       set_load_avx512(load, a, na);
       set_load_avx512(load, b, nb);
     } else {
-      load[a] -= d, load[b] += d;
+      load[a] = na, load[b] = nb;
     }
     if (!vector) {
       if (was_min || load[a] < lmin) lmin = min_load();
@@ -480,7 +481,7 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
     std::swap(igpu[bx], igpu[by]);
     std::swap(islot[bx], islot[by]);
     slot_item[islot[bx]] = bx, slot_item[islot[by]] = by;
-    for (int i = 0; i < k; ++i) il[slot_item[a * k + i]] = load[a], il[slot_item[b * k + i]] = load[b];
+    for (int i = 0; i < k; ++i) il[slot_item[a * k + i]] = na, il[slot_item[b * k + i]] = nb;
   }
   for (int t = 0; t < m; ++t) p[islot[t]] = ie[t];
   double mx = 0;
