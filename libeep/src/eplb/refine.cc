@@ -253,13 +253,23 @@ EEP_AVX512 Swap find_swap_avx512(const Items& it, int a, double la, double lmin,
   if (!(least < best0)) return {};
   // The first pair in scan order at or below `target`: the best, or, when a pair reaches `good`,
   // the first that does.
+  // (Bit masks instead of a branch per x and per block: which x and which item win is random.)
   const __m512d target = _mm512_set1_pd(least <= good ? good : least);
-  for (int i = 0; i < it.k; ++i) {
-    if (!_mm512_cmp_pd_mask(_mm512_loadu_pd(it.mins + 8 * i), target, _CMP_LE_OQ)) continue;
-    const double* out = it.window + i * stride;
+  for (int base = 0; base < it.k; base += 64) {
+    uint64_t which = 0;  // the x's holding such a pair
+    for (int i = base; i < it.k && i < base + 64; ++i)
+      which |= static_cast<uint64_t>(
+                   _mm512_cmp_pd_mask(_mm512_loadu_pd(it.mins + 8 * i), target, _CMP_LE_OQ) != 0)
+               << (i - base);
+    if (!which) continue;
+    int i = base + __builtin_ctzll(which);
+    const double* out = it.window + i * stride;  // at least 16 items were stored
+    uint32_t hit = _mm512_cmp_pd_mask(_mm512_loadu_pd(out), target, _CMP_LE_OQ) |
+                   (_mm512_cmp_pd_mask(_mm512_loadu_pd(out + 8), target, _CMP_LE_OQ) << 8);
     int j = 0;
-    __mmask8 hit;
-    while (!(hit = _mm512_cmp_pd_mask(_mm512_loadu_pd(out + j), target, _CMP_LE_OQ))) j += 8;
+    if (!hit)
+      for (j = 16; !(hit = _mm512_cmp_pd_mask(_mm512_loadu_pd(out + j), target, _CMP_LE_OQ));)
+        j += 8;
     int x = it.slot_item[a * it.k + i], y = it.lower[x] + j + __builtin_ctz(hit);
     if (it.holds(it.igpu[y], it.ie[x]) || it.holds(a, it.ie[y])) break;
     return {x, y};
@@ -284,10 +294,16 @@ EEP_AVX512 int heaviest_avx512(const double* load, int n, double* lightest) {
   }
   *lightest = _mm512_reduce_min_pd(lo);
   const __m512d top = _mm512_set1_pd(_mm512_reduce_max_pd(hi));
-  for (int g = 0;; g += 8) {
-    __mmask8 valid = n - g >= 8 ? 0xff : static_cast<__mmask8>((1u << (n - g)) - 1);
-    __mmask8 at = _mm512_mask_cmp_pd_mask(valid, _mm512_loadu_pd(load + g), top, _CMP_EQ_OQ);
-    if (at) return g + __builtin_ctz(at);
+  // The first GPU at the top: 64 at a time as one bit mask (no branch per block).
+  for (int base = 0;; base += 64) {
+    uint64_t at = 0;
+    for (int g = base; g < n && g < base + 64; g += 8) {
+      __mmask8 valid = n - g >= 8 ? 0xff : static_cast<__mmask8>((1u << (n - g)) - 1);
+      at |= static_cast<uint64_t>(_mm512_mask_cmp_pd_mask(valid, _mm512_loadu_pd(load + g), top,
+                                                          _CMP_EQ_OQ))
+            << (g - base);
+    }
+    if (at) return base + __builtin_ctzll(at);
   }
 }
 #endif
