@@ -156,7 +156,7 @@ struct Items {
   const uint64_t* mask;     // which experts each GPU holds, `words` words per GPU
   int words, k, m;          // m: the items
   double* window;           // scratch of the vector search: k x (m + kPad)
-  double* mins;             // scratch of the vector search: k
+  double* mins;             // scratch of the vector search: 8 lane-wise minima per x
   bool holds(int g, unsigned e) const { return (mask[g * words + e / 64] >> (e % 64)) & 1; }
 };
 
@@ -277,14 +277,17 @@ EEP_AVX512 Swap find_swap_avx512(const Items& it, int a, double la, double lmin,
   return find_swap_in_order(it, a, la, lmin, good);  // a duplicate in the way: rare
 }
 
+// load[g] = v, written as the whole block of 8 loads that heaviest_avx512 reads back (a scalar
+// store under that vector load would stall store forwarding). load: padded to a multiple of 8.
 EEP_AVX512 void set_load_avx512(double* load, int g, double v) {
   double* at = load + (g & ~7);
   __m512d blk = _mm512_loadu_pd(at);
-  _mm512_storeu_pd(at, _mm512_mask_mov_pd(blk, static_cast<__mmask8>(1u << (g & 7)), _mm512_set1_pd(v)));
+  _mm512_storeu_pd(at, _mm512_mask_mov_pd(blk, static_cast<__mmask8>(1u << (g & 7)),
+                                          _mm512_set1_pd(v)));
 }
 
 // The heaviest of n loads (the first on ties, as the scalar path's tree) and the lightest load,
-// 8 at a time (+-inf fill the last block).
+// 8 at a time (+-inf fill the last block). load: padded to a multiple of 8.
 EEP_AVX512 int heaviest_avx512(const double* load, int n, double* lightest) {
   __m512d hi = _mm512_set1_pd(-HUGE_VAL), lo = _mm512_set1_pd(HUGE_VAL);
   for (int g = 0; g < n; g += 8) {
@@ -295,7 +298,7 @@ EEP_AVX512 int heaviest_avx512(const double* load, int n, double* lightest) {
   *lightest = _mm512_reduce_min_pd(lo);
   const __m512d top = _mm512_set1_pd(_mm512_reduce_max_pd(hi));
   // The first GPU at the top: 64 at a time as one bit mask (no branch per block).
-  for (int base = 0;; base += 64) {
+  for (int base = 0; base < n; base += 64) {
     uint64_t at = 0;
     for (int g = base; g < n && g < base + 64; g += 8) {
       __mmask8 valid = n - g >= 8 ? 0xff : static_cast<__mmask8>((1u << (n - g)) - 1);
@@ -305,6 +308,7 @@ EEP_AVX512 int heaviest_avx512(const double* load, int n, double* lightest) {
     }
     if (at) return base + __builtin_ctzll(at);
   }
+  return 0;  // not reached: the loads are finite, so one equals their maximum
 }
 #endif
 
@@ -333,7 +337,7 @@ double refine_range(const double* pw, int num_experts, int* phy, int first, int 
                     const int* slot_order, bool* dup, RefineScratch& s) {
   int* p = phy + static_cast<size_t>(first) * k;  // the range's slots, GPU-major
   int m = n * k;
-  s.load.assign(n + 8, 0.0);
+  s.load.assign(n + 8, 0.0);  // padded: the vector path reads and writes whole blocks of 8
   s.rw.resize(m);
   double* load = s.load.data();
   double* rw = s.rw.data();
