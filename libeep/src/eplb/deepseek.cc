@@ -4,7 +4,7 @@
 // reference works on float32 tensors, so near-ties break the same way. On exact ties the
 // reference's order is unspecified (torch sort/max); here the lower index wins.
 //
-// Speed: the reference's linear scans (lightest pack, heaviest expert) are heaps keyed on
+// Speed: the reference's linear scans (lightest pack, heaviest expert) are min trees keyed on
 // (weight, index), which pick exactly the same element; sorting uses packed 64-bit keys; scratch
 // memory is reused across layers.
 #include <algorithm>
@@ -69,8 +69,6 @@ void order_desc(const float* w, int n, std::vector<uint64_t>& keys, int* order) 
 
 namespace {
 
-using FI = std::pair<float, int>;
-
 // Minimum of n 64-bit keys with point updates: a tree of fan-out 4 whose levels are arrays padded
 // to whole groups of 4 (with ~0). An update's new root depends on the new key through one min per
 // level (three levels for 64 leaves); the siblings' minima depend only on the position, so they
@@ -123,10 +121,19 @@ class MinTree4 {
   std::vector<uint64_t> node_;
 };
 
+// A pack's key in a MinTree4: its weight's bits above its index, so the lightest pack wins and
+// ties go to the lower index (pack weights are sums from +0 of non-negative floats, never -0,
+// and non-negative floats order as their bits).
+uint64_t pack_key(float weight, int p) {
+  uint32_t bits;
+  std::memcpy(&bits, &weight, sizeof bits);
+  return (static_cast<uint64_t>(bits) << 32) | static_cast<uint32_t>(p);
+}
+constexpr uint64_t kFullPack = ~uint64_t{0};
+
 struct Scratch {
   std::vector<uint64_t> keys;
   std::vector<int> order, fill;
-  std::vector<FI> heap;
   std::vector<float> w, group_w, node_w, phy_w;
   std::vector<int> gpack, grank, mlog2log, mcnt, picks, items, node_order;
   std::vector<uint64_t> rleaves, leaves;
@@ -148,25 +155,18 @@ void balanced_packing(const float* w, int n, int num_packs, int* pack, int* rank
   }
   s.order.resize(n);
   order_desc(w, n, s.keys, s.order.data());
-  // Min-heap of (pack weight, pack): its top is the lightest pack, lowest index on ties, which
-  // is what the reference's scan picks. Full packs leave the heap.
-  auto& heap = s.heap;
-  heap.clear();
-  for (int p = 0; p < num_packs; ++p) heap.push_back({0.f, p});  // sorted, so a heap
+  // The lightest pack with room, lowest index on ties (what the reference's scan picks).
   s.fill.assign(num_packs, 0);
-  std::greater<FI> gt;
+  s.pack_w.assign(num_packs, 0.f);
+  s.leaves.resize(num_packs);
+  for (int p = 0; p < num_packs; ++p) s.leaves[p] = pack_key(0.f, p);
+  uint64_t root = s.tree.build(s.leaves.data(), num_packs);
   for (int i = 0; i < n; ++i) {
-    int item = s.order[i];
-    std::pop_heap(heap.begin(), heap.end(), gt);
-    FI& top = heap.back();
-    pack[item] = top.second;
-    rank[item] = s.fill[top.second]++;
-    top.first += w[item];
-    if (s.fill[top.second] < per_pack) {
-      std::push_heap(heap.begin(), heap.end(), gt);
-    } else {
-      heap.pop_back();
-    }
+    int item = s.order[i], p = static_cast<int>(root & 0xffffffffu);
+    pack[item] = p;
+    rank[item] = s.fill[p]++;
+    s.pack_w[p] += w[item];
+    root = s.tree.set(p, s.fill[p] < per_pack ? pack_key(s.pack_w[p], p) : kFullPack);
   }
 }
 
@@ -297,15 +297,10 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
   // Each onto the lightest GPU with room (lowest index on ties): a min tree over the GPUs whose
   // keys are the weight's bits (non-negative floats order as their bits) above the index, so
   // ties go to the lower index; full GPUs are kFull.
-  constexpr uint64_t kFull = ~uint64_t{0};
+  constexpr uint64_t kFull = kFullPack;
   s.fill.assign(num_packs, 0);
   s.pack_w.assign(num_packs, 0.f);
-  auto leaf = [&](int p) {
-    if (s.fill[p] == per_pack) return kFull;
-    uint32_t bits;
-    std::memcpy(&bits, &s.pack_w[p], sizeof bits);
-    return (static_cast<uint64_t>(bits) << 32) | static_cast<uint32_t>(p);
-  };
+  auto leaf = [&](int p) { return s.fill[p] == per_pack ? kFull : pack_key(s.pack_w[p], p); };
   // avoid_duplicates: the GPUs already holding a replicated expert count as full while its next
   // replica is placed (holders[e] lists them). When DeepSeek's own choice creates no duplicate,
   // every choice is the same, so the layout is DeepSeek's; otherwise the lightest GPU with room
@@ -356,15 +351,12 @@ void deepseek_domain(const float* w, int n, const int* order, int num_slots, int
     float weight;
     std::memcpy(&weight, &bits, sizeof weight);
     weight += s.item_w[i];
-    std::memcpy(&bits, &weight, sizeof bits);
     int f = fill[p];
     if (slot_order) slot_order[i] = p * per_pack + f;
     out[p * per_pack + f] = e;
     fill[p] = f + 1;
     pack_w[p] = weight;
-    root = s.tree.set(p, f + 1 == per_pack ? kFull
-                                           : (static_cast<uint64_t>(bits) << 32) |
-                                                 static_cast<uint32_t>(p));
+    root = s.tree.set(p, f + 1 == per_pack ? kFull : pack_key(weight, p));
   }
 }
 
