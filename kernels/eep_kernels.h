@@ -156,12 +156,13 @@ void skinny_gemm_multi(const bf16* x, const bf16* const* w, void* const* y, cons
                        int count, bool y_f32, int rows, int k, cudaStream_t stream);
 
 // ---- attention preparation (kernels/attention_prep.cu) -------------------------------------
-// In one launch, for q [rows][num_heads][head_dim], k and v [rows][num_kv_heads][head_dim]:
-// rmsnorm(q_norm) then rope of every q head and rmsnorm(k_norm) then rope of every k head, in
-// place (the normalised value rounded to bf16 before rotation, as the two separate ops give),
-// and k, v written to cache entry kv_slots[r] of k_cache/v_cache ([entries][kv_heads * head_dim]),
-// as kv_write does. head_dim even and <= 256; positions/kv_slots device.
-void attention_prep(bf16* q, bf16* k, const bf16* v, const bf16* q_norm, const bf16* k_norm,
+// In one launch, for qkv [rows][q | k | v] (q: num_heads * head_dim values, k and v:
+// num_kv_heads * head_dim each; the stacked projection's output): rmsnorm(q_norm) then rope of
+// every q head into q_out [rows][num_heads][head_dim], rmsnorm(k_norm) then rope of every k
+// head into k_cache, and v into v_cache, at cache entry kv_slots[r] ([entries][kv_heads *
+// head_dim], as kv_write does). The normalised value is rounded to bf16 before rotation, as the
+// two separate ops give. head_dim even and <= 256; positions/kv_slots device.
+void attention_prep(const bf16* qkv, bf16* q_out, const bf16* q_norm, const bf16* k_norm,
                     const int32_t* positions, const int32_t* kv_slots, int rows, int num_heads,
                     int num_kv_heads, int head_dim, float eps, float theta, bf16* k_cache,
                     bf16* v_cache, cudaStream_t stream);

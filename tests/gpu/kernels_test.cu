@@ -1118,6 +1118,7 @@ int main() {
     test_attention_prep(1, 8, 2, 64, 1e4f);
     test_attention_prep(5, 4, 4, 256, 1e6f);
     test_attention_prep(9, 4, 2, 16, 1e4f);
+    test_attention_prep(3, 8, 8, 64, 1e4f);  // a block of v heads only (no rotation table)
     test_router_fused(1, 2048, 128, 8, true);
     test_router_fused(32, 2048, 128, 8, true);
     test_router_fused(7, 100, 60, 4, false);

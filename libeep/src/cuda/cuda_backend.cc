@@ -126,7 +126,7 @@ void CudaBackend::load_dense(const WeightSource& src) {
     if (name == tensor_name_lm_head() && cfg_.tie_word_embeddings && !src.has(name))
       from = tensor_name_embed();
     src.read(from, buf);
-    store_dense(dense_array(name), buf);
+    store_dense(name, dense_array(name), buf);
   }
 }
 
@@ -311,29 +311,21 @@ void CudaBackend::attention(int layer, const StepMeta& m) {
   const DenseLayer& d = layers_[layer];
   const int rows = m.rows, hd = cfg_.head_dim, hidden = cfg_.hidden_size;
   const int q_dim = cfg_.num_heads * hd, kv_dim = cfg_.num_kv_heads * hd;
+  const int qkv_dim = q_dim + 2 * kv_dim;
+  bf16* qkv = qkv_.reserve(size_t(rows) * qkv_dim);
   bf16* q = q_.reserve(size_t(rows) * q_dim);
-  bf16* k = k_.reserve(size_t(rows) * kv_dim);
-  bf16* v = v_.reserve(size_t(rows) * kv_dim);
   bf16* attn = attn_.reserve(size_t(rows) * q_dim);
   bf16* delta = delta_.reserve(size_t(rows) * hidden);
-  if (rows <= kernels::kSkinnyMaxRows && hidden % 8 == 0) {
-    // Decode: q, k and v in one launch (each alone is a few microseconds of fixed cost).
-    const bf16* w[3] = {d.wq.get(), d.wk.get(), d.wv.get()};
-    void* y[3] = {q, k, v};
-    const int n[3] = {q_dim, kv_dim, kv_dim};
-    kernels::skinny_gemm_multi(h_.get(), w, y, n, 3, false, rows, hidden, stream_);
-  } else {
-    gemm(h_.get(), d.wq.get(), q, CUDA_R_16BF, rows, hidden, q_dim);
-    gemm(h_.get(), d.wk.get(), k, CUDA_R_16BF, rows, hidden, kv_dim);
-    gemm(h_.get(), d.wv.get(), v, CUDA_R_16BF, rows, hidden, kv_dim);
-  }
+  // q, k and v of a row side by side, from the stacked weights: one GEMM (skinny at decode).
+  gemm(h_.get(), d.wqkv.get(), qkv, CUDA_R_16BF, rows, hidden, qkv_dim);
   mark("qkv");
   const size_t per_layer = size_t(opts_.num_kv_blocks) * opts_.block_size * kv_dim;
   bf16* kc = k_cache_.get() + per_layer * layer;
   bf16* vc = v_cache_.get() + per_layer * layer;
-  // Qwen3: per-head RMSNorm of q and k, then the rotary embedding; k and v into the cache. One
-  // launch. Every row's K/V goes in before any row attends: a prefill chunk's rows see each other.
-  kernels::attention_prep(q, k, v, d.q_norm.get(), d.k_norm.get(), m.positions, m.kv_slots, rows,
+  // Qwen3: per-head RMSNorm of q and k, then the rotary embedding; q into its own array, k and
+  // v into the cache. One launch. Every row's K/V goes in before any row attends: a prefill
+  // chunk's rows see each other.
+  kernels::attention_prep(qkv, q, d.q_norm.get(), d.k_norm.get(), m.positions, m.kv_slots, rows,
                           cfg_.num_heads, cfg_.num_kv_heads, hd, cfg_.rms_norm_eps,
                           cfg_.rope_theta, kc, vc, stream_);
   mark("attention prep");

@@ -42,9 +42,15 @@ CudaBackend::DenseRef CudaBackend::dense_array(const std::string& name) {
       DenseLayer& d = layers_[l];
       const std::string field(end + 1);
       if (field == "input_layernorm.weight") return {&d.input_norm, nullptr};
-      if (field == "self_attn.q_proj.weight") return {&d.wq, nullptr};
-      if (field == "self_attn.k_proj.weight") return {&d.wk, nullptr};
-      if (field == "self_attn.v_proj.weight") return {&d.wv, nullptr};
+      // q, k and v: consecutive parts of the stacked wqkv.
+      const size_t hidden = size_t(cfg_.hidden_size);
+      const size_t q_size = size_t(cfg_.num_heads) * cfg_.head_dim * hidden;
+      const size_t kv_size = size_t(cfg_.num_kv_heads) * cfg_.head_dim * hidden;
+      const size_t whole = q_size + 2 * kv_size;
+      if (field == "self_attn.q_proj.weight") return {&d.wqkv, nullptr, 0, q_size, whole};
+      if (field == "self_attn.k_proj.weight") return {&d.wqkv, nullptr, q_size, kv_size, whole};
+      if (field == "self_attn.v_proj.weight")
+        return {&d.wqkv, nullptr, q_size + kv_size, kv_size, whole};
       if (field == "self_attn.o_proj.weight") return {&d.wo, nullptr};
       if (field == "self_attn.q_norm.weight") return {&d.q_norm, nullptr};
       if (field == "self_attn.k_norm.weight") return {&d.k_norm, nullptr};
@@ -66,18 +72,42 @@ void CudaBackend::get_dense(const std::string& name, std::vector<float>& out) co
     EEP_CU(cudaStreamSynchronize(side_stream_));
     return;
   }
-  out.resize(ref.bf16_array->size());
-  bf16_to_host_f32(ref.bf16_array->get(), ref.bf16_array->size(), out, 0, side_stream_);
+  const size_t n = ref.count ? ref.count : ref.bf16_array->size();
+  EEP_CHECK(ref.bf16_array->size() >= ref.offset + n, ErrorCode::kNotFound,
+            "dense tensor " + name + " is not loaded");
+  out.resize(n);
+  bf16_to_host_f32(ref.bf16_array->get() + ref.offset, n, out, 0, side_stream_);
 }
 
 void CudaBackend::set_dense(const std::string& name, std::vector<float> data) {
   activate();
   std::lock_guard<std::mutex> lock(side_mutex_);
-  store_dense(dense_array(name), data);
+  store_dense(name, dense_array(name), data);
+}
+
+bf16* CudaBackend::dense_bf16_target(const std::string& name, const DenseRef& ref,
+                                     size_t numel) {
+  if (ref.count == 0) {
+    if (ref.bf16_array->size() != numel) {
+      ref.bf16_array->resize(numel);
+      graphs_stale_ = true;
+    }
+    return ref.bf16_array->get();
+  }
+  // A part of a stacked array: its neighbours fix its size.
+  EEP_CHECK(numel == ref.count, ErrorCode::kInvalidArgument,
+            "dense tensor " + name + " has " + std::to_string(numel) + " values, the model's " +
+                "shape gives " + std::to_string(ref.count));
+  if (ref.bf16_array->size() != ref.whole) {
+    ref.bf16_array->resize(ref.whole);
+    graphs_stale_ = true;
+  }
+  return ref.bf16_array->get() + ref.offset;
 }
 
 // Caller holds side_mutex_. Sizes may change (a tensor arriving before the first load).
-void CudaBackend::store_dense(const DenseRef& ref, const std::vector<float>& data) {
+void CudaBackend::store_dense(const std::string& name, const DenseRef& ref,
+                              const std::vector<float>& data) {
   graphs_stale_ = true;
   if (ref.f32_array) {
     ref.f32_array->resize(data.size());
@@ -86,8 +116,7 @@ void CudaBackend::store_dense(const DenseRef& ref, const std::vector<float>& dat
     EEP_CU(cudaStreamSynchronize(side_stream_));  // data is pageable and the caller's
     return;
   }
-  ref.bf16_array->resize(data.size());
-  upload_f32_as_bf16(data, ref.bf16_array->get(), side_stream_);
+  upload_f32_as_bf16(data, dense_bf16_target(name, ref, data.size()), side_stream_);
 }
 
 bool CudaBackend::get_expert(int layer, int expert, std::vector<float>& out) const {
@@ -191,11 +220,7 @@ Backend::DeviceRegion CudaBackend::dense_region(const std::string& name) {
     }
     return {ref.f32_array->get(), ref.f32_array->bytes()};
   }
-  if (ref.bf16_array->size() != numel) {
-    ref.bf16_array->resize(numel);
-    graphs_stale_ = true;
-  }
-  return {ref.bf16_array->get(), ref.bf16_array->bytes()};
+  return {dense_bf16_target(name, ref, numel), numel * sizeof(bf16)};
 }
 
 std::vector<Backend::DeviceRegion> CudaBackend::expert_regions(int layer, int expert) {

@@ -22,8 +22,9 @@ void CudaBackend::warm_up_libraries() {
   // decode-sized one.
   const int hidden = cfg_.hidden_size, inter = cfg_.moe_intermediate_size;
   const int q_dim = cfg_.num_heads * cfg_.head_dim;
+  const int qkv_dim = q_dim + 2 * cfg_.num_kv_heads * cfg_.head_dim;
   const int big_rows = 256;
-  const int widest = std::max({hidden, q_dim, 2 * inter, cfg_.num_experts});
+  const int widest = std::max({hidden, qkv_dim, 2 * inter, cfg_.num_experts});
   DeviceArray<bf16> x(size_t(big_rows) * widest), w(size_t(widest) * widest);
   DeviceArray<float> x_f32(size_t(big_rows) * hidden), w_f32(size_t(cfg_.num_experts) * hidden),
       y(size_t(big_rows) * widest);
@@ -35,7 +36,7 @@ void CudaBackend::warm_up_libraries() {
   // Dense projections (bf16 out) and the logits (fp32 out), at prefill and decode row counts
   // (decode rows of up to kSkinnyMaxRows take the skinny kernel, more take cuBLAS).
   for (int rows : {big_rows, kernels::kSkinnyMaxRows + 1, 1}) {
-    gemm(x.get(), w.get(), y.get(), CUDA_R_16BF, rows, hidden, q_dim);
+    gemm(x.get(), w.get(), y.get(), CUDA_R_16BF, rows, hidden, qkv_dim);
     gemm(x.get(), w.get(), y.get(), CUDA_R_16BF, rows, q_dim, hidden);
     gemm(x.get(), w.get(), y.get(), CUDA_R_32F, rows, hidden, std::min(widest, 4096));
   }
