@@ -50,6 +50,14 @@ void router_topk(const float* logits, int rows, int num_experts, int k, bool ren
 void router_fused(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
                   bool renorm, float* logits, unsigned* counters, int32_t* ids, float* weights,
                   cudaStream_t stream);
+// The same in one launch for more rows (tens to thousands; kernels/router_topk.cuh): blocks of
+// 8, 16 or 32 rows x all experts over a slice of hidden, the slices of a row tile one
+// thread-block cluster (<= 8) that sums them through distributed shared memory in a fixed order
+// (deterministic) and does the top-k of the tile's rows. No workspace and no state between
+// launches (graph-replayable). Any hidden (float4 loads when hidden % 4 == 0 and x, w are
+// 16-byte aligned); num_experts <= 1024, k <= 32 and k <= num_experts. Sm_90 (clusters).
+void router_tiled(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
+                  bool renorm, int32_t* ids, float* weights, cudaStream_t stream);
 
 // ---- activation ----------------------------------------------------------------------------
 // y = silu(g) * u element-wise over n values.

@@ -107,6 +107,43 @@ void test_router(int rows, int num_experts, int k, bool renorm) {
   report(tag + " weights", rel_err(dw.download(), w), 1e-5);
 }
 
+void test_router_tiled(int rows, int hidden, int num_experts, int k, bool renorm) {
+  // Inputs on grids of 1/8 (|x| <= 2, |w| <= 1): every product is a multiple of 1/64 and every
+  // partial sum is exact in fp32 (|sum| <= 2 * hidden, far below 2^24 / 64), so GPU and CPU
+  // logits are equal whatever the splits and the summation order, and the ids must match.
+  std::uniform_int_distribution<int> xd(-16, 16), wd(-8, 8);
+  std::vector<float> x(size_t(rows) * hidden), w(size_t(num_experts) * hidden);
+  for (auto& e : x) e = float(xd(g_rng)) / 8.0f;
+  for (auto& e : w) e = float(wd(g_rng)) / 8.0f;
+  DeviceBuffer<float> dx(x.size()), dw(w.size()), dwt(size_t(rows) * k);
+  DeviceBuffer<int32_t> di(size_t(rows) * k);
+  dx.upload(x);
+  dw.upload(w);
+  std::vector<float> logits(size_t(rows) * num_experts), wt(size_t(rows) * k);
+  std::vector<int32_t> ids(size_t(rows) * k);
+  eep::ops::matmul_nt(x.data(), w.data(), logits.data(), rows, hidden, num_experts);
+  eep::ops::router_topk(logits.data(), rows, num_experts, k, renorm, ids.data(), wt.data());
+  // Twice, each checked: the kernel keeps no state between launches (graph replays).
+  long mism = 0;
+  double err = 0.0;
+  for (int pass = 0; pass < 2; ++pass) {
+    dwt.poison();
+    di.poison();
+    K::router_tiled(dx.get(), dw.get(), rows, hidden, num_experts, k, renorm, di.get(), dwt.get(),
+                    0);
+    sync();
+    auto gi = di.download();
+    for (size_t i = 0; i < ids.size(); ++i) mism += gi[i] != ids[i];
+    const double e = rel_err(dwt.download(), wt);
+    err = std::isfinite(e) ? std::max(err, e) : HUGE_VAL;  // a NaN (unwritten) must not vanish
+  }
+  const std::string tag = "router_tiled " + std::to_string(rows) + "x" + std::to_string(hidden) +
+                          " E=" + std::to_string(num_experts) + " k=" + std::to_string(k) +
+                          (renorm ? " renorm" : "");
+  report_exact(tag + " ids", mism);
+  report(tag + " weights", err, 1e-5);
+}
+
 // ---- silu_mul -------------------------------------------------------------------------------
 void test_silu_mul(long n) {
   std::vector<float> gf, uf;
@@ -1053,6 +1090,21 @@ int main() {
     test_router(300, 128, 8, true);
     test_router(300, 128, 8, false);
     test_router(17, 60, 4, true);
+    // 8-row tiles (33, 77, 40, 70, 45, 5 rows), 16-row (256; 200 x 4096: several staged chunks;
+    // 300 with 1024 experts: one warp group over k), 32-row (1000; 3000 with a short hidden: one
+    // split, no cluster); hidden 100 (a split cut by hidden), 1001 (scalar copies), k = 32; the
+    // 1024-expert cases take router_topk_warp, the others the block's ranking.
+    test_router_tiled(33, 2048, 128, 8, true);
+    test_router_tiled(256, 2048, 128, 8, true);
+    test_router_tiled(1000, 2048, 128, 8, false);
+    test_router_tiled(77, 100, 60, 4, true);
+    test_router_tiled(40, 4096, 256, 8, true);
+    test_router_tiled(300, 1024, 1024, 8, true);
+    test_router_tiled(70, 2048, 1024, 32, false);
+    test_router_tiled(200, 4096, 128, 8, false);
+    test_router_tiled(3000, 128, 64, 6, false);
+    test_router_tiled(45, 1001, 128, 8, true);
+    test_router_tiled(5, 2048, 128, 8, true);
     test_silu_mul(100003);
     test_silu_mul_fused(33, 768);
     K::GroupedGemm gg(128);

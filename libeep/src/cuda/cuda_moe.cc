@@ -24,6 +24,11 @@ namespace {
 // Up to this many rows the router GEMM and top-k run as one fused kernel (blocks of a row read
 // the fp32 router from L2, once per row; beyond a few dozen rows cuBLAS's GEMM is cheaper).
 constexpr int kFusedRouterRows = 32;
+// Up to this many rows (above kFusedRouterRows) router_tiled does the GEMM and the top-k in one
+// launch; beyond, cuBLAS's SGEMM and router_topk. Measured on the H100 at Qwen3-30B-A3B's shape
+// (kernels/router_topk.cuh): 7.5 / 11.5 / 12.5 / 16.5 us at 33 / 128 / 192 / 256 rows against
+// 11.6 / 12.3 / 14.6 / 15.0 us for the two launches.
+constexpr int kTiledRouterRows = 192;
 // Up to this many rows per local slot on average, gate|up and SwiGLU run as one fused GEMM.
 constexpr int kFusedSwigluRowsPerSlot = 64;
 
@@ -52,6 +57,12 @@ void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Gr
                           cfg_.norm_topk_prob,
                           router_logits_.reserve(size_t(kFusedRouterRows) * cfg_.num_experts),
                           router_counters_.get(), topk_ids_.reserve(size_t(rows) * k),
+                          topk_w_.reserve(size_t(rows) * k), stream_);
+  } else if (rows > 0 && rows <= kTiledRouterRows) {
+    // Decode batches above the fused kernel's rows: one launch, no workspace (the split sums
+    // go through the row tile's cluster), instead of an SGEMM, its split-K reduce and the top-k.
+    kernels::router_tiled(h_f32, d.router.get(), rows, cfg_.hidden_size, cfg_.num_experts, k,
+                          cfg_.norm_topk_prob, topk_ids_.reserve(size_t(rows) * k),
                           topk_w_.reserve(size_t(rows) * k), stream_);
   } else if (rows > 0) {
     float* logits = router_logits_.reserve(size_t(rows) * cfg_.num_experts);
