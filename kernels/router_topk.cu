@@ -135,23 +135,10 @@ TiledLayout tiled_layout(int tr, int te, int nw, int kstep, int hidden, int spli
   return l;
 }
 
-// router_tiled with the row tile (shape: 0, 1, 2 for 8, 16, 32 rows) and the most splits forced
-// when >= 0: for benchmarks of the choices (not declared in eep_kernels.h).
-void router_tiled_as(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
-                     bool renorm, int32_t* ids, float* weights, int force_shape, int max_splits,
-                     cudaStream_t stream);
-
 }  // namespace detail
 
 void router_tiled(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
                   bool renorm, int32_t* ids, float* weights, cudaStream_t stream) {
-  detail::router_tiled_as(x, w, rows, hidden, num_experts, k, renorm, ids, weights, -1, -1,
-                          stream);
-}
-
-void detail::router_tiled_as(const float* x, const float* w, int rows, int hidden,
-                             int num_experts, int k, bool renorm, int32_t* ids, float* weights,
-                             int force_shape, int max_splits, cudaStream_t stream) {
   using namespace detail;
   EEP_REQUIRE(rows >= 0 && hidden > 0 && num_experts > 0 && num_experts <= kTiledMaxExperts,
               "router_tiled: rows >= 0, hidden > 0, 0 < num_experts <= 1024");
@@ -160,8 +147,8 @@ void detail::router_tiled_as(const float* x, const float* w, int rows, int hidde
   TiledDevice& dev = tiled_device();
 
   // Row tile (router_topk.cuh says why). 32-row tiles hold 2 experts a lane: 8 warps cover 512.
-  int shape = rows <= kTiledRows8Max ? 0 : rows <= kTiledRows16Max || num_experts > 512 ? 1 : 2;
-  if (force_shape >= 0) shape = std::min(force_shape, num_experts > 512 ? 1 : 2);
+  const int shape =
+      rows <= kTiledRows8Max ? 0 : rows <= kTiledRows16Max || num_experts > 512 ? 1 : 2;
   const int tr = kTiledTr[shape], te = kTiledTe[shape];
   const long long tiles = (rows + tr - 1) / tr;
   EEP_REQUIRE(tiles <= 65535, "router_tiled: rows fit in 65535 row tiles");
@@ -175,8 +162,7 @@ void detail::router_tiled_as(const float* x, const float* w, int rows, int hidde
 
   // Splits: the most (up to 8, none smaller than a k granule) whose clusters all run at once;
   // one split when even that cannot be had (the row tiles alone fill the GPU).
-  int splits = std::min(max_splits >= 1 ? max_splits : kTiledMaxSplits,
-                        std::min(kTiledMaxSplits, ceil_div(hidden, kstep)));
+  int splits = std::min(kTiledMaxSplits, ceil_div(hidden, kstep));
   TiledLayout lay = tiled_layout(tr, te, nw, kstep, hidden, splits);
   while (lay.splits > 1 &&
          tiles > tiled_max_clusters(dev, shape, vec, lay.splits, lay.smem)) {
