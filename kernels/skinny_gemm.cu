@@ -146,6 +146,83 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 r
   }
 }
 
+// 2-8 rows: the kernel above with a block per 4 columns spent most of its time outside the
+// weight stream (ncu at 8 rows on the H100: ~1 TB/s on q|k|v and o, 1.2 TB/s on lm_head): every
+// thread held one 16-byte chunk of k, so each (column, row) needed its own warp sum (160
+// shuffles a thread for 256 multiply-adds), and every block read all rows of x again (40 MB of
+// L2 reads for 21 MB of q|k|v weights). Here a block stages x in shared memory once and each
+// warp takes groups of kRowsCols columns over all of k (lanes over 16-byte chunks, the next
+// chunk's weights in flight while one is multiplied), so a warp sum serves k / 256 chunks; the
+// grid is what fits on the GPU, and warp v of block b takes groups b * warps + v, then one
+// grid's worth of warps further on.
+constexpr int kRowsCols = 4;
+// x staged as bf16 [M][k]: this much shared memory at most (the launcher falls back above it).
+constexpr int kRowsMaxSmem = 96 * 1024;
+
+template <int M, typename OutT>
+__global__ void __launch_bounds__(kSkinnyThreads, 2)
+    skinny_rows_kernel(const bf16* __restrict__ x, const SkinnySegments segs, int k) {
+  extern __shared__ uint4 xs[];  // [M][k / 8]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const long long groups = segs.first[segs.count];
+  const long long stride = (long long)gridDim.x * kSkinnyWarps;
+  const int chunks = k / 8;
+  uint4 next[kRowsCols];
+  auto load_w = [&](const SkinnyGroup& grp, int chunk) {
+#pragma unroll
+    for (int c = 0; c < kRowsCols; ++c)
+      next[c] = c < grp.cols
+                    ? __ldg(reinterpret_cast<const uint4*>(grp.w + (grp.col0 + c) * k) + chunk)
+                    : make_uint4(0, 0, 0, 0);
+  };
+  long long g = (long long)blockIdx.x * kSkinnyWarps + warp;
+  SkinnyGroup grp = skinny_group<kRowsCols>(segs, g < groups ? g : 0);
+  if (g < groups && lane < chunks) load_w(grp, lane);  // before the wait: weights are constant
+  pdl_begin();
+  const uint4* x4 = reinterpret_cast<const uint4*>(x);
+  for (int i = threadIdx.x; i < M * chunks; i += kSkinnyThreads) xs[i] = x4[i];
+  __syncthreads();
+  for (; g < groups; g += stride) {
+    const long long g_next = g + stride;
+    const SkinnyGroup grp_next = g_next < groups ? skinny_group<kRowsCols>(segs, g_next) : grp;
+    float acc[kRowsCols][M];
+#pragma unroll
+    for (int c = 0; c < kRowsCols; ++c)
+#pragma unroll
+      for (int m = 0; m < M; ++m) acc[c][m] = 0.0f;
+    for (int chunk = lane; chunk < chunks; chunk += 32) {
+      uint4 wv[kRowsCols];
+#pragma unroll
+      for (int c = 0; c < kRowsCols; ++c) wv[c] = next[c];
+      // In flight meanwhile: this group's next chunk, or the next group's first.
+      if (chunk + 32 < chunks)
+        load_w(grp, chunk + 32);
+      else if (g_next < groups && lane < chunks)
+        load_w(grp_next, lane);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const uint4 xv = xs[m * chunks + chunk];
+#pragma unroll
+        for (int c = 0; c < kRowsCols; ++c) acc[c][m] += dot8(wv[c], xv);
+      }
+    }
+    // One warp sum per (column, row); lane c * M + m stores it. Fixed order: the lanes' partial
+    // sums by warp_sum's butterfly.
+    float mine = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kRowsCols; ++c)
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float v = warp_sum(acc[c][m]);
+        if (lane == c * M + m) mine = v;
+      }
+    if (lane < kRowsCols * M && lane / M < grp.cols)
+      store_out(static_cast<OutT*>(grp.y) + size_t(lane % M) * grp.n + grp.col0 + lane / M,
+                mine);
+    grp = grp_next;
+  }
+}
+
 // Blocks of skinny_gemm_kernel<M, OutT> that fit on the current device at once (cached per
 // device: the engine's device does not change).
 template <int M, typename OutT>
@@ -164,12 +241,48 @@ int skinny_resident_blocks() {
   return cached[dev];
 }
 
+// skinny_rows_kernel<M, OutT>'s grid: the blocks that fit at once with kRowsMaxSmem of shared
+// memory allowed (the limit is raised once per device).
+template <int M, typename OutT>
+int skinny_rows_resident_blocks() {
+  static int cached[64] = {};
+  int dev = 0;
+  EEP_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) dev = 0;
+  if (cached[dev] == 0) {
+    EEP_CUDA_CHECK(cudaFuncSetAttribute(skinny_rows_kernel<M, OutT>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kRowsMaxSmem));
+    int sms = 0, per_sm = 0;
+    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    // Sized for the largest x: a smaller one fits at least as many blocks.
+    EEP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, skinny_rows_kernel<M, OutT>, kSkinnyThreads, kRowsMaxSmem));
+    cached[dev] = std::max(1, sms * std::max(1, per_sm));
+  }
+  return cached[dev];
+}
+
 template <int M, typename OutT>
 void launch_skinny_rows(const bf16* x, SkinnySegments segs, int k, cudaStream_t stream) {
+  if constexpr (M > 1) {
+    const size_t smem = size_t(M) * k * sizeof(bf16);
+    if (smem <= size_t(kRowsMaxSmem)) {
+      for (int s = 0; s < segs.count; ++s)
+        segs.first[s + 1] = segs.first[s] + ceil_div(segs.n[s], kRowsCols);
+      const long long warps_needed = segs.first[segs.count];
+      const long long grid = std::min<long long>(ceil_div(warps_needed, kSkinnyWarps),
+                                                 skinny_rows_resident_blocks<M, OutT>());
+      launch_kernel(skinny_rows_kernel<M, OutT>, unsigned(grid), kSkinnyThreads, smem, stream,
+                    x, segs, k);
+      return;
+    }
+  }
   constexpr int cols = skinny_cols<M>();
   for (int s = 0; s < segs.count; ++s) segs.first[s + 1] = segs.first[s] + ceil_div(segs.n[s], cols);
-  // Persistent at one row only: at 2-8 rows a block per group measured faster (H100, batch 8:
-  // 15.50-15.57 ms a step against 15.83-15.85 with the group loop, alternated runs).
+  // One row, or an x too large to stage: this kernel, persistent at one row only (at 2-8 rows
+  // its block per group measured faster than its group loop: H100, batch 8, 15.50-15.57 ms a
+  // step against 15.83-15.85, alternated runs).
   const long long groups = segs.first[segs.count];
   const long long grid =
       M == 1 ? std::min<long long>(groups, skinny_resident_blocks<M, OutT>()) : groups;

@@ -1185,6 +1185,11 @@ int main() {
     test_skinny_gemm(8, 512, 2048, false);
     test_skinny_gemm(3, 2047, 4096, true);
     test_skinny_gemm(5, 1, 24, false);
+    // 2-8 rows: x staged once, a warp per 4 columns; 20000 columns loop the grid's warps, an x
+    // of 8 x 8192 does not fit the stage and takes the block-per-group kernel.
+    test_skinny_gemm(8, 20000, 2048, true);
+    test_skinny_gemm(2, 5120, 2048, false);
+    test_skinny_gemm(8, 40, 8192, false);
     test_skinny_gemm_multi(1, 2048);
     test_skinny_gemm_multi(7, 256);
     test_argmax(9, 151936);
