@@ -72,6 +72,17 @@ __device__ __forceinline__ SkinnyGroup skinny_group(const SkinnySegments& segs, 
   return r;
 }
 
+// The 16-byte chunk `chunk` of k of every column of a group (zeros past its last column).
+template <int kCols>
+__device__ __forceinline__ void load_group_chunk(const SkinnyGroup& grp, int k, int chunk,
+                                                 uint4 (&out)[kCols]) {
+#pragma unroll
+  for (int c = 0; c < kCols; ++c)
+    out[c] = c < grp.cols
+                 ? __ldg(reinterpret_cast<const uint4*>(grp.w + (grp.col0 + c) * k) + chunk)
+                 : make_uint4(0, 0, 0, 0);
+}
+
 // Persistent (at one row): block b takes groups b, b + gridDim.x, ... (the grid is what fits on
 // the GPU at once), so the weight stream does not stop between short-lived blocks: while a
 // group's last chunk is summed and reduced, the next group's first weights are in flight.
@@ -87,13 +98,7 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 r
   const int per_warp = (chunks + kSkinnyWarps - 1) / kSkinnyWarps;
   const int begin = min(chunks, warp * per_warp), end = min(chunks, begin + per_warp);
   uint4 next[kCols];
-  auto load_w = [&](const SkinnyGroup& grp, int chunk) {
-#pragma unroll
-    for (int c = 0; c < kCols; ++c)
-      next[c] = c < grp.cols
-                    ? __ldg(reinterpret_cast<const uint4*>(grp.w + (grp.col0 + c) * k) + chunk)
-                    : make_uint4(0, 0, 0, 0);
-  };
+  auto load_w = [&](const SkinnyGroup& grp, int chunk) { load_group_chunk(grp, k, chunk, next); };
   long long g = blockIdx.x;
   SkinnyGroup grp = skinny_group<kCols>(segs, g);
   if (begin + lane < end) load_w(grp, begin + lane);  // before the wait: weights are constant
@@ -168,13 +173,7 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
   const long long stride = (long long)gridDim.x * kSkinnyWarps;
   const int chunks = k / 8;
   uint4 next[kRowsCols];
-  auto load_w = [&](const SkinnyGroup& grp, int chunk) {
-#pragma unroll
-    for (int c = 0; c < kRowsCols; ++c)
-      next[c] = c < grp.cols
-                    ? __ldg(reinterpret_cast<const uint4*>(grp.w + (grp.col0 + c) * k) + chunk)
-                    : make_uint4(0, 0, 0, 0);
-  };
+  auto load_w = [&](const SkinnyGroup& grp, int chunk) { load_group_chunk(grp, k, chunk, next); };
   long long g = (long long)blockIdx.x * kSkinnyWarps + warp;
   SkinnyGroup grp = skinny_group<kRowsCols>(segs, g < groups ? g : 0);
   if (g < groups && lane < chunks) load_w(grp, lane);  // before the wait: weights are constant
