@@ -222,44 +222,38 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
   }
 }
 
-// Blocks of skinny_gemm_kernel<M, OutT> that fit on the current device at once (cached per
-// device: the engine's device does not change).
-template <int M, typename OutT>
-int skinny_resident_blocks() {
-  static int cached[64] = {};
+// Blocks of `kernel` (kSkinnyThreads threads; smem bytes of dynamic shared memory, the limit
+// raised to it first when it is above the default) that fit on the current device at once,
+// cached in the caller's per-kernel array (the engine's device does not change).
+template <typename Kernel>
+int resident_blocks(Kernel kernel, size_t smem, int (&cached)[64]) {
   int dev = 0;
   EEP_CUDA_CHECK(cudaGetDevice(&dev));
   if (dev < 0 || dev >= 64) dev = 0;
   if (cached[dev] == 0) {
+    if (smem > 48 * 1024)
+      EEP_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     int sms = 0, per_sm = 0;
     EEP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    EEP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, skinny_gemm_kernel<M, OutT>, kSkinnyThreads, 0));
+    EEP_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kSkinnyThreads, smem));
     cached[dev] = std::max(1, sms * std::max(1, per_sm));
   }
   return cached[dev];
 }
 
-// skinny_rows_kernel<M, OutT>'s grid: the blocks that fit at once with kRowsMaxSmem of shared
-// memory allowed (the limit is raised once per device).
+template <int M, typename OutT>
+int skinny_resident_blocks() {
+  static int cached[64] = {};
+  return resident_blocks(skinny_gemm_kernel<M, OutT>, 0, cached);
+}
+
+// Sized for the largest x it takes (kRowsMaxSmem): a smaller one fits at least as many blocks.
 template <int M, typename OutT>
 int skinny_rows_resident_blocks() {
   static int cached[64] = {};
-  int dev = 0;
-  EEP_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 64) dev = 0;
-  if (cached[dev] == 0) {
-    EEP_CUDA_CHECK(cudaFuncSetAttribute(skinny_rows_kernel<M, OutT>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        kRowsMaxSmem));
-    int sms = 0, per_sm = 0;
-    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    // Sized for the largest x: a smaller one fits at least as many blocks.
-    EEP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, skinny_rows_kernel<M, OutT>, kSkinnyThreads, kRowsMaxSmem));
-    cached[dev] = std::max(1, sms * std::max(1, per_sm));
-  }
-  return cached[dev];
+  return resident_blocks(skinny_rows_kernel<M, OutT>, kRowsMaxSmem, cached);
 }
 
 template <int M, typename OutT>
