@@ -28,8 +28,8 @@ constexpr int kSkinnyThreads = 32 * kSkinnyWarps;
 __device__ __forceinline__ void store_out(bf16* p, float v) { *p = __float2bfloat16(v); }
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
 
-// Up to kSkinnyMaxSegments products with the same x in one launch (q, k and v): blocks are
-// numbered over the segments' column groups in order; segment s owns blocks [first[s],
+// Up to kSkinnyMaxSegments products with the same x in one launch (skinny_gemm_multi): blocks
+// are numbered over the segments' column groups in order; segment s owns blocks [first[s],
 // first[s+1]) (set by launch_skinny for the kernel's columns per block).
 struct SkinnySegments {
   const bf16* w[kSkinnyMaxSegments];
