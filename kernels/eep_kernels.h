@@ -157,12 +157,6 @@ bool grouped_gemm_device_tma();
 constexpr int kSkinnyMaxRows = 8;
 void skinny_gemm(const bf16* x, const bf16* w, void* y, bool y_f32, int rows, int n, int k,
                  cudaStream_t stream);
-// The same for up to kSkinnyMaxSegments weight matrices that share x, in one launch:
-// y[s] [rows][n[s]] = x * w[s]^T. (Written for q, k and v; the backend now stacks those into
-// one matrix, so it calls skinny_gemm only.)
-constexpr int kSkinnyMaxSegments = 3;
-void skinny_gemm_multi(const bf16* x, const bf16* const* w, void* const* y, const int* n,
-                       int count, bool y_f32, int rows, int k, cudaStream_t stream);
 
 // ---- attention preparation (kernels/attention_prep.cu) -------------------------------------
 // In one launch, for qkv [rows][q | k | v] (q: num_heads * head_dim values, k and v:

@@ -28,17 +28,6 @@ constexpr int kSkinnyThreads = 32 * kSkinnyWarps;
 __device__ __forceinline__ void store_out(bf16* p, float v) { *p = __float2bfloat16(v); }
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
 
-// Up to kSkinnyMaxSegments products with the same x in one launch (skinny_gemm_multi): blocks
-// are numbered over the segments' column groups in order; segment s owns blocks [first[s],
-// first[s+1]) (set by launch_skinny for the kernel's columns per block).
-struct SkinnySegments {
-  const bf16* w[kSkinnyMaxSegments];
-  void* y[kSkinnyMaxSegments];
-  int n[kSkinnyMaxSegments];
-  long long first[kSkinnyMaxSegments + 1];
-  int count;
-};
-
 __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
   const __nv_bfloat162* pa = reinterpret_cast<const __nv_bfloat162*>(&a);
   const __nv_bfloat162* pb = reinterpret_cast<const __nv_bfloat162*>(&b);
@@ -51,35 +40,36 @@ __device__ __forceinline__ float dot8(const uint4& a, const uint4& b) {
   return s;
 }
 
-// Column group g of the segments: its weights, output, width and first column.
-struct SkinnyGroup {
+// The product: w [n][k], y [rows][n] (OutT).
+struct SkinnyProduct {
   const bf16* w;
   void* y;
-  int n, cols;
+  int n;
+};
+
+// Column group g (kCols columns from g * kCols): its first column and how many of its columns
+// exist (the last group may be short).
+struct SkinnyGroup {
   long long col0;
+  int cols;
 };
 
 template <int kCols>
-__device__ __forceinline__ SkinnyGroup skinny_group(const SkinnySegments& segs, long long g) {
-  int s = 0;
-  while (g >= segs.first[s + 1]) ++s;
+__device__ __forceinline__ SkinnyGroup skinny_group(const SkinnyProduct& p, long long g) {
   SkinnyGroup r;
-  r.w = segs.w[s];
-  r.y = segs.y[s];
-  r.n = segs.n[s];
-  r.col0 = (g - segs.first[s]) * kCols;
-  r.cols = r.n - r.col0 < kCols ? int(r.n - r.col0) : kCols;
+  r.col0 = g * kCols;
+  r.cols = p.n - r.col0 < kCols ? int(p.n - r.col0) : kCols;
   return r;
 }
 
 // The 16-byte chunk `chunk` of k of every column of a group (zeros past its last column).
 template <int kCols>
-__device__ __forceinline__ void load_group_chunk(const SkinnyGroup& grp, int k, int chunk,
-                                                 uint4 (&out)[kCols]) {
+__device__ __forceinline__ void load_group_chunk(const SkinnyProduct& p, const SkinnyGroup& grp,
+                                                 int k, int chunk, uint4 (&out)[kCols]) {
 #pragma unroll
   for (int c = 0; c < kCols; ++c)
     out[c] = c < grp.cols
-                 ? __ldg(reinterpret_cast<const uint4*>(grp.w + (grp.col0 + c) * k) + chunk)
+                 ? __ldg(reinterpret_cast<const uint4*>(p.w + (grp.col0 + c) * k) + chunk)
                  : make_uint4(0, 0, 0, 0);
 }
 
@@ -88,25 +78,27 @@ __device__ __forceinline__ void load_group_chunk(const SkinnyGroup& grp, int k, 
 // group's last chunk is summed and reduced, the next group's first weights are in flight.
 template <int M, typename OutT>
 __global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 registers
-    skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnySegments segs, int k) {
+    skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnyProduct prod, int k) {
   constexpr int kCols = skinny_cols<M>();
   constexpr bool kPersistent = M == 1;  // see launch_skinny_rows
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const long long groups = segs.first[segs.count];
+  const long long groups = (prod.n + kCols - 1) / kCols;
   // This warp's slice of k, in 8-element chunks; lane l takes chunks begin + l, + 32, ...
   const int chunks = k / 8;
   const int per_warp = (chunks + kSkinnyWarps - 1) / kSkinnyWarps;
   const int begin = min(chunks, warp * per_warp), end = min(chunks, begin + per_warp);
   uint4 next[kCols];
-  auto load_w = [&](const SkinnyGroup& grp, int chunk) { load_group_chunk(grp, k, chunk, next); };
+  auto load_w = [&](const SkinnyGroup& grp, int chunk) {
+    load_group_chunk(prod, grp, k, chunk, next);
+  };
   long long g = blockIdx.x;
-  SkinnyGroup grp = skinny_group<kCols>(segs, g);
+  SkinnyGroup grp = skinny_group<kCols>(prod, g);
   if (begin + lane < end) load_w(grp, begin + lane);  // before the wait: weights are constant
   pdl_begin();
   __shared__ float partial[kSkinnyWarps][kCols * M];
   for (; g < groups; g += gridDim.x) {
     const long long g_next = kPersistent ? g + gridDim.x : groups;
-    const SkinnyGroup grp_next = g_next < groups ? skinny_group<kCols>(segs, g_next) : grp;
+    const SkinnyGroup grp_next = g_next < groups ? skinny_group<kCols>(prod, g_next) : grp;
     float acc[kCols][M];
 #pragma unroll
     for (int c = 0; c < kCols; ++c)
@@ -143,7 +135,7 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 r
       float sum = 0.0f;
 #pragma unroll
       for (int i = 0; i < kSkinnyWarps; ++i) sum += partial[i][t];
-      store_out(static_cast<OutT*>(grp.y) + size_t(t % M) * grp.n + grp.col0 + t / M, sum);
+      store_out(static_cast<OutT*>(prod.y) + size_t(t % M) * prod.n + grp.col0 + t / M, sum);
     }
     if (!kPersistent) break;
     __syncthreads();  // partial is reused by the next group
@@ -166,16 +158,18 @@ constexpr int kRowsMaxSmem = 96 * 1024;
 
 template <int M, typename OutT>
 __global__ void __launch_bounds__(kSkinnyThreads, 2)
-    skinny_rows_kernel(const bf16* __restrict__ x, const SkinnySegments segs, int k) {
+    skinny_rows_kernel(const bf16* __restrict__ x, const SkinnyProduct prod, int k) {
   extern __shared__ uint4 xs[];  // [M][k / 8]
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const long long groups = segs.first[segs.count];
+  const long long groups = (prod.n + kRowsCols - 1) / kRowsCols;
   const long long stride = (long long)gridDim.x * kSkinnyWarps;
   const int chunks = k / 8;
   uint4 next[kRowsCols];
-  auto load_w = [&](const SkinnyGroup& grp, int chunk) { load_group_chunk(grp, k, chunk, next); };
+  auto load_w = [&](const SkinnyGroup& grp, int chunk) {
+    load_group_chunk(prod, grp, k, chunk, next);
+  };
   long long g = (long long)blockIdx.x * kSkinnyWarps + warp;
-  SkinnyGroup grp = skinny_group<kRowsCols>(segs, g < groups ? g : 0);
+  SkinnyGroup grp = skinny_group<kRowsCols>(prod, g < groups ? g : 0);
   if (g < groups && lane < chunks) load_w(grp, lane);  // before the wait: weights are constant
   pdl_begin();
   const uint4* x4 = reinterpret_cast<const uint4*>(x);
@@ -183,7 +177,7 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
   __syncthreads();
   for (; g < groups; g += stride) {
     const long long g_next = g + stride;
-    const SkinnyGroup grp_next = g_next < groups ? skinny_group<kRowsCols>(segs, g_next) : grp;
+    const SkinnyGroup grp_next = g_next < groups ? skinny_group<kRowsCols>(prod, g_next) : grp;
     float acc[kRowsCols][M];
 #pragma unroll
     for (int c = 0; c < kRowsCols; ++c)
@@ -216,7 +210,7 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)
         if (lane == c * M + m) mine = v;
       }
     if (lane < kRowsCols * M && lane / M < grp.cols)
-      store_out(static_cast<OutT*>(grp.y) + size_t(lane % M) * grp.n + grp.col0 + lane / M,
+      store_out(static_cast<OutT*>(prod.y) + size_t(lane % M) * prod.n + grp.col0 + lane / M,
                 mine);
     grp = grp_next;
   }
@@ -257,39 +251,35 @@ int skinny_rows_resident_blocks() {
 }
 
 template <int M, typename OutT>
-void launch_skinny_rows(const bf16* x, SkinnySegments segs, int k, cudaStream_t stream) {
+void launch_skinny_rows(const bf16* x, const SkinnyProduct& prod, int k, cudaStream_t stream) {
   if constexpr (M > 1) {
     const size_t smem = size_t(M) * k * sizeof(bf16);
     if (smem <= size_t(kRowsMaxSmem)) {
-      for (int s = 0; s < segs.count; ++s)
-        segs.first[s + 1] = segs.first[s] + ceil_div(segs.n[s], kRowsCols);
-      const long long warps_needed = segs.first[segs.count];
+      const long long warps_needed = ceil_div(prod.n, kRowsCols);
       const long long grid = std::min<long long>(ceil_div(warps_needed, kSkinnyWarps),
                                                  skinny_rows_resident_blocks<M, OutT>());
       launch_kernel(skinny_rows_kernel<M, OutT>, unsigned(grid), kSkinnyThreads, smem, stream,
-                    x, segs, k);
+                    x, prod, k);
       return;
     }
   }
-  constexpr int cols = skinny_cols<M>();
-  for (int s = 0; s < segs.count; ++s) segs.first[s + 1] = segs.first[s] + ceil_div(segs.n[s], cols);
   // One row, or an x too large to stage: this kernel, persistent at one row only (at 2-8 rows
   // its block per group measured faster than its group loop: H100, batch 8, 15.50-15.57 ms a
   // step against 15.83-15.85, alternated runs).
-  const long long groups = segs.first[segs.count];
+  const long long groups = ceil_div(prod.n, skinny_cols<M>());
   const long long grid =
       M == 1 ? std::min<long long>(groups, skinny_resident_blocks<M, OutT>()) : groups;
-  launch_kernel(skinny_gemm_kernel<M, OutT>, unsigned(grid), kSkinnyThreads, 0, stream, x, segs,
+  launch_kernel(skinny_gemm_kernel<M, OutT>, unsigned(grid), kSkinnyThreads, 0, stream, x, prod,
                 k);
 }
 
 template <typename OutT>
-void launch_skinny(const bf16* x, const SkinnySegments& segs, int rows, int k,
+void launch_skinny(const bf16* x, const SkinnyProduct& prod, int rows, int k,
                    cudaStream_t stream) {
   switch (rows) {
 #define EEP_SKINNY_CASE(M)                            \
   case M:                                             \
-    launch_skinny_rows<M, OutT>(x, segs, k, stream); \
+    launch_skinny_rows<M, OutT>(x, prod, k, stream); \
     break;
     EEP_SKINNY_CASE(1) EEP_SKINNY_CASE(2) EEP_SKINNY_CASE(3) EEP_SKINNY_CASE(4)
     EEP_SKINNY_CASE(5) EEP_SKINNY_CASE(6) EEP_SKINNY_CASE(7) EEP_SKINNY_CASE(8)
@@ -299,29 +289,16 @@ void launch_skinny(const bf16* x, const SkinnySegments& segs, int rows, int k,
 
 }  // namespace detail
 
-void skinny_gemm_multi(const bf16* x, const bf16* const* w, void* const* y, const int* n,
-                       int count, bool y_f32, int rows, int k, cudaStream_t stream) {
-  EEP_REQUIRE(rows >= 0 && rows <= kSkinnyMaxRows && k > 0 && k % 8 == 0 && count >= 1 &&
-                  count <= kSkinnyMaxSegments,
-              "skinny_gemm: 0 <= rows <= 8, k > 0, k % 8 == 0, 1..3 segments");
-  detail::SkinnySegments segs{};
-  segs.count = count;
-  for (int s = 0; s < count; ++s) {
-    EEP_REQUIRE(n[s] > 0, "skinny_gemm: n > 0");
-    segs.w[s] = w[s];
-    segs.y[s] = y[s];
-    segs.n[s] = n[s];
-  }
-  if (rows == 0) return;
-  if (y_f32)
-    detail::launch_skinny<float>(x, segs, rows, k, stream);
-  else
-    detail::launch_skinny<bf16>(x, segs, rows, k, stream);
-}
-
 void skinny_gemm(const bf16* x, const bf16* w, void* y, bool y_f32, int rows, int n, int k,
                  cudaStream_t stream) {
-  skinny_gemm_multi(x, &w, &y, &n, 1, y_f32, rows, k, stream);
+  EEP_REQUIRE(rows >= 0 && rows <= kSkinnyMaxRows && n > 0 && k > 0 && k % 8 == 0,
+              "skinny_gemm: 0 <= rows <= 8, n > 0, k > 0, k % 8 == 0");
+  if (rows == 0) return;
+  const detail::SkinnyProduct prod{w, y, n};
+  if (y_f32)
+    detail::launch_skinny<float>(x, prod, rows, k, stream);
+  else
+    detail::launch_skinny<bf16>(x, prod, rows, k, stream);
 }
 
 }  // namespace eep::kernels

@@ -406,6 +406,9 @@ void test_grouped_gemm_device_all(bool quick) {
   }
   test_grouped_gemm_device(counts_to_offsets({0, 0, 700, 0}), 700, 256, 768, false, "one expert");
   test_grouped_gemm_device(counts_to_offsets({0, 45, 0, 0}), 45, 256, 768, true, "one expert");
+  // Many experts: every CTA builds the table of m-tiles over several rounds of its threads.
+  test_grouped_gemm_device(random_offsets(1000, 600, true), 600, 64, 64, false, "many experts");
+  test_grouped_gemm_device(random_offsets(1000, 60, true), 64, 128, 64, true, "many experts");
   // Odd small sizes (n, k multiples of 8 but of no tile).
   test_grouped_gemm_device(random_offsets(5, 37, true), 37, 72, 40, false, "odd");
   test_grouped_gemm_device(random_offsets(5, 3, false), 3, 200, 24, false, "odd");
@@ -413,12 +416,13 @@ void test_grouped_gemm_device_all(bool quick) {
   test_grouped_gemm_device(random_offsets(3, 1000, true), 1000, 8, 1000, false, "odd");
   test_grouped_gemm_device(random_offsets(7, 50, true), 50, 128, 200, true, "odd");
   // Graph capture and replay with other offsets (automatic shapes: decode mma.sync tiles at
-  // max_rows 8 and 1024, TMA-fed wgmma 192 and 128 at 1200 over 8 and 16 experts; the plain
-  // GEMM's prefill tile at 1200 over 8).
+  // max_rows 8, with and without SwiGLU, and 1024, TMA-fed wgmma 192 and 128 at 1200 over 8
+  // and 16 experts; the plain GEMM's prefill tile at 1200 over 8).
   test_grouped_gemm_device_graph(128, 1024, 512, 256, false);
   test_grouped_gemm_device_graph(8, 1200, 512, 256, false);
   test_grouped_gemm_device_graph(128, 1024, 512, 256, true);
   test_grouped_gemm_device_graph(128, 8, 2048, 768, false);
+  test_grouped_gemm_device_graph(128, 8, 1536, 2048, true);
   test_grouped_gemm_device_graph(8, 1200, 512, 256, true);
   test_grouped_gemm_device_graph(16, 1200, 512, 256, false);
   // Preconditions.
@@ -1190,8 +1194,10 @@ int main() {
     test_skinny_gemm(8, 20000, 2048, true);
     test_skinny_gemm(2, 5120, 2048, false);
     test_skinny_gemm(8, 40, 8192, false);
-    test_skinny_gemm_multi(1, 2048);
-    test_skinny_gemm_multi(7, 256);
+    // One row, the stacked q|k|v shape: more column groups than resident blocks, so the
+    // persistent blocks loop; 7 rows of a width that ends in a short group.
+    test_skinny_gemm(1, 5120, 2048, false);
+    test_skinny_gemm(7, 100, 256, false);
     test_argmax(9, 151936);
     test_argmax(6, 1000);
     test_argmax(5, 33);

@@ -263,33 +263,3 @@ void test_skinny_gemm(int rows, int n, int k, bool f32_out) {
          f32_out ? 1e-5 : 1e-2);
 }
 
-// q, k and v shapes in one launch: every segment against its own CPU product.
-void test_skinny_gemm_multi(int rows, int k) {
-  const int n[3] = {4096, 512, 100};
-  std::vector<float> xf;
-  auto xh = random_bf16(g_rng, size_t(rows) * k, 1.0f, xf);
-  DeviceBuffer<bf16> x(xh.size());
-  x.upload(xh);
-  std::vector<std::vector<float>> wf(3);
-  std::vector<std::unique_ptr<DeviceBuffer<bf16>>> w, y;
-  const bf16* wp[3];
-  void* yp[3];
-  for (int s = 0; s < 3; ++s) {
-    auto wh = random_bf16(g_rng, size_t(n[s]) * k, 0.05f, wf[s]);
-    w.push_back(std::make_unique<DeviceBuffer<bf16>>(wh.size()));
-    w[s]->upload(wh);
-    y.push_back(std::make_unique<DeviceBuffer<bf16>>(size_t(rows) * n[s]));
-    y[s]->poison();
-    wp[s] = w[s]->get();
-    yp[s] = y[s]->get();
-  }
-  K::skinny_gemm_multi(x.get(), wp, yp, n, 3, false, rows, k, 0);
-  sync();
-  for (int s = 0; s < 3; ++s) {
-    std::vector<float> ref(size_t(rows) * n[s]);
-    eep::ops::matmul_nt(xf.data(), wf[s].data(), ref.data(), rows, k, n[s]);
-    report("skinny_gemm_multi " + std::to_string(rows) + "x" + std::to_string(k) + " segment " +
-               std::to_string(s) + " (n=" + std::to_string(n[s]) + ")",
-           rel_err(to_float(y[s]->download()), ref), 1e-2);
-  }
-}
