@@ -97,6 +97,55 @@ TEST_P(CudaBackendTest, OneRankMatchesCpu) {
               (long long)routed);
 }
 
+// q, k and v are views into one stacked matrix per layer (one GEMM): a tensor of another size
+// than the model's shape gives must be refused, naming it and both sizes, without writing any
+// of the stack; a tensor of the right size lands in its own rows only.
+TEST_P(CudaBackendTest, StackedProjectionViewsKeepTheirNeighbours) {
+  const std::string spec = bf16_checkpoint(GetParam());
+  auto src = eep::open_weights(spec);
+  auto gpu = eep::make_cuda_backend(src->config(), options_for(make_workload(
+                                                       src->config().vocab_size, 1, 4, 1, 1)));
+  gpu->load_dense(*src);
+  const std::string layer = "model.layers." + std::to_string(src->config().num_layers - 1);
+  const std::string names[3] = {layer + ".self_attn.q_proj.weight",
+                                layer + ".self_attn.k_proj.weight",
+                                layer + ".self_attn.v_proj.weight"};
+  std::vector<float> before[3];
+  for (int i = 0; i < 3; ++i) gpu->get_dense(names[i], before[i]);
+  const auto& c = src->config();
+  ASSERT_EQ(before[1].size(), size_t(c.num_kv_heads) * c.head_dim * c.hidden_size);
+
+  for (const long delta : {long(c.hidden_size), -1L}) {
+    std::vector<float> wrong(before[1].size() + delta, 0.5f);
+    try {
+      gpu->set_dense(names[1], wrong);
+      ADD_FAILURE() << "a k_proj of " << wrong.size() << " values was taken";
+    } catch (const eep::Error& e) {
+      EXPECT_EQ(e.code(), eep::ErrorCode::kInvalidArgument);
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(names[1]), std::string::npos) << msg;
+      EXPECT_NE(msg.find(std::to_string(wrong.size())), std::string::npos) << msg;
+      EXPECT_NE(msg.find(std::to_string(before[1].size())), std::string::npos) << msg;
+    }
+  }
+  std::vector<float> now;
+  for (int i = 0; i < 3; ++i) {
+    gpu->get_dense(names[i], now);
+    EXPECT_EQ(now, before[i]) << names[i] << " changed by a refused write";
+  }
+
+  // k negated (exact in bf16): k reads back negated, q and v as they were.
+  std::vector<float> negated = before[1];
+  for (float& v : negated) v = -v;
+  gpu->set_dense(names[1], negated);
+  gpu->get_dense(names[1], now);
+  EXPECT_EQ(now, negated);
+  for (int i : {0, 2}) {
+    gpu->get_dense(names[i], now);
+    EXPECT_EQ(now, before[i]) << names[i] << " changed by a write to k_proj";
+  }
+}
+
 // A backend made while an environment variable has a value (the backend reads it once, when
 // it is made), the variable restored afterwards.
 std::unique_ptr<eep::Backend> cuda_backend_with(const char* var, const char* value,
