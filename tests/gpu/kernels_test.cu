@@ -1185,6 +1185,9 @@ int main() {
     test_route_permute(8, 8, 128, 144, 2048);     // still inline
     test_route_permute(256, 8, 128, 136, 2048);   // plan, then the copy kernel
     test_route_permute(33, 4, 16, 24, 40);
+    // 1000 experts over 1024 slots: the plan's counts fill its 48 KiB of shared memory (no
+    // bucket cache).
+    test_route_permute(64, 8, 1000, 1024, 64);
     test_skinny_gemm(1, 4096, 2048, false);
     test_skinny_gemm(8, 512, 2048, false);
     test_skinny_gemm(3, 2047, 4096, true);
