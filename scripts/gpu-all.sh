@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU check of issue 6 in one run, from a bundle (the GPU machines lack ZeroMQ, Gloo and
 # msgpack, so eep is built and packed elsewhere; see docs/cuda.md):
-#   scripts/gpu-all.sh [BUNDLE] [RESULTS_DIR]      (defaults: .carry/bundle, $OUT or ./gpu-all-results)
+#   scripts/gpu-all.sh [BUNDLE] [RESULTS_DIR]
+#     (defaults: .carry/bundle, else .carry/bundle.tgz; $OUT, else ./gpu-all-results)
+# BUNDLE: the directory scripts/bundle.sh made, or its .tgz (scripts/bundle.sh --archive).
 #   scripts/gpu-all.sh --build [RESULTS_DIR]       (on a machine with the build dependencies: builds
 #                                                   build-cuda for sm_90a and bundles it first)
 # Runs the GPU unit tests (kernels_test, nccl_group_test: multi-rank parts on >= 2 GPUs,
@@ -20,7 +22,9 @@ if [[ ${1:-} == --build ]]; then
 fi
 bundle=${1:-.carry/bundle}
 results=${2:-${OUT:-gpu-all-results}}
-[[ -f $bundle/env ]] || { echo "gpu-all: no $bundle/env (run scripts/bundle.sh first, or --build)" >&2; exit 2; }
+script=gpu-all
+# shellcheck source=scripts/bundle-open.sh
+source scripts/bundle-open.sh
 # shellcheck disable=SC1091
 source "$bundle/env"
 export NCCL_NVLS_ENABLE=0

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Serving and scaling on GPUs with the CUDA backend, end to end with real processes, from a
 # bundle made elsewhere (scripts/bundle.sh; the GPU machines lack ZeroMQ/Gloo):
-#   scripts/gpu-serve.sh [BUNDLE] [RESULTS_DIR]     (defaults: .carry/bundle, $OUT or ./gpu-serve-results)
+#   scripts/gpu-serve.sh [BUNDLE] [RESULTS_DIR]
+#     (defaults: .carry/bundle, else .carry/bundle.tgz; $OUT, else ./gpu-serve-results)
+# BUNDLE: the directory scripts/bundle.sh made, or its .tgz (scripts/bundle.sh --archive).
 # Steps, each a line of the results table:
 #   1. the same greedy requests on a 1-engine CPU cluster and a 1-engine GPU cluster, on the same
 #      bf16 checkpoint: the share of equal tokens (passes at >= 95% on a preset, >= 99% on a
@@ -19,7 +21,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:-.carry/bundle}
 results=${2:-${OUT:-gpu-serve-results}}
-[[ -f $bundle/env ]] || { echo "gpu-serve: no $bundle/env (run scripts/bundle.sh first)" >&2; exit 2; }
+script=gpu-serve
+# shellcheck source=scripts/bundle-open.sh
+source scripts/bundle-open.sh
 # shellcheck disable=SC1091
 source "$bundle/env"
 export NCCL_NVLS_ENABLE=0

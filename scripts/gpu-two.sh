@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The checks of issue 6 that need two GPUs (nvidia-h200-x2), from a bundle (scripts/bundle.sh):
-#   scripts/gpu-two.sh [BUNDLE] [RESULTS_DIR]     (defaults: .carry/bundle, $OUT or ./gpu-two-results)
+#   scripts/gpu-two.sh [BUNDLE] [RESULTS_DIR]
+#     (defaults: .carry/bundle, else .carry/bundle.tgz; $OUT, else ./gpu-two-results)
+# BUNDLE: the directory scripts/bundle.sh made, or its .tgz (scripts/bundle.sh --archive).
 # 1. scripts/gpu-all.sh: every GPU test (nccl_group_test's multi-rank parts: send_recv_batch,
 #    p2p bandwidth, split/shrink), 2 engines on 2 GPUs over NCCL, 1 -> 2 -> 1 under load (the
 #    device weight path, the pause after the switch), on the small preset and the trained
@@ -15,7 +17,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bundle=${1:-.carry/bundle}
 results=${2:-${OUT:-gpu-two-results}}
-[[ -f $bundle/env ]] || { echo "gpu-two: no $bundle/env (run scripts/bundle.sh first)" >&2; exit 2; }
+script=gpu-two
+# shellcheck source=scripts/bundle-open.sh
+source scripts/bundle-open.sh
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 ((gpus >= 2)) || { echo "gpu-two: needs two GPUs, this machine has $gpus" >&2; exit 2; }
 export NCCL_NVLS_ENABLE=0
