@@ -851,6 +851,21 @@ TEST(TrainedCheckpoint, GpuMeetsTheAgreementTargets) {
   b.expect_within("trained checkpoint, two GPU ranks vs CPU", 1e-2, 0.99);
 }
 
+// eep-bench's memory floor on a GPU comes from this query (bench/micro.cc): a figure of the
+// right order for a GPU with HBM (H100 SXM 3.35 TB/s, H200 4.8 by their datasheets), and the
+// device's name with the two figures it came from.
+TEST(DeviceQuery, PeakMemoryBandwidthIsTheDevices) {
+  std::string description;
+  const double gbs = eep::cuda_peak_memory_bandwidth_gbs(0, &description);
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
+  std::printf("RESULT peak memory bandwidth of GPU 0: %.0f GB/s (%s)\n", gbs, description.c_str());
+  EXPECT_GT(gbs, 500.0);
+  EXPECT_LT(gbs, 20000.0);
+  EXPECT_NE(description.find(prop.name), std::string::npos) << description;
+  EXPECT_NE(description.find("-bit bus at "), std::string::npos) << description;
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, CudaBackendTest,
                          ::testing::Values("preset:tiny", "preset:small", "gqa-hd128"),
                          [](const auto& info) {

@@ -53,6 +53,11 @@ struct BackendOptions {
 int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device,
                               double memory_fraction, int min_ranks);
 
+// The peak memory bandwidth of GPU `device` in GB/s (10^9 bytes a second) from its memory
+// clock and bus width (double data rate), and in `description` the device's name and those
+// two figures. CUDA only; throws Error(kUnavailable) on a CPU-only build or without a GPU.
+double cuda_peak_memory_bandwidth_gbs(int device, std::string* description);
+
 class Backend {
  public:
   virtual ~Backend() = default;

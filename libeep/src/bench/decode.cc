@@ -203,7 +203,7 @@ int run_decode(int argc, char** argv) {
     bo.block_size = o.block_size;
     bo.device = o.common.device;
     SingleRank one = start_single_rank(o.common, *src, bo, "eep-bench/decode");
-    auto [bw, bw_source] = floor_bandwidth(o.common.backend, o.bandwidth_gbs);
+    auto [bw, bw_source] = floor_bandwidth(o.common.backend, o.bandwidth_gbs, o.common.device);
 
     nlohmann::json config = common_config(o.common);
     config.update({{"batch", batches}, {"context", o.context}, {"steps", o.steps},

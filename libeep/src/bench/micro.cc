@@ -87,7 +87,8 @@ nlohmann::json common_config(const CommonOptions& o) {
 
 void add_bandwidth_option(CLI::App& app, double& gbs) {
   app.add_option("--bandwidth-gbs", gbs,
-                 "memory bandwidth for the floor, GB/s (default: 3350 for cuda, measured for cpu)")
+                 "memory bandwidth for the floor, GB/s (default: the GPU's peak from its memory "
+                 "clock and bus width for cuda, measured for cpu)")
       ->envname("EEP_BANDWIDTH_GBS")->check(CLI::Range(0.0, 1e6));
 }
 
@@ -267,9 +268,18 @@ double measure_memcpy_gbs() {
   return best;
 }
 
-std::pair<double, std::string> floor_bandwidth(const std::string& backend, double given) {
+std::pair<double, std::string> floor_bandwidth(const std::string& backend, double given,
+                                               int device) {
   if (given > 0) return {given, "given (--bandwidth-gbs)"};
-  if (backend == "cuda") return {3350.0, "default for cuda: H100 SXM HBM3"};
+  if (backend == "cuda") {
+    try {
+      std::string description;
+      const double gbs = cuda_peak_memory_bandwidth_gbs(device, &description);
+      return {gbs, "peak of GPU " + std::to_string(device) + ", " + description};
+    } catch (const Error& e) {
+      return {3350.0, std::string("default for cuda: H100 SXM HBM3 (") + e.what() + ")"};
+    }
+  }
   return {measure_memcpy_gbs(), "measured: host memcpy, bytes read + written"};
 }
 

@@ -94,9 +94,11 @@ std::unique_ptr<Group> join_group(const std::string& backend, StoreClient& store
 // best of a few.
 double measure_memcpy_gbs();
 
-// Bandwidth for a memory floor and where it came from: `given` when > 0, else the backend's
-// default (3350 GB/s, H100 SXM HBM3, for cuda; measure_memcpy_gbs() now for cpu).
-std::pair<double, std::string> floor_bandwidth(const std::string& backend, double given);
+// Bandwidth for a memory floor and where it came from: `given` when > 0, else for cuda GPU
+// `device`'s peak (cuda_peak_memory_bandwidth_gbs: memory clock and bus width; 3350 GB/s, the
+// H100 SXM's, if the query fails), for cpu measure_memcpy_gbs() now.
+std::pair<double, std::string> floor_bandwidth(const std::string& backend, double given,
+                                               int device);
 
 // Where the figures were taken: host, CPU model, cores, load average, eep version.
 nlohmann::json machine_info();

@@ -64,7 +64,7 @@ int run_moe(int argc, char** argv) {
     bo.device = o.common.device;
     SingleRank one = start_single_rank(o.common, *layer, bo, "eep-bench/moe");
     Backend& backend = *one.backend;
-    auto [bw, bw_source] = floor_bandwidth(o.common.backend, o.bandwidth_gbs);
+    auto [bw, bw_source] = floor_bandwidth(o.common.backend, o.bandwidth_gbs, o.common.device);
 
     nlohmann::json config = common_config(o.common);
     config.update({{"rows", rows}, {"iters", o.iters}, {"layer", o.layer}});

@@ -366,6 +366,24 @@ void check_cuda_device_usable() {
     throw Error(ErrorCode::kUnavailable, "no CUDA device visible; use --backend cpu");
 }
 
+double cuda_peak_memory_bandwidth_gbs(int device, std::string* description) {
+  check_cuda_device_usable();
+  int clock_khz = 0, bus_bits = 0;
+  EEP_CU(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device));
+  EEP_CU(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device));
+  EEP_CHECK(clock_khz > 0 && bus_bits > 0, ErrorCode::kUnavailable,
+            "GPU " + std::to_string(device) + " reports no memory clock or bus width");
+  cudaDeviceProp prop{};
+  EEP_CU(cudaGetDeviceProperties(&prop, device));
+  // HBM transfers on both clock edges: the H100 SXM's 5120-bit bus at 2619 MHz gives its
+  // 3.35 TB/s, the H200's 6144 bits at 3201 MHz 4.9 (NVIDIA's figure: 4.8).
+  const double gbs = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+  if (description)
+    *description = std::string(prop.name) + ": " + std::to_string(bus_bits) + "-bit bus at " +
+                   std::to_string(clock_khz / 1000) + " MHz, double data rate";
+  return gbs;
+}
+
 int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device,
                               double memory_fraction, int min_ranks) {
   check_cuda_device_usable();

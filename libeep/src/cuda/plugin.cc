@@ -7,6 +7,7 @@ namespace eep::cuda {
 int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device,
                               double memory_fraction, int min_ranks);
 void check_cuda_device_usable();
+double cuda_peak_memory_bandwidth_gbs(int device, std::string* description);
 }  // namespace eep::cuda
 
 namespace {
@@ -23,6 +24,7 @@ extern "C" __attribute__((visibility("default"))) const eep::CudaPluginApi* eep_
   static const eep::CudaPluginApi api = {eep::kCudaPluginVersion,
                                          &eep::cuda::check_cuda_device_usable, &make_backend,
                                          &eep::cuda::cuda_kv_blocks_for_memory,
-                                         &eep::make_nccl_group_in_plugin};
+                                         &eep::make_nccl_group_in_plugin,
+                                         &eep::cuda::cuda_peak_memory_bandwidth_gbs};
   return &api;
 }

@@ -94,6 +94,10 @@ int cuda_kv_blocks_for_memory(const ModelConfig& cfg, int block_size, int device
 std::unique_ptr<Group> make_nccl_group(StoreClient& store, const NcclGroupOptions& opts) {
   return plugin().make_nccl_group(store, opts);
 }
+
+double cuda_peak_memory_bandwidth_gbs(int device, std::string* description) {
+  return plugin().peak_memory_bandwidth_gbs(device, description);
+}
 #endif
 
 void Backend::forward_tokens(const StepBatch& batch, Group& group,
@@ -145,6 +149,11 @@ std::unique_ptr<Backend> make_cuda_backend(const ModelConfig&, const BackendOpti
 }
 
 int cuda_kv_blocks_for_memory(const ModelConfig&, int, int, double, int) {
+  throw Error(ErrorCode::kUnavailable,
+              "eep was built without CUDA: rebuild on a machine with nvcc, or use --backend cpu");
+}
+
+double cuda_peak_memory_bandwidth_gbs(int, std::string*) {
   throw Error(ErrorCode::kUnavailable,
               "eep was built without CUDA: rebuild on a machine with nvcc, or use --backend cpu");
 }

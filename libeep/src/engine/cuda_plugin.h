@@ -12,7 +12,7 @@
 
 namespace eep {
 
-inline constexpr int kCudaPluginVersion = 1;
+inline constexpr int kCudaPluginVersion = 2;
 
 struct CudaPluginApi {
   int version;  // kCudaPluginVersion of the plugin's build; the loader refuses a mismatch
@@ -21,6 +21,7 @@ struct CudaPluginApi {
   int (*kv_blocks_for_memory)(const ModelConfig& cfg, int block_size, int device,
                               double memory_fraction, int min_ranks);
   std::unique_ptr<Group> (*make_nccl_group)(StoreClient& store, const NcclGroupOptions& opts);
+  double (*peak_memory_bandwidth_gbs)(int device, std::string* description);
 };
 
 }  // namespace eep
