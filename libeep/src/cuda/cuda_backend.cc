@@ -375,8 +375,8 @@ double cuda_peak_memory_bandwidth_gbs(int device, std::string* description) {
             "GPU " + std::to_string(device) + " reports no memory clock or bus width");
   cudaDeviceProp prop{};
   EEP_CU(cudaGetDeviceProperties(&prop, device));
-  // HBM transfers on both clock edges: the H100 SXM's 5120-bit bus at 2619 MHz gives its
-  // 3.35 TB/s, the H200's 6144 bits at 3201 MHz 4.9 (NVIDIA's figure: 4.8).
+  // HBM transfers on both clock edges. By the datasheets, the H100 SXM's 5120-bit bus at
+  // 2619 MHz gives its 3.35 TB/s and the H200's 6144 bits at 3201 MHz 4.9 (NVIDIA says 4.8).
   const double gbs = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;
   if (description)
     *description = std::string(prop.name) + ": " + std::to_string(bus_bits) + "-bit bus at " +
