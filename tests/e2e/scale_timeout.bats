@@ -46,6 +46,7 @@ fake() {
   fake --scale-delay 1.5 --done-after 3.5
   local start=$SECONDS
   run -1 --separate-stderr timeout 30 "$SCALE" --coord "$ADDR" --timeout-ms 3000 to 2 --wait
+  echo "stderr: $stderr"  # shown only if the test fails
   [ $((SECONDS - start)) -le 5 ]
   [[ "$stderr" == *"still in phase preparing after --timeout-ms"* ]]
 }

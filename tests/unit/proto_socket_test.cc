@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <zmq.hpp>
 
+#include "eep/client.h"
 #include "eep/proto.h"
 
 namespace {
@@ -68,5 +69,26 @@ void exchange(const std::string& bind_addr) {
 
 TEST(ProtoSocket, InprocRoundTrip) { exchange("inproc://proto-test"); }
 TEST(ProtoSocket, TcpRoundTrip) { exchange("tcp://127.0.0.1:*"); }
+
+// A caller that passes the time left to its own deadline as call()'s timeout (eep-scale --wait)
+// tells "the deadline came" from "the coordinator went quiet" by the clock: a timeout that ended
+// even a fraction of a millisecond early reads as the second. So a timeout never ends early.
+TEST(Client, CallTimesOutNoEarlierThanItsTimeout) {
+  zmq::context_t ctx(1);
+  zmq::socket_t silent(ctx, zmq::socket_type::router);  // takes requests, never answers
+  silent.set(zmq::sockopt::linger, 0);
+  silent.bind("tcp://127.0.0.1:*");
+  eep::Client client(silent.get(zmq::sockopt::last_endpoint));
+  for (int ms = 1; ms <= 12; ++ms) {
+    const auto t0 = std::chrono::steady_clock::now();
+    try {
+      client.call({{"type", "scale_status"}}, std::chrono::milliseconds(ms));
+      ADD_FAILURE() << "a silent peer answered";
+    } catch (const eep::Error& e) {
+      EXPECT_EQ(e.code(), eep::ErrorCode::kTimeout) << e.what();
+    }
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(ms)) << ms << " ms";
+  }
+}
 
 }  // namespace

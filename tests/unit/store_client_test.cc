@@ -3,6 +3,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <zmq.hpp>
 
 #include "eep/store.h"
 #include "store_test_server.h"
@@ -167,6 +168,19 @@ TEST(StoreClient, ServerGoneTimesOutCleanly) {
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   EXPECT_THROW(c.try_get("a"), eep::Error);
+}
+
+TEST(StoreClient, TimesOutNoEarlierThanItsTimeout) {
+  zmq::context_t ctx(1);
+  zmq::socket_t silent(ctx, zmq::socket_type::router);  // takes requests, never answers
+  silent.set(zmq::sockopt::linger, 0);
+  silent.bind("tcp://127.0.0.1:*");
+  for (int ms = 1; ms <= 8; ++ms) {
+    StoreClient c(silent.get(zmq::sockopt::last_endpoint), std::chrono::milliseconds(ms));
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_THROW(c.set("a", "1"), eep::Error);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(ms)) << ms << " ms";
+  }
 }
 
 TEST(StoreClient, NoServerAtAll) {

@@ -50,13 +50,19 @@ int wait_for(eep::Client& client, nlohmann::json st, eep::Clock::time_point dead
   const std::string id = st.value("id", "");
   size_t shown = 0;
   for (bool first = true;; first = false) {
+    bool out_of_time = false;
     if (!first) {
-      auto left = std::chrono::duration_cast<Ms>(deadline - eep::Clock::now());
+      // Rounded up, so a poll bounded by the deadline does not end a fraction of a millisecond
+      // before it (which once made a deadline-bound timeout look like a lost coordinator).
+      const auto left = std::chrono::ceil<Ms>(deadline - eep::Clock::now());
+      const auto poll = std::clamp(left, Ms(1), Ms(5000));
       try {
-        st = client.call({{"type", "scale_status"}, {"id", id}}, std::clamp(left, Ms(1), Ms(5000)));
+        st = client.call({{"type", "scale_status"}, {"id", id}}, poll);
       } catch (const eep::Error& e) {
-        // A poll cut short by the deadline: report the last state known, below.
-        if (e.code() != eep::ErrorCode::kTimeout || eep::Clock::now() < deadline) throw;
+        // A poll cut short by the deadline: report the last state known, below. A poll that
+        // timed out with time to spare means the coordinator stopped answering: an error.
+        if (e.code() != eep::ErrorCode::kTimeout || poll < left) throw;
+        out_of_time = true;
       }
     }
     const auto& phases = st["phases"];
@@ -75,7 +81,7 @@ int wait_for(eep::Client& client, nlohmann::json st, eep::Clock::time_point dead
       std::cout << strip(st).dump() << "\n";
       return eep::kExitOk;
     }
-    if (eep::Clock::now() > deadline) {
+    if (out_of_time || eep::Clock::now() >= deadline) {
       std::fprintf(stderr, "eep-scale: operation %s still in phase %s after --timeout-ms; it "
                            "goes on in the coordinator (check with 'eep-scale status')\n",
                    id.c_str(), st.value("phase", "").c_str());

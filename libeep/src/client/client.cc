@@ -29,7 +29,8 @@ proto::Body Client::call(proto::Body body, std::chrono::milliseconds timeout) {
   int64_t seq = send(std::move(body));
   auto deadline = Clock::now() + timeout;
   while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    // Rounded up: a caller whose timeout is its own deadline must not see it end early.
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0)
       throw Error(ErrorCode::kTimeout, "no answer to '" + type + "' from " + addr_ + " within " +
                                            std::to_string(timeout.count()) + " ms");

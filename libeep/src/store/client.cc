@@ -54,7 +54,7 @@ nlohmann::json StoreClient::call(nlohmann::json request, std::chrono::millisecon
   proto::send(impl_->sock, request);
   const auto deadline = Clock::now() + timeout;
   while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) break;
     std::optional<nlohmann::json> reply;
     try {
