@@ -508,7 +508,7 @@ class NcclGroup final : public Group {
       }
       return id;
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     try {
       store.wait({id_key()}, std::max(left, std::chrono::milliseconds(1)));
     } catch (const Error& e) {
