@@ -78,7 +78,8 @@ __device__ __forceinline__ void load_group_chunk(const SkinnyProduct& p, const S
 // group's last chunk is summed and reduced, the next group's first weights are in flight.
 template <int M, typename OutT>
 __global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 registers
-    skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnyProduct prod, int k) {
+    skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnyProduct prod, int k,
+                       bool prefetch_later) {
   constexpr int kCols = skinny_cols<M>();
   constexpr bool kPersistent = M == 1;  // see launch_skinny_rows
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -94,6 +95,17 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 r
   long long g = blockIdx.x;
   SkinnyGroup grp = skinny_group<kCols>(prod, g);
   if (begin + lane < end) load_w(grp, begin + lane);  // before the wait: weights are constant
+  if (kPersistent && prefetch_later) {
+    // kL2PrefetchSkinny: the block's later groups into L2 too (their rows are contiguous), so
+    // the whole matrix is requested while the kernel before still runs, not just the first
+    // group of every block.
+    for (long long g2 = g + gridDim.x; g2 < groups; g2 += gridDim.x) {
+      const SkinnyGroup later = skinny_group<kCols>(prod, g2);
+      const char* rows = reinterpret_cast<const char*>(prod.w + later.col0 * k);
+      const long long lines = ((long long)later.cols * k * 2 + 127) / 128;
+      for (long long i = threadIdx.x; i < lines; i += kSkinnyThreads) prefetch_l2(rows + i * 128);
+    }
+  }
   pdl_begin();
   __shared__ float partial[kSkinnyWarps][kCols * M];
   for (; g < groups; g += gridDim.x) {
@@ -237,6 +249,21 @@ int resident_blocks(Kernel kernel, size_t smem, int (&cached)[64]) {
   return cached[dev];
 }
 
+// Half the current device's L2, in bytes (cached): the most kL2PrefetchSkinny requests ahead. A
+// larger matrix (lm_head's 622 MB) would only evict its own early lines before they are read.
+long long skinny_prefetch_budget() {
+  static long long cached[64] = {};
+  int dev = 0;
+  EEP_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) dev = 0;
+  if (cached[dev] == 0) {
+    int l2 = 0;
+    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+    cached[dev] = std::max(1, l2 / 2);
+  }
+  return cached[dev];
+}
+
 template <int M, typename OutT>
 int skinny_resident_blocks() {
   static int cached[64] = {};
@@ -269,8 +296,10 @@ void launch_skinny_rows(const bf16* x, const SkinnyProduct& prod, int k, cudaStr
   const long long groups = ceil_div(prod.n, skinny_cols<M>());
   const long long grid =
       M == 1 ? std::min<long long>(groups, skinny_resident_blocks<M, OutT>()) : groups;
+  const bool prefetch_later = M == 1 && (l2_prefetch_mode() & kL2PrefetchSkinny) != 0 &&
+                              (long long)prod.n * k * 2 <= skinny_prefetch_budget();
   launch_kernel(skinny_gemm_kernel<M, OutT>, unsigned(grid), kSkinnyThreads, 0, stream, x, prod,
-                k);
+                k, prefetch_later);
 }
 
 template <typename OutT>
