@@ -52,3 +52,31 @@ teardown() {
   [ "$(jq '.failed' "$json")" -eq 0 ]
   [ "$(jq '.events[0].failed' "$json")" = true ]
 }
+
+@test "a stopped rank: declared dead by heartbeats, the survivors' blocked collectives end at once" {
+  # SIGSTOP keeps the peer's connections open, so no transport error ever reaches the survivors
+  # blocked in a collective with it: only the coordinator's word (heartbeat replies carry the
+  # dead generation) ends their waits, long before the 60 s collective timeout set here.
+  start_cluster 3 --heartbeat-timeout-ms 1000 --engine-arg=--collective-timeout-ms=60000
+  local json="$BATS_TEST_TMPDIR/stop.json" pid
+  pid=$("$SCALE" --coord "$ADDR" status --json | jq '.engines[] | select(.rank == 1) | .pid')
+  [ "$pid" -gt 0 ]
+  "$BENCH" serve --coord "$ADDR" --concurrency 6 --duration 5 --seed 5 --prompt-len fixed:8 \
+    --output-len fixed:40 --drain-timeout 60 --json "$json" >"$BATS_TEST_TMPDIR/bench.out" 2>&1 &
+  local bench=$!
+  sleep 1.5
+  kill -STOP "$pid"
+  local rc=0
+  wait "$bench" || rc=$?
+  kill -KILL "$pid" 2>/dev/null || true
+  cat "$BATS_TEST_TMPDIR/bench.out" >&2
+  [ "$rc" -eq 0 ]
+  [ "$(jq '.failed' "$json")" -eq 0 ]
+  [ "$(jq '.finished == .sent and .sent > 0' "$json")" = true ]
+  # Heartbeat timeout (1 s) + a heartbeat (0.5 s) + re-forming: a few seconds, not 60.
+  [ "$(jq '.longest_gap_ms < 10000' "$json")" = true ]
+  grep -q "pid $pid) is gone" "$BATS_TEST_TMPDIR/coord.log"
+  grep -q "declared group generation 1 dead: ending its collectives" "$BATS_TEST_TMPDIR/coord.log"
+  run "$SCALE" --coord "$ADDR" status --json
+  [ "$(jq '[.size, .serving]' -c <<<"$output")" = '[2,true]' ]
+}

@@ -325,6 +325,71 @@ TEST(GlooGroup, HungPeerGivesTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
 }
 
+// The abort handle ends a collective blocked on a peer long before the group's timeout (30 s
+// here), for each collective a step uses; and every later call fails at once.
+TEST(GlooGroup, AbortHandleEndsABlockedCollective) {
+  for (const char* op : {"allreduce_sum", "alltoallv", "alltoall_counts", "allgather"}) {
+    SCOPED_TRACE(op);
+    StoreTestServer server;
+    const int n = 3;
+    std::vector<std::thread> threads;
+    std::atomic<bool> done{false};
+    std::shared_ptr<eep::GroupAbort> handle;
+    std::atomic<bool> armed{false};
+    std::string what, later;
+    eep::ErrorCode code = eep::ErrorCode::kInternal;
+    std::chrono::steady_clock::duration blocked{};
+    for (int r = 0; r < n; ++r) {
+      threads.emplace_back([&, r] {
+        StoreClient store(server.address(), 10s);
+        GlooGroupOptions o{.name = std::string("abort-") + op, .rank = r, .size = n,
+                           .timeout = 30s};
+        auto g = eep::make_gloo_group(store, o);
+        if (r == 2) {  // alive (connections open) but never joins the collective
+          while (!done) std::this_thread::sleep_for(10ms);
+          return;
+        }
+        if (r == 0) {
+          handle = g->abort_handle();
+          armed = true;
+        }
+        int64_t v[3] = {1, 2, 3}, out[3] = {};
+        std::vector<int64_t> bytes(n, 8);
+        const auto t0 = std::chrono::steady_clock::now();
+        try {
+          const std::string o2 = op;
+          if (o2 == "allreduce_sum") g->allreduce_sum(v, 3);
+          else if (o2 == "alltoallv") g->alltoallv(v, bytes, out, bytes);
+          else if (o2 == "alltoall_counts") g->alltoall_counts(v, out);
+          else g->allgather(v, out, 1);
+        } catch (const eep::Error& e) {
+          if (r == 0) {
+            code = e.code();
+            what = e.what();
+            blocked = std::chrono::steady_clock::now() - t0;
+            try {
+              g->allreduce_sum(v, 3);
+            } catch (const eep::Error& e2) {
+              later = e2.what();
+            }
+          }
+        }
+        if (r == 0) done = true;
+      });
+    }
+    while (!armed) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(300ms);  // rank 0 is blocked by now
+    ASSERT_NE(handle, nullptr);
+    handle->abort("test: group declared dead");
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(code, eep::ErrorCode::kAborted) << what;
+    EXPECT_NE(what.find("test: group declared dead"), std::string::npos) << what;
+    EXPECT_GE(blocked, 250ms);  // it really waited for the peer, then the abort ended it
+    EXPECT_LT(blocked, 5s);
+    EXPECT_NE(later.find("after an earlier failure"), std::string::npos) << later;
+  }
+}
+
 TEST(GlooGroup, InvalidOptions) {
   StoreTestServer server;
   StoreClient store(server.address(), 1s);

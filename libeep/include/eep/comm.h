@@ -23,6 +23,16 @@ struct P2POp {
   int peer = 0;
 };
 
+// Ends, from another thread, the waits of a member's collectives in flight and of all later
+// ones (they throw Error(kAborted) naming `why`): the engine's heartbeat thread calls it when
+// the coordinator has declared the group's generation dead, so a member never sits out the
+// collective timeout in a group that is already gone.
+class GroupAbort {
+ public:
+  virtual ~GroupAbort() = default;
+  virtual void abort(const std::string& why) = 0;
+};
+
 class Group {
  public:
   virtual ~Group() = default;
@@ -72,6 +82,9 @@ class Group {
   // made in the background never waits for it (NCCL connects peers at the first call of each
   // kind: ~0.35 s on two H200s). Collective: every member calls it. Default: nothing to do.
   virtual void warm_up() {}
+  // The handle that aborts this group's collectives (it may outlive the group, harmlessly), or
+  // null where the group has its own way out (NCCL: wait_stream's error checks).
+  virtual std::shared_ptr<GroupAbort> abort_handle() { return nullptr; }
 };
 
 struct GlooGroupOptions {

@@ -8,13 +8,10 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
-#include <gloo/allgather.h>
-#include <gloo/allreduce.h>
-#include <gloo/alltoall.h>
-#include <gloo/alltoallv.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
 #include <gloo/common/error.h>
@@ -35,8 +32,59 @@ namespace eep {
 
 namespace {
 
-// Slot prefix for point-to-point transfers; Gloo's own collectives use 0x01..0x08.
+// Slot prefixes: point-to-point transfers, and eep's own collectives (below); Gloo's own
+// collectives use 0x01..0x08.
 constexpr uint8_t kP2PSlotPrefix = 0x40;
+constexpr uint8_t kExchangeSlotPrefix = 0x41;
+
+// The unbound buffers of the exchange in flight, so that another thread can end its waits.
+// Why eep posts the per-step collectives itself instead of calling gloo::alltoallv and
+// gloo::allreduce: when a peer is killed, a member may wait for a send that Gloo's TCP transport
+// never fails (seen in 2 of ~100 kills: the survivor sat out the whole collective timeout, 30 s,
+// while the coordinator had re-formed the group at once). Gloo's collectives keep their buffers
+// inside; here they are registered, and abort() ends their waits (abortWaitSend/Recv).
+class PendingExchange final : public GroupAbort {
+ public:
+  void abort(const std::string& why) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (aborted_) return;
+    aborted_ = true;
+    why_ = why;
+    for (auto* b : sends_) b->abortWaitSend();
+    for (auto* b : recvs_) b->abortWaitRecv();
+  }
+  // Registers the buffers of one exchange; throws Error(kAborted) if the group was aborted.
+  void arm(const std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>>& sends,
+           const std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>>& recvs) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (aborted_) throw Error(ErrorCode::kAborted, "aborted: " + why_);
+    for (const auto& b : sends) sends_.push_back(b.get());
+    for (const auto& b : recvs) recvs_.push_back(b.get());
+  }
+  // Before the buffers go: abort() must not reach them afterwards.
+  void disarm() {
+    std::lock_guard<std::mutex> lock(mu_);
+    sends_.clear();
+    recvs_.clear();
+  }
+  std::string why() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return why_;
+  }
+
+ private:
+  std::mutex mu_;
+  bool aborted_ = false;
+  std::string why_;
+  std::vector<gloo::transport::UnboundBuffer*> sends_, recvs_;
+};
+
+// One message of an exchange: `bytes` at `data` to or from `peer`.
+struct Piece {
+  void* data;
+  size_t bytes;
+  int peer;
+};
 
 // Gloo reports timeouts as IoException with this text; we keep them apart from dead peers.
 bool is_timeout_message(const std::string& what) {
@@ -116,15 +164,10 @@ class GlooGroup final : public Group {
       std::memmove(out, in, count * sizeof(int64_t));
       return;
     }
-    guard("allgather", [&] {
-      gloo::AllgatherOptions o(ctx_);
-      o.setInput(const_cast<int64_t*>(in), count);  // Gloo only reads the input
-      o.setOutput(out, count * opts_.size);
-      o.setTag(next_tag());
-      o.setTimeout(opts_.timeout);
-      gloo::allgather(o);
-    });
+    allgather_as("allgather", in, out, count);
   }
+
+  std::shared_ptr<GroupAbort> abort_handle() override { return pending_; }
 
   void alltoallv(const void* in, const std::vector<int64_t>& send_bytes, void* out,
                  const std::vector<int64_t>& recv_bytes) override {
@@ -137,33 +180,36 @@ class GlooGroup final : public Group {
       if (send_bytes[0] > 0) std::memmove(out, in, static_cast<size_t>(send_bytes[0]));
       return;
     }
-    // Gloo creates buffers even for empty sides; give it a valid address to point at.
-    static char empty_buffer[1];
-    void* in_ptr = in ? const_cast<void*>(in) : empty_buffer;
-    void* out_ptr = out ? out : empty_buffer;
-    guard("alltoallv", [&] {
-      gloo::AlltoallvOptions o(ctx_);
-      o.setInput(static_cast<uint8_t*>(in_ptr), send_bytes);
-      o.setOutput(static_cast<uint8_t*>(out_ptr), recv_bytes);
-      o.setTag(next_tag());
-      o.setTimeout(opts_.timeout);
-      gloo::alltoallv(o);
-    });
+    // Packed in rank order on both sides; empty messages are skipped on both sides (the
+    // counts were exchanged first, so the peer's recv_bytes is this rank's send_bytes).
+    const char* src = static_cast<const char*>(in);
+    char* dst = static_cast<char*>(out);
+    std::vector<Piece> sends, recvs;
+    size_t send_at = 0, recv_at = 0;
+    for (int p = 0; p < opts_.size; ++p) {
+      const auto sb = static_cast<size_t>(send_bytes[p]), rb = static_cast<size_t>(recv_bytes[p]);
+      if (p == opts_.rank) {
+        if (sb > 0) std::memmove(dst + recv_at, src + send_at, sb);
+      } else {
+        if (sb > 0) sends.push_back({const_cast<char*>(src) + send_at, sb, p});  // only read
+        if (rb > 0) recvs.push_back({dst + recv_at, rb, p});
+      }
+      send_at += sb;
+      recv_at += rb;
+    }
+    exchange("alltoallv", sends, recvs);
   }
 
   void alltoall_counts(const int64_t* in, int64_t* out) override {
-    if (opts_.size == 1) {
-      out[0] = in[0];
-      return;
+    out[opts_.rank] = in[opts_.rank];
+    if (opts_.size == 1) return;
+    std::vector<Piece> sends, recvs;
+    for (int p = 0; p < opts_.size; ++p) {
+      if (p == opts_.rank) continue;
+      sends.push_back({const_cast<int64_t*>(in + p), sizeof(int64_t), p});  // only read
+      recvs.push_back({out + p, sizeof(int64_t), p});
     }
-    guard("alltoall_counts", [&] {
-      gloo::AlltoallOptions o(ctx_);
-      o.setInput(const_cast<int64_t*>(in), static_cast<size_t>(opts_.size));
-      o.setOutput(out, static_cast<size_t>(opts_.size));
-      o.setTag(next_tag());
-      o.setTimeout(opts_.timeout);
-      gloo::alltoall(o);
-    });
+    exchange("alltoall_counts", sends, recvs);
   }
 
   void send(const void* data, size_t bytes, int peer, uint32_t tag) override {
@@ -213,15 +259,47 @@ class GlooGroup final : public Group {
  private:
   using ReduceFn = void (*)(void*, const void*, const void*, size_t);
 
+  // Every member's values to every other (these are a step's few flags and counts, not bulk
+  // data), then the same reduction in rank order everywhere.
   void allreduce(int64_t* data, size_t count, const char* op, ReduceFn fn) {
     if (opts_.size == 1 || count == 0) return;
+    std::vector<int64_t> all(count * opts_.size);
+    allgather_as(op, data, all.data(), count);
+    std::memcpy(data, all.data(), count * sizeof(int64_t));
+    for (int p = 1; p < opts_.size; ++p) fn(data, data, all.data() + p * count, count);
+  }
+
+  void allgather_as(const char* op, const int64_t* in, int64_t* out, size_t count) {
+    std::memmove(out + opts_.rank * count, in, count * sizeof(int64_t));
+    std::vector<Piece> sends, recvs;
+    for (int p = 0; p < opts_.size; ++p) {
+      if (p == opts_.rank) continue;
+      sends.push_back({const_cast<int64_t*>(in), count * sizeof(int64_t), p});  // only read
+      recvs.push_back({out + p * count, count * sizeof(int64_t), p});
+    }
+    exchange(op, sends, recvs);
+  }
+
+  // Posts every receive and send of one collective on its own buffers under the next tag
+  // (every member calls the collectives in the same order, so the tags match), then waits for
+  // them, each with the group's timeout; abort_handle() can end the waits from another thread.
+  void exchange(const char* op, const std::vector<Piece>& sends, const std::vector<Piece>& recvs) {
     guard(op, [&] {
-      gloo::AllreduceOptions o(ctx_);
-      o.setOutput(data, count);  // in place: the output doubles as input
-      o.setReduceFunction(fn);
-      o.setTag(next_tag());
-      o.setTimeout(opts_.timeout);
-      gloo::allreduce(o);
+      const uint64_t slot = gloo::Slot::build(kExchangeSlotPrefix, next_tag());
+      std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> sbufs, rbufs;
+      for (const Piece& r : recvs) rbufs.push_back(ctx_->createUnboundBuffer(r.data, r.bytes));
+      for (const Piece& s : sends) sbufs.push_back(ctx_->createUnboundBuffer(s.data, s.bytes));
+      pending_->arm(sbufs, rbufs);
+      struct Disarm {
+        PendingExchange& p;
+        ~Disarm() { p.disarm(); }
+      } disarm{*pending_};
+      for (size_t i = 0; i < recvs.size(); ++i) rbufs[i]->recv(recvs[i].peer, slot);
+      for (size_t i = 0; i < sends.size(); ++i) sbufs[i]->send(sends[i].peer, slot);
+      for (auto& b : sbufs)
+        if (!b->waitSend(opts_.timeout)) throw Error(ErrorCode::kAborted, "aborted: " + pending_->why());
+      for (auto& b : rbufs)
+        if (!b->waitRecv(opts_.timeout)) throw Error(ErrorCode::kAborted, "aborted: " + pending_->why());
     });
   }
 
@@ -275,6 +353,7 @@ class GlooGroup final : public Group {
   GlooGroupOptions opts_;
   std::shared_ptr<gloo::transport::Device> device_;
   std::shared_ptr<gloo::Context> ctx_;
+  std::shared_ptr<PendingExchange> pending_ = std::make_shared<PendingExchange>();
   uint32_t tag_ = 0;
   std::atomic<bool> broken_{false};
   std::string broken_reason_;

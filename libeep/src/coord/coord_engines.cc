@@ -143,7 +143,9 @@ void Coordinator::on_heartbeat(const std::string& identity, const Body& msg) {
   e.paused = msg.value("paused", true);
   if (msg.contains("load") && msg.value("generation", int64_t{-1}) == group_.generation)
     e.load = msg["load"].get<std::vector<std::vector<int64_t>>>();
-  send_to(identity, proto::ok_reply(msg));
+  send_to(identity, dead_generation_ >= 0
+                        ? proto::ok_reply(msg, {{"dead_generation", dead_generation_}})
+                        : proto::ok_reply(msg));
 }
 
 void Coordinator::check_liveness() {
@@ -183,6 +185,7 @@ void Coordinator::on_engine_gone(const std::string& identity, const std::string&
     op_->old_group_failed = true;
     return;
   }
+  if (was_member) dead_generation_ = std::max(dead_generation_, generation);
   if (op_) {
     const auto& ne = op_->new_engines;
     if (was_member || std::find(ne.begin(), ne.end(), identity) != ne.end())

@@ -96,6 +96,9 @@ class Coordinator {
   StoreWaiters waiters_;
   std::map<std::string, EngineInfo> engines_;
   GroupInfo group_;
+  // The newest generation that lost a member (-1: none): heartbeat replies carry it, so members
+  // blocked in that group's collectives end them instead of waiting out their timeout.
+  int64_t dead_generation_ = -1;
   std::map<std::string, RequestInfo> requests_;
   std::deque<std::string> pending_;  // rids waiting for a serving group
   std::map<std::string, std::set<std::string>> client_requests_;

@@ -285,6 +285,7 @@ void Engine::step() {
   for (const ScheduledChunk& c : chunks) rows_here += c.num_tokens;
   int64_t flags[3] = {sched_->has_work() ? 1 : 0, commit_here ? 1 : 0, rows_here};
   const auto t_sync = Clock::now();
+  arm_group_abort();
   try {
     group_->allreduce_sum(flags, 3);
   } catch (const Error& e) {

@@ -37,6 +37,8 @@ void Engine::heartbeat_loop() {
     while (!hb_stop_ && Clock::now() < until) {
       if (auto reply = proto::recv(hb, Ms(50))) {
         last_answer = Clock::now();
+        if (reply->contains("dead_generation") && (*reply)["dead_generation"].is_number_integer())
+          abort_dead_group((*reply)["dead_generation"].get<int64_t>());
         if (reply->value("status", "") == "error") {
           // The coordinator declared this engine dead and moved on without it: leave.
           log_->error("coordinator refused heartbeat: {}", reply->value("message", ""));
@@ -50,6 +52,24 @@ void Engine::heartbeat_loop() {
       return;
     }
   }
+}
+
+void Engine::arm_group_abort() {
+  if (group_.get() == armed_group_ && generation_ == armed_generation_) return;
+  auto handle = group_ ? group_->abort_handle() : nullptr;
+  std::lock_guard<std::mutex> lock(abort_mu_);
+  armed_group_ = group_.get();
+  armed_abort_ = std::move(handle);
+  armed_generation_ = generation_;
+}
+
+void Engine::abort_dead_group(int64_t dead) {
+  std::lock_guard<std::mutex> lock(abort_mu_);
+  if (!armed_abort_ || armed_generation_ > dead) return;
+  log_->warn("the coordinator declared group generation {} dead: ending its collectives", dead);
+  armed_abort_->abort("the coordinator declared group generation " + std::to_string(dead) +
+                      " dead (a member is gone)");
+  armed_abort_.reset();
 }
 
 }  // namespace eep

@@ -75,6 +75,8 @@ class Engine {
   // Heartbeats.
   void publish_snapshot();
   void heartbeat_loop();
+  void arm_group_abort();                  // main thread, before a step's collectives
+  void abort_dead_group(int64_t dead);     // heartbeat thread
   // Elastic transitions.
   void on_prepare(const proto::Body& msg);
   void prepare_worker(PendingTransition* pt);
@@ -127,6 +129,14 @@ class Engine {
   std::atomic<bool> coord_lost_{false};
   std::atomic<bool> hb_stop_{false};
   std::thread hb_thread_;
+  // The serving group's abort handle, for the heartbeat thread: a heartbeat reply naming a dead
+  // generation at or above the armed one ends the group's blocked collectives (a killed peer
+  // that the transport does not report would otherwise hold this engine for the collective
+  // timeout after the coordinator has re-formed the group). Set by the main thread.
+  std::mutex abort_mu_;
+  std::shared_ptr<GroupAbort> armed_abort_;
+  const Group* armed_group_ = nullptr;
+  int64_t armed_generation_ = -1;
 };
 
 }  // namespace eep
