@@ -2,7 +2,8 @@
 // neutral (raw pointers and byte counts); GlooGroup implements it on CPU memory over TCP, with
 // rendezvous through the coordinator's store; an NCCL implementation slots in for the CUDA
 // backend. Every collective has a timeout and throws Error(kUnavailable or kTimeout) when a peer
-// is gone, so a dead engine never hangs the others forever.
+// is gone, so a dead engine never hangs the others forever; a group's abort handle (Gloo) ends
+// them sooner, as Error(kAborted), once the coordinator has declared the group dead.
 #pragma once
 
 #include <chrono>

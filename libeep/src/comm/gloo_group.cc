@@ -3,7 +3,9 @@
 // Threading: collectives must be called from one thread per group, in the same order on every
 // rank (their Gloo tags come from a per-group counter that advances identically everywhere).
 // send/recv use a separate slot space keyed by the caller's tag, so a weight-transfer thread can
-// run them alongside the collectives.
+// run them alongside the collectives. The per-step collectives are eep's own exchanges on
+// unbound buffers (PendingExchange says why); abort_handle() is the one call another thread may
+// make.
 #include <atomic>
 #include <cstring>
 #include <exception>
