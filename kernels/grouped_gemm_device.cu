@@ -112,13 +112,11 @@ void setup_shapes(int dev, int sms) {
 struct DeviceInfo {
   int dev = 0;
   bool wgmma = false;  // compute capability 9.0: the sm_90a image (wgmma) is the one that runs
-  long long l2_bytes = 0;
 };
 
 DeviceInfo setup_all() {
   static bool done[64] = {};
   static bool wgmma[64] = {};
-  static long long l2[64] = {};
   DeviceInfo info;
   EEP_CUDA_CHECK(cudaGetDevice(&info.dev));
   EEP_REQUIRE(info.dev < 64, "grouped_gemm_device: device index < 64");
@@ -130,9 +128,6 @@ DeviceInfo setup_all() {
     setup_shapes<false>(info.dev, sms);
     setup_shapes<true>(info.dev, sms);
     wgmma[info.dev] = major == 9 && minor == 0;
-    int l2_size = 0;
-    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&l2_size, cudaDevAttrL2CacheSize, info.dev));
-    l2[info.dev] = l2_size;
     if (wgmma[info.dev] && !g_encode) {
       void* fn = nullptr;
       cudaDriverEntryPointQueryResult q{};
@@ -146,7 +141,6 @@ DeviceInfo setup_all() {
     done[info.dev] = true;
   }
   info.wgmma = wgmma[info.dev];
-  info.l2_bytes = l2[info.dev];
   return info;
 }
 
@@ -196,14 +190,13 @@ bool launch_tma(int dev, const bf16* x, const bf16* w, bf16* y, const int32_t* o
 }
 
 // The launch's share of kL2PrefetchNext: none unless the mode asks for it and next is given.
-// Half the L2 for the requested lines: the other half is the stream of this GEMM's own weights.
-NextPrefetch next_prefetch(const NextExpertWeights& next, const DeviceInfo& info) {
+NextPrefetch next_prefetch(const NextExpertWeights& next) {
   NextPrefetch pf;
   const int mode = l2_prefetch_mode();
   if (!(mode & kL2PrefetchNext) || next.base == nullptr || next.bytes_per_expert == 0) return pf;
   pf.base = static_cast<const char*>(next.base);
   pf.bytes_per_expert = (long long)next.bytes_per_expert;
-  pf.budget = info.l2_bytes / 2;
+  pf.budget = detail::l2_prefetch_budget();
   pf.evict_last = (mode & kL2PrefetchEvictLast) != 0;
   return pf;
 }
@@ -249,7 +242,7 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
     shape = avg <= 192 ? kP64 : kP128;
   if (g_forced_shape >= 0) shape = g_forced_shape;
   const int d = info.dev;
-  const NextPrefetch pf = next_prefetch(next, info);
+  const NextPrefetch pf = next_prefetch(next);
   switch (shape) {
     case kD16: return launch<Decode16, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream, pf);
     case kD16n16: return launch<Decode16n16, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream, pf);

@@ -261,7 +261,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
   const int nb_count = SWIGLU ? (n / 2) / (C::BN / 2) : (n + C::BN - 1) / C::BN;
   const long long total_tiles = (long long)total_mt * nb_count;
   // Every expert with rows has at least one m-tile, so this bounds the bytes requested. Only
-  // the decode tiles (the prefill tiles' registers are full: 128x128 spilled with it).
+  // the decode tiles (a compile-time false elsewhere: the prefill 128x128 tile spilled with it).
   const bool prefetch = C::BM <= 32 && pf.base &&
                         (long long)total_mt * pf.bytes_per_expert <= pf.budget;
 
@@ -300,9 +300,7 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
       cp_async_commit();
     }
     // After this tile's own first loads, so they go out first.
-    if constexpr (C::BM <= 32) {
-      if (prefetch && row0 == tt.off[e]) prefetch_next_share<C::THREADS>(pf, e, nb, nb_count, tid);
-    }
+    if (prefetch && row0 == tt.off[e]) prefetch_next_share<C::THREADS>(pf, e, nb, nb_count, tid);
     for (int kt = 0; kt < ktiles; ++kt) {
       cp_async_wait<C::STAGES - 2>();
       __syncthreads();

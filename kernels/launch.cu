@@ -16,6 +16,19 @@ bool pdl_enabled() {
   return enabled;
 }
 
+long long l2_prefetch_budget() {
+  static long long cached[64] = {};
+  int dev = 0;
+  EEP_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) dev = 0;
+  if (cached[dev] == 0) {
+    int l2 = 0;
+    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+    cached[dev] = l2 > 1 ? l2 / 2 : 1;
+  }
+  return cached[dev];
+}
+
 namespace {
 // -1: not yet read from EEP_CUDA_L2_PREFETCH.
 std::atomic<int> g_l2_prefetch{-1};

@@ -47,6 +47,11 @@ __device__ __forceinline__ void prefetch_l2_evict_last(const void* p) {
 
 bool pdl_enabled();  // false when EEP_CUDA_PDL=0 (read once)
 
+// The most bytes an L2 prefetch (eep_kernels.h, l2_prefetch_mode) may request ahead: half the
+// current device's L2 (cached per device). The other half holds the stream of the kernel that
+// runs meanwhile; a larger request would evict its own early lines before they are read.
+long long l2_prefetch_budget();
+
 template <typename... Params, typename... Args>
 void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                    Args&&... args) {

@@ -249,21 +249,6 @@ int resident_blocks(Kernel kernel, size_t smem, int (&cached)[64]) {
   return cached[dev];
 }
 
-// Half the current device's L2, in bytes (cached): the most kL2PrefetchSkinny requests ahead. A
-// larger matrix (lm_head's 622 MB) would only evict its own early lines before they are read.
-long long skinny_prefetch_budget() {
-  static long long cached[64] = {};
-  int dev = 0;
-  EEP_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 64) dev = 0;
-  if (cached[dev] == 0) {
-    int l2 = 0;
-    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
-    cached[dev] = std::max(1, l2 / 2);
-  }
-  return cached[dev];
-}
-
 template <int M, typename OutT>
 int skinny_resident_blocks() {
   static int cached[64] = {};
@@ -297,7 +282,7 @@ void launch_skinny_rows(const bf16* x, const SkinnyProduct& prod, int k, cudaStr
   const long long grid =
       M == 1 ? std::min<long long>(groups, skinny_resident_blocks<M, OutT>()) : groups;
   const bool prefetch_later = M == 1 && (l2_prefetch_mode() & kL2PrefetchSkinny) != 0 &&
-                              (long long)prod.n * k * 2 <= skinny_prefetch_budget();
+                              (long long)prod.n * k * 2 <= l2_prefetch_budget();
   launch_kernel(skinny_gemm_kernel<M, OutT>, unsigned(grid), kSkinnyThreads, 0, stream, x, prod,
                 k, prefetch_later);
 }
