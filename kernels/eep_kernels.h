@@ -115,29 +115,6 @@ class GroupedGemm {
             int n, int k);
 };
 
-// ---- L2 prefetch of weights a later kernel reads (kernels/launch.cu) ------------------------
-// At one decode row the weight GEMMs stop the HBM stream at every kernel boundary (each one's
-// blocks start, learn what to read, and only then request it; docs/cuda.md "Session 10"). These
-// switches let a kernel request, as L2 prefetches, weights that it or the next kernel reads
-// later. Off by default until measured on a GPU (docs/cuda.md "Session 11"): the mask comes from
-// EEP_CUDA_L2_PREFETCH (read once; anything but 0..7 reads as 0), or set_l2_prefetch_mode
-// (tests, benchmarks; takes effect at the next launch, so a captured graph keeps what it had).
-// None of them changes a result.
-constexpr int kL2PrefetchSkinny = 1;     // skinny_gemm at one row: its later column groups,
-                                         // before its PDL wait (matrices up to half the L2)
-constexpr int kL2PrefetchNext = 2;       // grouped_gemm_swiglu_device: the `next` weights
-constexpr int kL2PrefetchEvictLast = 4;  // ... requested with the evict_last priority
-constexpr int kL2PrefetchAll = 7;
-int l2_prefetch_mode();
-void set_l2_prefetch_mode(int mode);  // throws CudaError outside 0..7
-
-// Weights the kernel after a grouped GEMM reads per expert (the down projection after gate|up):
-// expert e's are the bytes_per_expert bytes from base + e * bytes_per_expert.
-struct NextExpertWeights {
-  const void* base = nullptr;
-  size_t bytes_per_expert = 0;
-};
-
 // ---- expert grouped GEMM, offsets on the device (kernels/grouped_gemm_device.cu) -----------
 // y[rows of e] = x[rows of e] * w[e]^T for experts e in [0, num_experts): rows of e are
 // offsets[e] .. offsets[e+1]-1, offsets a DEVICE int32 array [num_experts+1] (offsets[0] = 0,
@@ -161,12 +138,9 @@ void grouped_gemm_device(const bf16* x, const bf16* w, bf16* y, const int32_t* o
 // gate rows then its up rows; act [rows][inter] = silu(gate) * up with gate and up rounded to
 // bf16 first (what silu_mul_fused computes from a stored [rows][2*inter] gate|up output).
 // Same contract as grouped_gemm_device with n = 2*inter; inter % 64 == 0.
-// next (with kL2PrefetchNext): the decode tiles also request, into L2, the `next` weights of
-// the experts they run (each tile a share of its expert's), where those fit in half the L2;
-// other shapes, and larger routings, ignore it.
 void grouped_gemm_swiglu_device(const bf16* x, const bf16* w, bf16* act, const int32_t* offsets,
                                 int num_experts, int max_rows, int inter, int k,
-                                cudaStream_t stream, const NextExpertWeights& next = {});
+                                cudaStream_t stream);
 // Tile shapes (benchmarks and tests): how many there are, their names, and forcing one for all
 // later calls (-1: the automatic choice). Not thread-safe; wgmma shapes need an sm_90 device.
 int grouped_gemm_device_shapes();
@@ -179,9 +153,7 @@ bool grouped_gemm_device_tma();
 // ---- few-row GEMM (kernels/skinny_gemm.cu) --------------------------------------------------
 // y[m][n] = x[m][k] * w[n][k]^T (Linear layout), bf16 in, fp32 accumulation, y bf16 or fp32
 // (y_f32), for rows <= kSkinnyMaxRows: decode-sized products, memory-bound on w, which this
-// reads once at close to the HBM rate. k % 8 == 0; x, w 16-byte aligned. With
-// kL2PrefetchSkinny (l2_prefetch_mode), at one row and w at most half the L2, each block also
-// requests the weights of its later column groups into L2 before its PDL wait.
+// reads once at close to the HBM rate. k % 8 == 0; x, w 16-byte aligned.
 constexpr int kSkinnyMaxRows = 8;
 void skinny_gemm(const bf16* x, const bf16* w, void* y, bool y_f32, int rows, int n, int k,
                  cudaStream_t stream);

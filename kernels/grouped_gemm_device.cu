@@ -146,8 +146,7 @@ DeviceInfo setup_all() {
 
 template <class C, bool SWIGLU, int WG>
 void launch(int dev, const bf16* x, const bf16* w, bf16* y, const int32_t* offsets,
-            int num_experts, int max_rows, int n, int k, cudaStream_t stream,
-            const NextPrefetch& pf = {}) {
+            int num_experts, int max_rows, int n, int k, cudaStream_t stream) {
   // Upper bound of the tiles: sum over experts of ceil(m_e / BM) <= max_rows / BM + (non-empty
   // experts); a grid larger than that would only start CTAs that find nothing to do.
   const int nb = SWIGLU ? (n / 2) / (C::BN / 2) : (n + C::BN - 1) / C::BN;
@@ -155,12 +154,8 @@ void launch(int dev, const bf16* x, const bf16* w, bf16* y, const int32_t* offse
       ((long long)max_rows / C::BM + std::min(num_experts, max_rows)) * (long long)nb;
   const int grid = int(std::min<long long>(grid_cache<C, SWIGLU, WG>(dev), bound));
   if (grid <= 0) return;
-  if constexpr (WG == 0)  // only the mma.sync tiles (the decode shapes) take a prefetch
-    detail::launch_kernel(kernel_of<C, SWIGLU, WG>(), grid, C::THREADS, C::SMEM_BYTES, stream, x,
-                          w, y, offsets, num_experts, n, k, pf);
-  else
-    detail::launch_kernel(kernel_of<C, SWIGLU, WG>(), grid, C::THREADS, C::SMEM_BYTES, stream, x,
-                          w, y, offsets, num_experts, n, k);
+  detail::launch_kernel(kernel_of<C, SWIGLU, WG>(), grid, C::THREADS, C::SMEM_BYTES, stream, x, w,
+                        y, offsets, num_experts, n, k);
 }
 
 // false (nothing launched) where the tensor maps cannot describe the call: boxes larger than the
@@ -189,22 +184,9 @@ bool launch_tma(int dev, const bf16* x, const bf16* w, bf16* y, const int32_t* o
   return true;
 }
 
-// The launch's share of kL2PrefetchNext: none unless the mode asks for it and next is given.
-NextPrefetch next_prefetch(const NextExpertWeights& next) {
-  NextPrefetch pf;
-  const int mode = l2_prefetch_mode();
-  if (!(mode & kL2PrefetchNext) || next.base == nullptr || next.bytes_per_expert == 0) return pf;
-  pf.base = static_cast<const char*>(next.base);
-  pf.bytes_per_expert = (long long)next.bytes_per_expert;
-  pf.budget = detail::l2_prefetch_budget();
-  pf.evict_last = (mode & kL2PrefetchEvictLast) != 0;
-  return pf;
-}
-
 template <bool SWIGLU>
 void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int num_experts,
-              int max_rows, int n, int k, cudaStream_t stream,
-              const NextExpertWeights& next = {}) {
+              int max_rows, int n, int k, cudaStream_t stream) {
   const char* what = SWIGLU ? "grouped_gemm_swiglu_device" : "grouped_gemm_device";
   EEP_REQUIRE(num_experts > 0 && num_experts <= kMaxExperts, what);
   EEP_REQUIRE(max_rows >= 0 && n > 0 && k > 0, what);
@@ -242,12 +224,11 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
     shape = avg <= 192 ? kP64 : kP128;
   if (g_forced_shape >= 0) shape = g_forced_shape;
   const int d = info.dev;
-  const NextPrefetch pf = next_prefetch(next);
   switch (shape) {
-    case kD16: return launch<Decode16, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream, pf);
-    case kD16n16: return launch<Decode16n16, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream, pf);
-    case kD16n64: return launch<Decode16n64, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream, pf);
-    case kD32: return launch<Decode32, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream, pf);
+    case kD16: return launch<Decode16, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kD16n16: return launch<Decode16n16, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kD16n64: return launch<Decode16n64, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+    case kD32: return launch<Decode32, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
     case kP64: return launch<Prefill64, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
     case kP128: return launch<Prefill128, SWIGLU, 0>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
     case kW128: return launch<Wg128, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
@@ -286,9 +267,9 @@ void grouped_gemm_device(const bf16* x, const bf16* w, bf16* y, const int32_t* o
 
 void grouped_gemm_swiglu_device(const bf16* x, const bf16* w, bf16* act, const int32_t* offsets,
                                 int num_experts, int max_rows, int inter, int k,
-                                cudaStream_t stream, const NextExpertWeights& next) {
+                                cudaStream_t stream) {
   EEP_REQUIRE(inter > 0, "grouped_gemm_swiglu_device: inter > 0");
-  dispatch<true>(x, w, act, offsets, num_experts, max_rows, 2 * inter, k, stream, next);
+  dispatch<true>(x, w, act, offsets, num_experts, max_rows, 2 * inter, k, stream);
 }
 
 int grouped_gemm_device_shapes() { return kShapes; }

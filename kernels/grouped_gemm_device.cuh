@@ -218,41 +218,13 @@ __device__ __forceinline__ void store_tile(const float* red, __nv_bfloat16* __re
   }
 }
 
-// The next kernel's weights to request into L2 (NextExpertWeights with the launcher's budget);
-// base null: none.
-struct NextPrefetch {
-  const char* base = nullptr;
-  long long bytes_per_expert = 0;
-  long long budget = 0;  // requested only if (m-tiles) x bytes_per_expert fits in this
-  bool evict_last = false;
-};
-
-// The share `part` of `parts` of expert e's next weights, one 128-byte line a thread at a time.
-template <int THREADS>
-__device__ __forceinline__ void prefetch_next_share(const NextPrefetch& pf, int e, int part,
-                                                    int parts, int tid) {
-  const long long lines = (pf.bytes_per_expert + 127) / 128;
-  const long long per = (lines + parts - 1) / parts;
-  const long long first = (long long)part * per;
-  const long long last = first + per < lines ? first + per : lines;
-  const char* base = pf.base + (long long)e * pf.bytes_per_expert;
-  for (long long i = first + tid; i < last; i += THREADS) {
-    if (pf.evict_last)
-      prefetch_l2_evict_last(base + i * 128);
-    else
-      prefetch_l2(base + i * 128);
-  }
-}
-
 // SWIGLU: w is [E][2*inter][k] (n = 2*inter), y is act [rows][inter]; otherwise y [rows][n].
-// pf: with a base, the first m-tile of each expert also requests share nb of that expert's
-// next weights (the down projection's after gate|up), when all of them fit in pf.budget.
 template <class C, bool SWIGLU>
 __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
     grouped_gemm_device_kernel(const __nv_bfloat16* __restrict__ x,
                                const __nv_bfloat16* __restrict__ w,
                                __nv_bfloat16* __restrict__ y, const int32_t* __restrict__ offsets,
-                               int num_experts, int n, int k, const NextPrefetch pf) {
+                               int num_experts, int n, int k) {
   pdl_begin();  // launch.cuh: before any global memory access
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ TileTable<C::THREADS> tt;
@@ -260,10 +232,6 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
   const int total_mt = tt.build(offsets, num_experts, C::BM);
   const int nb_count = SWIGLU ? (n / 2) / (C::BN / 2) : (n + C::BN - 1) / C::BN;
   const long long total_tiles = (long long)total_mt * nb_count;
-  // Every expert with rows has at least one m-tile, so this bounds the bytes requested. Only
-  // the decode tiles (a compile-time false elsewhere: the prefill 128x128 tile spilled with it).
-  const bool prefetch = C::BM <= 32 && pf.base &&
-                        (long long)total_mt * pf.bytes_per_expert <= pf.budget;
 
   const int warp = tid >> 5, lane = tid & 31;
   // warp -> (wn, wm, wk)
@@ -299,8 +267,6 @@ __global__ void __launch_bounds__(C::THREADS, C::MIN_BLOCKS)
       if (s < ktiles) load(s);
       cp_async_commit();
     }
-    // After this tile's own first loads, so they go out first.
-    if (prefetch && row0 == tt.off[e]) prefetch_next_share<C::THREADS>(pf, e, nb, nb_count, tid);
     for (int kt = 0; kt < ktiles; ++kt) {
       cp_async_wait<C::STAGES - 2>();
       __syncthreads();

@@ -35,22 +35,7 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-// The same with the evict_last priority: the line should outlast the normal-priority lines
-// streamed through L2 before it is read (the down weights requested while gate|up streams).
-__device__ __forceinline__ void prefetch_l2_evict_last(const void* p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(p));
-#else
-  prefetch_l2(p);
-#endif
-}
-
 bool pdl_enabled();  // false when EEP_CUDA_PDL=0 (read once)
-
-// The most bytes an L2 prefetch (eep_kernels.h, l2_prefetch_mode) may request ahead: half the
-// current device's L2 (cached per device). The other half holds the stream of the kernel that
-// runs meanwhile; a larger request would evict its own early lines before they are read.
-long long l2_prefetch_budget();
 
 template <typename... Params, typename... Args>
 void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,

@@ -78,8 +78,7 @@ __device__ __forceinline__ void load_group_chunk(const SkinnyProduct& p, const S
 // group's last chunk is summed and reduced, the next group's first weights are in flight.
 template <int M, typename OutT>
 __global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 registers
-    skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnyProduct prod, int k,
-                       bool prefetch_later) {
+    skinny_gemm_kernel(const bf16* __restrict__ x, const SkinnyProduct prod, int k) {
   constexpr int kCols = skinny_cols<M>();
   constexpr bool kPersistent = M == 1;  // see launch_skinny_rows
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -95,17 +94,6 @@ __global__ void __launch_bounds__(kSkinnyThreads, 2)  // two blocks an SM: 128 r
   long long g = blockIdx.x;
   SkinnyGroup grp = skinny_group<kCols>(prod, g);
   if (begin + lane < end) load_w(grp, begin + lane);  // before the wait: weights are constant
-  if (kPersistent && prefetch_later) {
-    // kL2PrefetchSkinny: the block's later groups into L2 too (their rows are contiguous), so
-    // the whole matrix is requested while the kernel before still runs, not just the first
-    // group of every block.
-    for (long long g2 = g + gridDim.x; g2 < groups; g2 += gridDim.x) {
-      const SkinnyGroup later = skinny_group<kCols>(prod, g2);
-      const char* rows = reinterpret_cast<const char*>(prod.w + later.col0 * k);
-      const long long lines = ((long long)later.cols * k * 2 + 127) / 128;
-      for (long long i = threadIdx.x; i < lines; i += kSkinnyThreads) prefetch_l2(rows + i * 128);
-    }
-  }
   pdl_begin();
   __shared__ float partial[kSkinnyWarps][kCols * M];
   for (; g < groups; g += gridDim.x) {
@@ -281,10 +269,8 @@ void launch_skinny_rows(const bf16* x, const SkinnyProduct& prod, int k, cudaStr
   const long long groups = ceil_div(prod.n, skinny_cols<M>());
   const long long grid =
       M == 1 ? std::min<long long>(groups, skinny_resident_blocks<M, OutT>()) : groups;
-  const bool prefetch_later = M == 1 && (l2_prefetch_mode() & kL2PrefetchSkinny) != 0 &&
-                              (long long)prod.n * k * 2 <= l2_prefetch_budget();
   launch_kernel(skinny_gemm_kernel<M, OutT>, unsigned(grid), kSkinnyThreads, 0, stream, x, prod,
-                k, prefetch_later);
+                k);
 }
 
 template <typename OutT>

@@ -8,7 +8,7 @@
 # --backend B --context 256 --steps 32` with VAR=VALUE (--backend cpu exists for its test).
 # Prints a line per run ("VAR=VALUE pass P: b1=ms ...", ms per step: the mean of the
 # graph-replayed steps), then each value's mean per batch.
-# Example: scripts/gpu-decode-ab.sh .carry/bundle.tgz EEP_CUDA_L2_PREFETCH 0 1 2 6
+# Example: scripts/gpu-decode-ab.sh .carry/bundle.tgz EEP_CUDA_PDL 1 0
 # Exit: 0 every run wrote its JSON, 1 one did not, 2 usage.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2

@@ -1064,7 +1064,6 @@ void test_errors() {
 }
 
 #include "kernels_test_fused.cuh"
-#include "kernels_test_prefetch.cuh"
 
 }  // namespace
 
@@ -1080,7 +1079,6 @@ int main() {
     const char* only = std::getenv("EEP_TEST_ONLY");
     if (only && std::string(only) == "ggd") {
       test_grouped_gemm_device_all(std::getenv("EEP_TEST_QUICK") != nullptr);
-      test_l2_prefetch();
       if (std::getenv("EEP_TEST_QUICK") == nullptr) {
         K::GroupedGemm gg(128);
         test_moe_block(gg, 64, 8, 2, 256, 128, true);
@@ -1203,7 +1201,6 @@ int main() {
     // persistent blocks loop; 7 rows of a width that ends in a short group.
     test_skinny_gemm(1, 5120, 2048, false);
     test_skinny_gemm(7, 100, 256, false);
-    test_l2_prefetch();
     test_argmax(9, 151936);
     test_argmax(6, 1000);
     test_argmax(5, 33);

@@ -121,11 +121,8 @@ bf16* CudaBackend::local_experts(const ExpertLayer& ex, const bf16* permuted,
   // sizes (H100: even at ~128 rows per expert, 390 against ~580 TFLOP/s at ~512), so large
   // batches take the plain GEMM and a separate SwiGLU.
   if (inter % 64 == 0 && max_rows <= kFusedSwigluRowsPerSlot * spr) {
-    // With EEP_CUDA_L2_PREFETCH's kL2PrefetchNext, gate|up also requests the down weights of
-    // the slots it runs, so the HBM stream does not stop between the two GEMMs.
-    const kernels::NextExpertWeights down{ex.down.get(), size_t(hidden) * inter * sizeof(bf16)};
     kernels::grouped_gemm_swiglu_device(permuted, ex.gate_up.get(), act, offsets, spr, max_rows,
-                                        inter, hidden, stream_, down);
+                                        inter, hidden, stream_);
   } else {
     bf16* gu = gu_.reserve(size_t(max_rows) * 2 * inter);
     kernels::grouped_gemm_device(permuted, ex.gate_up.get(), gu, offsets, spr, max_rows,
