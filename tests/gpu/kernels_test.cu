@@ -1178,11 +1178,17 @@ int main() {
     test_router_fused(1, 2048, 128, 8, true);
     test_router_fused(32, 2048, 128, 8, true);
     test_router_fused(7, 100, 60, 4, false);
+    test_router_fused(3, 256, 1000, 8, true);  // too many experts to rank: the warp top-k
+    // With the routing and permutation in the same launch (a group of one at decode).
+    test_router_route_permute(1, 2048, 128, 8, 128);  // rows copied in the plan's block
+    test_router_route_permute(4, 2048, 128, 8, 136);  // the most rows still copied there
+    test_router_route_permute(32, 2048, 128, 8, 144);  // then the copy kernel
+    test_router_route_permute(5, 100, 60, 4, 64);     // scalar loads, rows not 16-byte
     test_route_local(1, 128, 128);
     test_route_local(2048, 128, 144);
     test_route_local(300, 16, 24);
     test_route_permute(1, 8, 128, 128, 2048);     // decode: one launch
-    test_route_permute(8, 8, 128, 144, 2048);     // still inline
+    test_route_permute(8, 8, 128, 144, 2048);     // the copy kernel (4 tokens are the most inline)
     test_route_permute(256, 8, 128, 136, 2048);   // plan, then the copy kernel
     test_route_permute(33, 4, 16, 24, 40);
     // 1000 experts over 1024 slots: the plan's counts fill its 48 KiB of shared memory (no
