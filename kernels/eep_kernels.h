@@ -47,23 +47,9 @@ void router_topk(const float* logits, int rows, int num_experts, int k, bool ren
 // one launch for decode batches: blocks over (row, 8 experts), the last block of a row to finish
 // does its top-k. logits: workspace [rows][num_experts]; counters: [rows] zeros, left zero
 // (graph-replayable). hidden + num_experts floats must fit in 48 KiB.
-//
-// With `then` (a group of one), the same launch goes on to do route_permute_tokens' work on the
-// ids it chose (the last row to finish does it; rows the plan's block cannot copy take a second
-// launch): the decode MoE's glue in one launch. Then counters is [rows + 1].
-struct RoutePermute {
-  const bf16* x = nullptr;  // the rows to permute [rows][hidden]
-  const int32_t* route = nullptr;
-  int max_replicas = 0, first_slot = 0, slots_per_rank = 0, layer = 0;
-  unsigned long long* load = nullptr;
-  int32_t* error = nullptr;
-  int32_t* slot_offsets = nullptr;
-  int32_t* slot_rows = nullptr;
-  bf16* permuted = nullptr;
-};
 void router_fused(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
                   bool renorm, float* logits, unsigned* counters, int32_t* ids, float* weights,
-                  cudaStream_t stream, const RoutePermute* then = nullptr);
+                  cudaStream_t stream);
 // The same in one launch for more rows (tens to thousands; kernels/router_topk.cuh): blocks of
 // 8, 16 or 32 rows x all experts over a slice of hidden, the slices of a row tile one
 // thread-block cluster (<= 8) that sums them through distributed shared memory in a fixed order

@@ -6,15 +6,6 @@
 
 namespace eep::kernels {
 
-namespace detail {
-void permute_copy(const bf16* x, const int32_t* slot_rows, long long pairs, int k, int hidden,
-                  bf16* permuted, cudaStream_t stream) {
-  if (pairs == 0 || permuted == nullptr) return;
-  launch_kernel(permute_copy_kernel, unsigned(pairs), 128, 0, stream, x, slot_rows, k, hidden,
-                permuted);
-}
-}  // namespace detail
-
 namespace {
 
 // The plan (with the rows copied in its block when they are few), then the copy kernel if not;
@@ -30,12 +21,17 @@ void plan_and_copy(const bf16* x, const int32_t* topk_ids, int num_tokens, int k
   // pairs up to that, at least 8 (the inline copy's width): the plan's scans grow with warps.
   const int max_warps = std::max(1, std::min(32, 12288 / num_buckets - 1));
   const int warps = int(std::min<long long>(max_warps, std::max<long long>(8, (pairs + 31) / 32)));
-  const detail::PlanShape shape = detail::plan_shape(pairs, num_buckets, warps, hidden,
-                                                     permuted != nullptr);
-  detail::launch_kernel(detail::permute_plan_kernel, 1, 32 * warps, shape.smem, stream, topk_ids,
+  size_t smem = sizeof(int) * size_t(warps + 1) * num_buckets;
+  // The pairs' buckets cached too where they fit (decode batches: 2048 pairs at batch 256).
+  const bool cache = smem + sizeof(int) * size_t(pairs) <= 48 * 1024;
+  if (cache) smem += sizeof(int) * size_t(pairs);
+  const bool inline_copy = hidden % 8 == 0 && pairs * hidden <= detail::kInlineCopyElements;
+  detail::launch_kernel(detail::permute_plan_kernel, 1, 32 * warps, smem, stream, topk_ids,
                         int(pairs), num_buckets, rt, offsets, slot_rows, x, k, hidden,
-                        shape.inline_copy ? permuted : nullptr, shape.cache);
-  if (!shape.inline_copy) detail::permute_copy(x, slot_rows, pairs, k, hidden, permuted, stream);
+                        inline_copy ? permuted : nullptr, cache);
+  if (pairs == 0 || inline_copy || permuted == nullptr) return;
+  detail::launch_kernel(detail::permute_copy_kernel, unsigned(pairs), 128, 0, stream, x, slot_rows,
+                        k, hidden, permuted);
 }
 
 }  // namespace

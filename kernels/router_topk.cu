@@ -22,46 +22,17 @@ void router_topk(const float* logits, int rows, int num_experts, int k, bool ren
 
 void router_fused(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
                   bool renorm, float* logits, unsigned* counters, int32_t* ids, float* weights,
-                  cudaStream_t stream, const RoutePermute* then) {
+                  cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && hidden > 0 && num_experts > 0 && num_experts <= 1024,
               "router_fused: hidden > 0, 0 < num_experts <= 1024");
   EEP_REQUIRE(k > 0 && k <= 32 && k <= num_experts, "router_fused: 0 < k <= min(32, num_experts)");
-  size_t smem = sizeof(float) * (size_t(hidden) + size_t(detail::ceil_div(num_experts, 4) * 4));
+  const size_t smem = sizeof(float) * (size_t(hidden) + size_t(num_experts));
   EEP_REQUIRE(smem <= 48 * 1024, "router_fused: hidden + num_experts floats fit in 48 KiB");
-  detail::RouterPlan plan;
-  detail::PlanShape shape;
-  const long long pairs = (long long)rows * k;
-  if (then) {
-    const RoutePermute& t = *then;
-    EEP_REQUIRE(t.x && t.route && t.load && t.error && t.slot_offsets && t.slot_rows &&
-                    t.permuted && t.max_replicas > 0,
-                "router_fused: a plan needs x, route, load, error, offsets, rows, permuted and "
-                "max_replicas > 0");
-    EEP_REQUIRE(t.slots_per_rank > 0 && t.slots_per_rank <= 1024,
-                "router_fused: 0 < slots_per_rank <= 1024");
-    shape = detail::plan_shape(pairs, t.slots_per_rank, detail::kRouterFusedThreads / 32, hidden,
-                               true);
-    EEP_REQUIRE(shape.smem <= 48 * 1024, "router_fused: the plan's counts fit in 48 KiB");
-    smem = std::max(smem, shape.smem);
-    plan.rt = detail::LocalRoute{t.route, t.max_replicas, t.first_slot, t.slots_per_rank,
-                                 t.layer,  num_experts,    t.load,      t.error};
-    plan.num_buckets = t.slots_per_rank;
-    plan.offsets = t.slot_offsets;
-    plan.slot_rows = t.slot_rows;
-    plan.x = t.x;
-    plan.permuted = shape.inline_copy ? t.permuted : nullptr;
-    plan.cache = shape.cache;
-  }
   if (rows == 0) return;
-  // Rank every expert at once where that costs a thread few comparisons (router_topk.cuh).
-  const bool rank_topk = (long long)num_experts * num_experts <=
-                         (long long)detail::kRankWork * detail::kRouterFusedThreads;
   const dim3 grid(rows, detail::ceil_div(num_experts, detail::kRouterExpertsPerBlock));
-  detail::launch_kernel(detail::router_fused_kernel, grid, detail::kRouterFusedThreads, smem,
-                        stream, x, w, hidden, num_experts, k, renorm, rank_topk, logits, counters,
-                        ids, weights, plan);
-  if (then && !shape.inline_copy)
-    detail::permute_copy(then->x, then->slot_rows, pairs, k, hidden, then->permuted, stream);
+  detail::launch_kernel(detail::router_fused_kernel, grid, 32 * detail::kRouterExpertsPerBlock,
+                        smem, stream, x, w, hidden, num_experts, k, renorm, logits, counters, ids,
+                        weights);
 }
 
 // ---- router_tiled (the kernel and its design: router_topk.cuh) ----
@@ -212,7 +183,7 @@ void router_tiled(const float* x, const float* w, int rows, int hidden, int num_
   args.renorm = renorm;
   // The ranking costs rows x experts^2 comparisons over the block's 256 threads.
   args.rank_topk = (long long)ceil_div(tr, lay.splits) * num_experts * num_experts <=
-                   (long long)kRankWork * kTiledThreads;
+                   (long long)kTiledRankWork * kTiledThreads;
   args.k_split = lay.k_split;
   args.kc = lay.kc;
   args.chunks = lay.k_split / lay.kc;

@@ -8,7 +8,6 @@
 #include "common.cuh"
 #include "launch.cuh"
 #include "mma.cuh"  // cp_async16, cp_async_commit, cp_async_wait, smem_u32
-#include "permute_plan.cuh"  // router_fused's plan
 
 namespace eep::kernels::detail {
 
@@ -83,43 +82,6 @@ __device__ __forceinline__ void router_topk_warp(const float* lr, float* probs, 
   }
 }
 
-// The rank of expert e in a row's probabilities pr (n floats, 16-byte aligned): how many come
-// before it in (probability desc, id asc) order, the order of router_topk_warp's picks. For
-// blocks that rank every expert at once instead of k dependent rounds of a warp arg-max.
-__device__ __forceinline__ int router_rank(const float* pr, int n, int e) {
-  const float p = pr[e];
-  // Four counts in flight (the loop is latency-bound); a warp's lanes of one row read the same
-  // address (a broadcast).
-  int c0 = 0, c1 = 0, c2 = 0, c3 = 0;
-  int f = 0;
-  for (; f + 4 <= n; f += 4) {
-    const float4 q = *reinterpret_cast<const float4*>(pr + f);
-    c0 += (q.x > p) | ((q.x == p) & (f < e));
-    c1 += (q.y > p) | ((q.y == p) & (f + 1 < e));
-    c2 += (q.z > p) | ((q.z == p) & (f + 2 < e));
-    c3 += (q.w > p) | ((q.w == p) & (f + 3 < e));
-  }
-  for (; f < n; ++f) c0 += (pr[f] > p) | ((pr[f] == p) & (f < e));
-  return c0 + c1 + c2 + c3;
-}
-
-// After a ranking: lane j < k of a warp holds slot j's probability; renormalised (a sequential
-// sum in slot order, as router_topk_warp and the reference) and written to weights[0, k).
-__device__ __forceinline__ void router_write_weights(float my_w, int k, bool renorm,
-                                                     float* __restrict__ weights) {
-  const int lane = threadIdx.x & 31;
-  if (renorm) {
-    float s = 0.0f;
-    for (int j = 0; j < k; ++j) s += __shfl_sync(kFullMask, my_w, j);
-    my_w /= s;
-  }
-  if (lane < k) weights[lane] = my_w;
-}
-
-// Ranking every expert costs a thread about experts^2 / threads comparisons; up to this many
-// it beats router_topk_warp's k rounds (about 6k cycles a row in an ncu profile).
-constexpr int kRankWork = 2048;
-
 __global__ void router_topk_kernel(const float* __restrict__ logits, int rows, int num_experts,
                                    int k, bool renorm, int32_t* __restrict__ ids,
                                    float* __restrict__ weights) {
@@ -141,37 +103,17 @@ __global__ void router_topk_kernel(const float* __restrict__ logits, int rows, i
 // router of Qwen3-30B-A3B took 18 us on the H100. The first kRouterHeldLoads float4 of each
 // lane's weights are loaded before pdl_begin() (the router is constant during a step), so they
 // arrive while the norm before still runs; the sum keeps the same order.
-//
-// With a plan (a group of one at decode: route_permute_tokens' work), the last row's last block
-// (a second counter, counters[rows]) goes on to route the items to local slots, plan the
-// permutation and copy the rows, the work of permute_plan_kernel, so the MoE's glue is one
-// launch, not two: a launch behind PDL costs its ramp, and at one row the glue is latency.
 constexpr int kRouterExpertsPerBlock = 8;  // one warp each
 constexpr int kRouterHeldLoads = 16;       // float4 per lane: all of it up to hidden 2048
-constexpr int kRouterFusedThreads = 32 * kRouterExpertsPerBlock;
 
-// The permutation router_fused's last block runs (permute.cuh; slot_rows null: none).
-struct RouterPlan {
-  LocalRoute rt;
-  int num_buckets = 0;  // slots per rank
-  int32_t* offsets = nullptr;
-  int32_t* slot_rows = nullptr;
-  const __nv_bfloat16* x = nullptr;  // the rows to copy
-  __nv_bfloat16* permuted = nullptr;  // null: the rows are copied by another launch
-  bool cache = false;
-};
-
-// Shared memory: probs [round_up(num_experts, 4)] then xs [hidden]; the plan reuses all of it.
-__global__ void __launch_bounds__(kRouterFusedThreads)
-    router_fused_kernel(const float* __restrict__ x, const float* __restrict__ w, int hidden,
-                        int num_experts, int k, bool renorm, bool rank_topk, float* logits,
-                        unsigned* counters, int32_t* ids, float* __restrict__ weights,
-                        const RouterPlan plan) {
-  extern __shared__ float4 fused_smem4[];  // float4: 16-byte aligned (router_rank, xs)
-  float* probs = reinterpret_cast<float*>(fused_smem4);   // [num_experts] (last block only)
-  float* xs = probs + ((num_experts + 3) & ~3);           // [hidden]
+__global__ void router_fused_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                    int hidden, int num_experts, int k, bool renorm,
+                                    float* logits, unsigned* counters,
+                                    int32_t* __restrict__ ids, float* __restrict__ weights) {
+  extern __shared__ float smem_f[];
+  float* xs = smem_f;                  // [hidden]
+  float* probs = smem_f + hidden;      // [num_experts] (last block only)
   __shared__ bool last;
-  __shared__ float slot_w[32];
   const int row = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int e = blockIdx.y * kRouterExpertsPerBlock + warp;
@@ -218,44 +160,14 @@ __global__ void __launch_bounds__(kRouterFusedThreads)
   __syncthreads();
   if (!last) return;
   __threadfence();
-  int32_t* row_ids = ids + size_t(row) * k;
   if (warp == 0) {
     const volatile float* vl = lr;  // written by other blocks: read from memory, not L1
     for (int i = lane; i < num_experts; i += 32) probs[i] = vl[i];
     __syncwarp();
-    if (rank_topk)
-      router_softmax_warp(probs, probs, num_experts);
-    else
-      router_topk_warp(probs, probs, num_experts, k, renorm, row_ids, weights + size_t(row) * k);
+    router_topk_warp(probs, probs, num_experts, k, renorm, ids + size_t(row) * k,
+                     weights + size_t(row) * k);
     if (lane == 0) counters[row] = 0;  // ready for the next launch (graph replays included)
   }
-  if (rank_topk) {
-    __syncthreads();
-    for (int i = threadIdx.x; i < num_experts; i += blockDim.x) {
-      const int r = router_rank(probs, num_experts, i);
-      if (r < k) {
-        row_ids[r] = i;
-        slot_w[r] = probs[i];
-      }
-    }
-    __syncthreads();
-    if (warp == 0)
-      router_write_weights(lane < k ? slot_w[lane] : 0.0f, k, renorm, weights + size_t(row) * k);
-  }
-  if (plan.slot_rows == nullptr) return;
-
-  // The row's ids are written (this block's: visible to it after the barrier; other rows': each
-  // published before its block counted in); the last row to finish plans for all.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counters + gridDim.x, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  if (threadIdx.x == 0) counters[gridDim.x] = 0;
-  permute_plan_block(ids, gridDim.x * k, plan.num_buckets, plan.rt, plan.offsets, plan.slot_rows,
-                     plan.x, k, hidden, plan.permuted, plan.cache,
-                     reinterpret_cast<int*>(fused_smem4));
 }
 
 // The router GEMM (logits = x . w^T, fp32 in, fp32 accumulation, no TF32) and the router's
@@ -320,6 +232,7 @@ constexpr int kTiledMaxSplits = 8;       // portable cluster size
 constexpr int kTiledMaxExperts = 1024;
 constexpr int kTiledRows8Max = 96;       // up to this many rows: 8-row tiles
 constexpr int kTiledRows16Max = 256;     // up to this many (or > 512 experts): 16-row tiles
+constexpr int kTiledRankWork = 2048;     // most rank comparisons a thread makes (else warp top-k)
 
 struct RouterTiledArgs {
   const float* x;
@@ -524,18 +437,36 @@ __global__ void __launch_bounds__(kTiledThreads, 1)
       const int rr = i >> a.nw_log2, e = i & (nw - 1);
       if (e >= n) continue;
       const float* pr = lg + rr * nw;  // 16-byte aligned: nw and region A are multiples of 4
-      const int rank = router_rank(pr, n, e);
+      const float p = pr[e];
+      // Four counts in flight (the loop is latency-bound); the same address across the warp's
+      // lanes of this row (a broadcast).
+      int c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+      int f = 0;
+      for (; f + 4 <= n; f += 4) {
+        const float4 q = *reinterpret_cast<const float4*>(pr + f);
+        c0 += (q.x > p) | ((q.x == p) & (f < e));
+        c1 += (q.y > p) | ((q.y == p) & (f + 1 < e));
+        c2 += (q.z > p) | ((q.z == p) & (f + 2 < e));
+        c3 += (q.w > p) | ((q.w == p) & (f + 3 < e));
+      }
+      for (; f < n; ++f) c0 += (pr[f] > p) | ((pr[f] == p) & (f < e));
+      const int rank = c0 + c1 + c2 + c3;
       if (rank < a.top_k) {
         const int row = row0 + split + rr * num_splits;
         a.ids[size_t(row) * a.top_k + rank] = e;
-        slot_w[rr * 32 + rank] = pr[e];
+        slot_w[rr * 32 + rank] = p;
       }
     }
     __syncthreads();
     for (int rr = warp; rr < tile_rows; rr += kTiledWarps) {
       const int row = row0 + split + rr * num_splits;
-      router_write_weights(lane < a.top_k ? slot_w[rr * 32 + lane] : 0.0f, a.top_k, a.renorm,
-                           a.weights + size_t(row) * a.top_k);
+      float my_w = lane < a.top_k ? slot_w[rr * 32 + lane] : 0.0f;
+      if (a.renorm) {
+        float s = 0.0f;  // sequential sum in slot order, as router_topk_warp and the reference
+        for (int j = 0; j < a.top_k; ++j) s += __shfl_sync(kFullMask, my_w, j);
+        my_w /= s;
+      }
+      if (lane < a.top_k) a.weights[size_t(row) * a.top_k + lane] = my_w;
     }
   }
   // A block's shared memory must outlive the other blocks' reads of it.

@@ -1178,12 +1178,8 @@ int main() {
     test_router_fused(1, 2048, 128, 8, true);
     test_router_fused(32, 2048, 128, 8, true);
     test_router_fused(7, 100, 60, 4, false);
-    test_router_fused(3, 256, 1000, 8, true);  // too many experts to rank: the warp top-k
-    // With the routing and permutation in the same launch (a group of one at decode).
-    test_router_route_permute(1, 2048, 128, 8, 128);  // rows copied in the plan's block
-    test_router_route_permute(4, 2048, 128, 8, 136);  // the most rows still copied there
-    test_router_route_permute(32, 2048, 128, 8, 144);  // then the copy kernel
-    test_router_route_permute(5, 100, 60, 4, 64);     // scalar loads, rows not 16-byte
+    test_router_fused(3, 256, 1000, 8, true);  // 1000 experts: 125 blocks a row
+    test_router_fused(2, 98, 40, 4, true);     // hidden % 4 != 0: scalar loads
     test_route_local(1, 128, 128);
     test_route_local(2048, 128, 144);
     test_route_local(300, 16, 24);

@@ -26,7 +26,6 @@
 namespace eep::kernels {
 class GroupedGemm;
 struct MoeCombine;
-struct RoutePermute;
 }
 
 namespace eep::cuda {
@@ -143,13 +142,9 @@ class CudaBackend : public Backend {
   bf16* local_experts(const ExpertLayer& ex, const bf16* permuted, const int32_t* offsets,
                       int max_rows);
   // The MoE after the router, for a group of one: everything on the device (kernels::route_permute_tokens,
-  // the permutation, device-offset grouped GEMMs), so a step can be a CUDA graph. `permuted`:
-  // the router's launch has already routed and permuted the rows (local_route's buffers).
+  // the permutation, device-offset grouped GEMMs), so a step can be a CUDA graph.
   void moe_device_routed(int layer, const bf16* h, int rows, bf16* out,
-                         kernels::MoeCombine* deferred, bool permuted);
-  // The routing and permutation of `rows` rows of h to this rank's slots (a group of one): the
-  // arguments for route_permute_tokens, or for the router's launch to do it.
-  kernels::RoutePermute local_route(int layer, const bf16* h, int rows);
+                         kernels::MoeCombine* deferred);
   void gemm(const bf16* x, const bf16* w, void* y, cudaDataType_t y_type, int rows, int k, int n);
   // fp32 × fp32 → fp32 (the router), without TF32.
   void gemm_f32(const float* x, const float* w, float* y, int rows, int k, int n);
@@ -255,8 +250,7 @@ class CudaBackend : public Backend {
   DeviceArray<bf16> send_rows_, recv_rows_, permuted_, gu_, act_, y_, results_, returned_;
   DeviceArray<int32_t> hdr_dev_send_, hdr_dev_recv_;
   DeviceArray<int32_t> xchg_offsets_, xchg_perm_src_, xchg_arr_dst_;
-  // router_fused's arrival counters (zeros): one per row, then one for the rows (its plan).
-  DeviceArray<unsigned> router_counters_;
+  DeviceArray<unsigned> router_counters_;  // router_fused's per-row arrival counters (zeros)
   PinnedArray<int32_t> meta_host_, ids_host_, idx_host_, hdr_send_, hdr_recv_, slot_ids_host_;
   PinnedArray<char> stage_send_, stage_recv_;
   DeviceArray<float> side_f32_;  // set_dense / stage_experts conversions

@@ -46,25 +46,18 @@ void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Gr
   EEP_CHECK(placement_.num_ranks == group.size(), ErrorCode::kInternal,
             "placement has " + std::to_string(placement_.num_ranks) + " ranks, group has " +
                 std::to_string(group.size()));
-  const bool device_routed = group.size() == 1 && !host_routing_;
-  bool permuted = false;
   if (rows > 0 && rows <= kFusedRouterRows &&
       size_t(cfg_.hidden_size + cfg_.num_experts) * sizeof(float) <= 48 * 1024) {
-    // Decode batches: one launch (a cuBLAS GEMV plus the top-k were two, mostly latency), which
-    // in a group of one also routes and permutes the rows (route_permute_tokens' launch less).
+    // Decode batches: one launch (a cuBLAS GEMV plus the top-k were two, mostly latency).
     if (router_counters_.empty()) {
-      router_counters_.resize(kFusedRouterRows + 1);
+      router_counters_.resize(kFusedRouterRows);
       EEP_CU(cudaMemsetAsync(router_counters_.get(), 0, router_counters_.bytes(), stream_));
     }
-    kernels::RoutePermute route;
-    if (device_routed) route = local_route(layer, h, rows);
     kernels::router_fused(h_f32, d.router.get(), rows, cfg_.hidden_size, cfg_.num_experts, k,
                           cfg_.norm_topk_prob,
                           router_logits_.reserve(size_t(kFusedRouterRows) * cfg_.num_experts),
                           router_counters_.get(), topk_ids_.reserve(size_t(rows) * k),
-                          topk_w_.reserve(size_t(rows) * k), stream_,
-                          device_routed ? &route : nullptr);
-    permuted = device_routed;
+                          topk_w_.reserve(size_t(rows) * k), stream_);
   } else if (rows > 0 && rows <= kTiledRouterRows) {
     // Decode batches above the fused kernel's rows: one launch, no workspace (the split sums
     // go through the row tile's cluster), instead of an SGEMM, its split-K reduce and the top-k.
@@ -79,52 +72,34 @@ void CudaBackend::moe(int layer, const bf16* h, const float* h_f32, int rows, Gr
                          stream_);
   }
   mark("router");
-  if (device_routed)
-    moe_device_routed(layer, h, rows, out, deferred, permuted);
+  if (group.size() == 1 && !host_routing_)
+    moe_device_routed(layer, h, rows, out, deferred);
   else if (exchange_cap_ > 0)
     moe_device_exchange(layer, h, rows, group, out, deferred);
   else
     moe_host_routed(layer, h, rows, group, out);
 }
 
-kernels::RoutePermute CudaBackend::local_route(int layer, const bf16* h, int rows) {
-  const ExpertLayer& ex = experts_[layer];
-  const int spr = placement_.slots_per_rank();
-  const size_t items = size_t(rows) * cfg_.num_experts_per_tok;
-  kernels::RoutePermute r;
-  r.x = h;
-  r.route = ex.route.get();
-  r.max_replicas = ex.max_replicas;
-  r.first_slot = rank_ * spr;
-  r.slots_per_rank = spr;
-  r.layer = layer;
-  r.load = load_dev_.get() + size_t(layer) * spr;
-  r.error = route_error_.get();
-  r.slot_offsets = offsets_dev_.reserve(spr + 1);
-  r.slot_rows = slot_rows_.reserve(items);
-  r.permuted = permuted_.reserve(items * cfg_.hidden_size);
-  load_dev_dirty_ = true;
-  return r;
-}
-
 void CudaBackend::moe_device_routed(int layer, const bf16* h, int rows, bf16* out,
-                                    kernels::MoeCombine* deferred, bool permuted) {
+                                    kernels::MoeCombine* deferred) {
   if (rows == 0) return;
   const ExpertLayer& ex = experts_[layer];
   const int hidden = cfg_.hidden_size, k = cfg_.num_experts_per_tok;
+  const int spr = placement_.slots_per_rank();
   const int items = rows * k;
   // item → local slot (none, and an error record, if the slot does not hold the expert), the
   // load per slot, and the rows grouped by slot (stable) with their offsets: one launch (two
-  // for many rows), unless the router's launch did it.
-  const kernels::RoutePermute r = local_route(layer, h, rows);
-  if (!permuted) {
-    kernels::route_permute_tokens(h, topk_ids_.get(), rows, k, hidden, r.route, cfg_.num_experts,
-                                  r.max_replicas, r.first_slot, r.slots_per_rank, layer, r.load,
-                                  r.error, r.slot_offsets, r.slot_rows, r.permuted, stream_);
-    mark("moe route");
-  }
-  const int32_t* slot_rows = r.slot_rows;
-  bf16* y = local_experts(ex, r.permuted, r.slot_offsets, items);
+  // for many rows).
+  int32_t* offsets = offsets_dev_.reserve(spr + 1);
+  int32_t* slot_rows = slot_rows_.reserve(items);
+  bf16* permuted = permuted_.reserve(size_t(items) * hidden);
+  kernels::route_permute_tokens(h, topk_ids_.get(), rows, k, hidden, ex.route.get(),
+                                cfg_.num_experts, ex.max_replicas, rank_ * spr, spr, layer,
+                                load_dev_.get() + size_t(layer) * spr, route_error_.get(), offsets,
+                                slot_rows, permuted, stream_);
+  load_dev_dirty_ = true;
+  mark("moe route");
+  bf16* y = local_experts(ex, permuted, offsets, items);
   // out[t] = sum over choices j of w[t][j] * y[row of (t, j)], in choice order (as the CPU);
   // or, deferred, the same sum inside the next residual norm (one launch fewer per layer).
   if (deferred && kernels::add_combine_rmsnorm_supported(hidden)) {
