@@ -26,7 +26,7 @@ rm -rf "$dest"
 mkdir -p "$dest/bin" "$dest/lib"
 bins=("$build"/tools/eep-*/eep-*)
 for extra in "$build"/tests/gpu/*; do
-  [[ -f $extra && -x $extra ]] && bins+=("$extra")
+  [[ -f $extra && -x $extra && $extra != *.so ]] && bins+=("$extra")
 done
 for b in "${bins[@]}"; do
   [[ -f $b && -x $b ]] || continue
@@ -38,7 +38,11 @@ keep_out='^(libc|libm|libdl|librt|libpthread|libresolv|ld-linux-x86-64|libstdc\+
 if [[ -f $build/lib/libeep_cuda.so ]]; then
   strip -o "$dest/lib/libeep_cuda.so" "$build/lib/libeep_cuda.so"
 fi
-for b in "$dest"/bin/* "$dest"/lib/libeep_cuda.so; do
+# The kernel tracer (CUDA_INJECTION64_PATH; tests/gpu/kernel_trace.cc), where CUPTI was found.
+if [[ -f $build/tests/gpu/libeep_kernel_trace.so ]]; then
+  strip -o "$dest/lib/libeep_kernel_trace.so" "$build/tests/gpu/libeep_kernel_trace.so"
+fi
+for b in "$dest"/bin/* "$dest"/lib/libeep_cuda.so "$dest"/lib/libeep_kernel_trace.so; do
   [[ -f $b ]] || continue
   ldd "$b" | awk '/=>/ && $3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do

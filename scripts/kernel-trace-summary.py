@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Where a window of GPU time goes, kernel by kernel, from a kernel trace.
+
+    scripts/kernel-trace-summary.py TRACE.csv [--last N] [--top K]
+
+TRACE.csv is what tests/gpu/kernel_trace.cc writes (CUDA_INJECTION64_PATH): a header, then
+"start_ns,end_ns,stream,grid,block,registers,name" per kernel. The window is the last N kernels
+by start time (all by default: for a decode benchmark, take about steps x kernels a step, so that
+loading and warm-up fall outside). Prints the window's wall time, the time some kernel runs
+(the union of the kernels' intervals) and the idle rest, then per kernel name (demangled,
+without namespace or arguments), sorted by total time: count, mean duration, total, and the mean
+gap from the end of the kernel that started before it (negative: they overlapped, as PDL
+allows), with the idle time that follows each kernel until the next one starts.
+Exit: 0, 1 a malformed trace (the line is named), 2 usage.
+"""
+import argparse
+import re
+import sys
+from collections import defaultdict
+
+
+def short_name(name):
+    """'void eep::kernels::detail::foo_kernel<64, 32>(int, ...)' -> 'foo_kernel<64,32>'."""
+    depth = 0
+    cut = len(name)
+    for i, c in enumerate(name):  # the argument list: the first '(' outside template brackets
+        if c == "<":
+            depth += 1
+        elif c == ">":
+            depth -= 1
+        elif c == "(" and depth == 0:
+            cut = i
+            break
+    name = name[:cut].strip()
+    name = re.sub(r"^void\s+", "", name)
+    head, sep, tail = name.partition("<")
+    head = head.rsplit("::", 1)[-1]
+    return (head + sep + tail).replace(" ", "")
+
+
+def read_trace(path):
+    kernels = []
+    try:
+        f = open(path)
+    except OSError as e:
+        print(f"kernel-trace-summary: cannot read {path}: {e.strerror}", file=sys.stderr)
+        sys.exit(2)
+    with f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if n == 1 and line.startswith("start_ns,"):
+                continue
+            if not line:
+                continue
+            parts = line.split(",", 6)
+            try:
+                if len(parts) != 7:
+                    raise ValueError("7 fields")
+                start, end = int(parts[0]), int(parts[1])
+                if end < start:
+                    raise ValueError("end >= start")
+            except ValueError as e:
+                print(f"kernel-trace-summary: {path}:{n}: malformed ({e}): {line[:120]}",
+                      file=sys.stderr)
+                sys.exit(1)
+            kernels.append((start, end, short_name(parts[6])))
+    return kernels
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("trace")
+    ap.add_argument("--last", type=int, default=0, help="only the last N kernels (0: all)")
+    ap.add_argument("--top", type=int, default=30, help="kernel names to list")
+    args = ap.parse_args()
+    if args.last < 0 or args.top <= 0:
+        ap.error("--last must be >= 0 and --top > 0")
+    kernels = sorted(read_trace(args.trace))
+    if args.last:
+        kernels = kernels[-args.last:]
+    if not kernels:
+        print("kernel-trace-summary: no kernels in the window", file=sys.stderr)
+        sys.exit(1)
+
+    wall = max(e for _, e, _ in kernels) - kernels[0][0]
+    busy = 0
+    run_end = kernels[0][0]
+    # Per kernel: its gap from the end of the one before (by start), and the idle time after it
+    # (from the latest end so far to the next start, when positive).
+    stats = defaultdict(lambda: [0, 0, 0, 0])  # count, total duration, total gap, total idle after
+    prev_end = None
+    latest = kernels[0][0]
+    for i, (s, e, name) in enumerate(kernels):
+        busy += max(0, e - max(s, run_end))
+        run_end = max(run_end, e)
+        st = stats[name]
+        st[0] += 1
+        st[1] += e - s
+        if prev_end is not None:
+            st[2] += s - prev_end
+        prev_end = e
+        latest = max(latest, e)
+        if i + 1 < len(kernels):
+            st[3] += max(0, kernels[i + 1][0] - latest)
+
+    us = 1e-3
+    print(f"window: {len(kernels)} kernels, wall {wall * us:.1f} us, a kernel running "
+          f"{busy * us:.1f} us ({100.0 * busy / wall if wall else 0:.1f}%), idle "
+          f"{(wall - busy) * us:.1f} us")
+    print(f"{'kernel':<48} {'count':>6} {'mean us':>9} {'total us':>10} {'% wall':>7} "
+          f"{'gap us':>8} {'idle after':>10}")
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][1])
+    for name, (count, total, gap, idle) in rows[: args.top]:
+        print(f"{name[:48]:<48} {count:>6} {total / count * us:>9.2f} {total * us:>10.1f} "
+              f"{100.0 * total / wall if wall else 0:>7.1f} {gap / count * us:>8.2f} "
+              f"{idle * us:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()

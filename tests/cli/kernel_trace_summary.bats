@@ -1,0 +1,46 @@
+#!/usr/bin/env bats
+# scripts/kernel-trace-summary.py: where a window of GPU time goes, from a kernel trace (what
+# tests/gpu/kernel_trace.cc writes). A trace written by hand, with overlap and idle time whose
+# figures are known.
+
+bats_require_minimum_version 1.5.0
+
+setup() {
+  T="$BATS_TEST_TMPDIR"
+  S="$EEP_SRC/scripts/kernel-trace-summary.py"
+  # a: 1-3 us, b: 2.5-6 us (overlaps a by 0.5), idle 6-8, a again: 8-9 us.
+  cat >"$T/trace.csv" <<'CSV'
+start_ns,end_ns,stream,grid,block,registers,name
+1000,3000,7,1,32,20,void eep::kernels::detail::a_kernel<64, 32>(int, float*)
+2500,6000,7,132,256,40,void eep::kernels::detail::b_kernel(int)
+8000,9000,7,1,32,20,void eep::kernels::detail::a_kernel<64, 32>(int, float*)
+CSV
+}
+
+@test "wall, busy and idle time; per kernel: count, mean, total, gap and idle after" {
+  run -0 "$S" "$T/trace.csv"
+  echo "$output"
+  [ "${lines[0]}" = "window: 3 kernels, wall 8.0 us, a kernel running 6.0 us (75.0%), idle 2.0 us" ]
+  # Sorted by total time: b (3.5 us) before a (3.0 us); names without namespace or arguments.
+  [[ "${lines[2]}" =~ ^b_kernel\ +1\ +3\.50\ +3\.5\ +43\.8\ +-0\.50\ +2\.0$ ]]
+  [[ "${lines[3]}" =~ ^a_kernel\<64,32\>\ +2\ +1\.50\ +3\.0\ +37\.5\ +1\.00\ +0\.0$ ]]
+}
+
+@test "--last N keeps the last N kernels by start time" {
+  run -0 "$S" --last 2 "$T/trace.csv"
+  echo "$output"
+  [ "${lines[0]}" = "window: 2 kernels, wall 6.5 us, a kernel running 4.5 us (69.2%), idle 2.0 us" ]
+}
+
+@test "a malformed line is named, exit 1; a missing file and bad flags exit 2" {
+  printf '1,2,3\n' >>"$T/trace.csv"
+  run -1 "$S" "$T/trace.csv"
+  [[ "$output" == *"trace.csv:5: malformed"* ]]
+  printf 'start_ns,end_ns,stream,grid,block,registers,name\n9,3,1,1,1,1,k\n' >"$T/bad.csv"
+  run -1 "$S" "$T/bad.csv"
+  [[ "$output" == *"bad.csv:2: malformed (end >= start)"* ]]
+  run -2 "$S" "$T/none.csv"
+  [[ "$output" == *"cannot read"* ]]
+  run -2 "$S" --last -1 "$T/trace.csv"
+  [[ "$output" == *"--last must be >= 0"* ]]
+}
