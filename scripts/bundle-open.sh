@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Sourced by the GPU scripts: BUNDLE may be the directory scripts/bundle.sh made or its .tgz
 # (scripts/bundle.sh --archive). The device tool carries at most 64 MiB with the working tree,
-# and a bundle with every GPU test binary is ~67 MB unpacked, ~19 MB packed, so a run carries
+# and a bundle with every GPU test binary is ~67 MB unpacked, ~20 MB packed, so a run carries
 # the archive and unpacks it here, beside it (ARCHIVE with .unpacked for .tgz). Sets `bundle`
 # to the unpacked directory; exits 2 when there is none. Expects `bundle` and `script` (the
 # caller's name, for messages) set.

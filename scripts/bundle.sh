@@ -2,10 +2,11 @@
 # Packs eep's programs from a build directory, with the shared libraries a bare GPU machine lacks
 # (ZeroMQ, Gloo, spdlog, fmt and their dependencies), into one relocatable directory:
 #   scripts/bundle.sh [--archive] [BUILD_DIR] [DEST]     (defaults: build, .carry/bundle)
-# DEST/bin holds stripped eep-* tools and any GPU test binaries; DEST/lib the libraries; DEST/env
+# DEST/bin holds stripped eep-* tools and any GPU test binaries; DEST/lib the libraries, with the
+# CUDA plugin and the kernel tracer (libeep_kernel_trace.so, with libcupti) where built; DEST/env
 # sets PATH and LD_LIBRARY_PATH (`. DEST/env`). The GPU machines have glibc, libstdc++, CUDA, cuBLAS
 # and NCCL, so those are left out (the machine's own are newer than this one's). --archive also
-# writes DEST.tgz (~19 MB against ~67 MB unpacked with every GPU test: the device tool carries
+# writes DEST.tgz (~20 MB against ~67 MB unpacked with every GPU test: the device tool carries
 # 64 MiB with the working tree), which scripts/gpu-{all,serve,two}.sh take in place of DEST.
 # Exit 2: usage.
 set -euo pipefail

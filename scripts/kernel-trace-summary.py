@@ -10,7 +10,8 @@ loading and warm-up fall outside). Prints the window's wall time, the time some 
 (the union of the kernels' intervals) and the idle rest, then per kernel name (demangled,
 without namespace or arguments), sorted by total time: count, mean duration, total, and the mean
 gap from the end of the kernel that started before it (negative: they overlapped, as PDL
-allows), with the idle time that follows each kernel until the next one starts.
+allows; the window's first kernel counts a gap of 0), with the idle time that follows each
+kernel until the next one starts.
 Exit: 0, 1 a malformed trace (the line is named), 2 usage.
 """
 import argparse
@@ -89,7 +90,6 @@ def main():
     # (from the latest end so far to the next start, when positive).
     stats = defaultdict(lambda: [0, 0, 0, 0])  # count, total duration, total gap, total idle after
     prev_end = None
-    latest = kernels[0][0]
     for i, (s, e, name) in enumerate(kernels):
         busy += max(0, e - max(s, run_end))
         run_end = max(run_end, e)
@@ -99,9 +99,8 @@ def main():
         if prev_end is not None:
             st[2] += s - prev_end
         prev_end = e
-        latest = max(latest, e)
         if i + 1 < len(kernels):
-            st[3] += max(0, kernels[i + 1][0] - latest)
+            st[3] += max(0, kernels[i + 1][0] - run_end)
 
     us = 1e-3
     print(f"window: {len(kernels)} kernels, wall {wall * us:.1f} us, a kernel running "
