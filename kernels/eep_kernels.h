@@ -366,7 +366,13 @@ void paged_attention_small_head(const bf16* q, const bf16* k_cache, const bf16* 
                                 const int32_t* block_tables, const int32_t* seq_lens, bf16* out,
                                 int num_rows, int num_heads, int num_kv_heads, int head_dim,
                                 int block_size, int max_blocks_per_row, cudaStream_t stream);
-// ids[r] = argmax of logits[r] ([rows][vocab] fp32), ties to the lower id.
-void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, cudaStream_t stream);
+// ids[r] = argmax of logits[r] ([rows][vocab] fp32) by the host sampler's greedy rule: NaN
+// counts as -inf, ties (-0 and +0 included) go to the lower id. Two launches: blocks of 4096
+// logits each leave their best as a 64-bit key in workspace (device memory of at least
+// argmax_rows_workspace_bytes(rows, vocab): 8 bytes per 4096 logits), then a warp per row takes
+// the largest key. No state between calls.
+size_t argmax_rows_workspace_bytes(int rows, int vocab);
+void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, void* workspace,
+                 size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace eep::kernels

@@ -218,19 +218,31 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
 
 // The splits of one (sequence, head) merged: weights 2^(m_s - max m), output sum of the weighted
 // partial outputs over the weighted sums. A block per (sequence, head), a thread per dimension.
+// The maximum is a block reduction (exact in any order); the sums run over the splits in order,
+// four splits' loads at a time (a loop of one split at a time waits on L2 for each of them).
 template <int HEAD_DIM>
 __global__ void __launch_bounds__(HEAD_DIM) paged_decode_attention_combine_kernel(
     const float* __restrict__ partial, int splits, int total_rows, __nv_bfloat16* __restrict__ out) {
   pdl_begin();
+  static_assert(HEAD_DIM % 32 == 0 && HEAD_DIM <= 1024, "a thread per dimension, whole warps");
+  __shared__ float warp_max[HEAD_DIM / 32];
   const int row = blockIdx.x, d = threadIdx.x;
   const float* ml = partial + size_t(total_rows) * splits * HEAD_DIM + size_t(row) * splits * 2;
   float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, ml[2 * s]);  // finite: split 0 is never empty
+  for (int s = d; s < splits; s += HEAD_DIM) mx = fmaxf(mx, ml[2 * s]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, o));
+  if (d % 32 == 0) warp_max[d / 32] = mx;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < HEAD_DIM / 32; ++w) mx = fmaxf(mx, warp_max[w]);  // finite: split 0 is never empty
   float sum = 0.0f, acc = 0.0f;
+  const float* p = partial + size_t(row) * splits * HEAD_DIM + d;
+#pragma unroll 4
   for (int s = 0; s < splits; ++s) {
     const float w = exp2f(ml[2 * s] - mx);
     sum += ml[2 * s + 1] * w;
-    acc += partial[(size_t(row) * splits + s) * HEAD_DIM + d] * w;
+    acc += p[size_t(s) * HEAD_DIM] * w;
   }
   out[size_t(row) * HEAD_DIM + d] = __float2bfloat16(acc / sum);
 }

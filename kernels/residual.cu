@@ -1,7 +1,7 @@
 // Residual stream, embedding, conversions, KV-cache writes and greedy argmax: the small glue
-// kernels of one forward pass. All are memory-bound; each thread block handles whole rows so the
-// row reductions stay in one block (no atomics, so results do not depend on timing).
-#include <cfloat>
+// kernels of one forward pass. All are memory-bound. The norms' thread blocks handle whole rows
+// so their reductions stay in one block; the argmax splits a row over blocks and merges their
+// keys in a second launch. No atomics: results do not depend on timing.
 
 #include "check.cuh"
 #include "combine.cuh"
@@ -164,50 +164,79 @@ __global__ void kv_write_kernel(const bf16* k, const bf16* v, const int32_t* slo
   }
 }
 
-__global__ void argmax_rows_kernel(const float* logits, int vocab, int32_t* ids) {
-  pdl_begin();  // launch.cuh: before any global memory access
-  __shared__ float best_v[32];
-  __shared__ int best_i[32];
-  const int r = blockIdx.x;
-  const float* x = logits + size_t(r) * vocab;
-  float bv = -FLT_MAX;
-  int bi = vocab;  // larger than any id: loses every tie
-  for (int c = threadIdx.x; c < vocab; c += blockDim.x) {
-    const float v = x[c];
-    if (v > bv) {  // strides ascend, so the first maximum this thread sees is its lowest id
-      bv = v;
-      bi = c;
-    }
-  }
-  // Warp then block reduction of (value, id): larger value wins, equal values go to lower id.
+// Greedy argmax in two launches. A row's logits are read by many blocks (one block reading a
+// 151936-logit row took 57 us at batch 1, kernel trace of device run 65); each block keeps its
+// best as one 64-bit key and a warp per row takes the largest key. The key orders by value, then
+// by lower id, so the maximum of keys is the host sampler's rule in any reduction order: NaN
+// counts as -inf, -0 as +0, ties go to the lower id.
+constexpr int kArgmaxThreads = 256;
+constexpr int kArgmaxPerThread = 16;
+constexpr int kArgmaxChunk = kArgmaxThreads * kArgmaxPerThread;
+
+__device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
+  if (v != v) v = -INFINITY;    // NaN never wins (sampling.cc's clean())
+  if (v == 0.0f) v = 0.0f;      // -0 ties with +0
+  const unsigned u = __float_as_uint(v);
+  const unsigned ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);  // monotone in v
+  return (static_cast<unsigned long long>(ordered) << 32) | (0xFFFFFFFFu - unsigned(id));
+}
+
+__device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long v) {
+#pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(kFullMask, bv, o);
-    const int oi = __shfl_xor_sync(kFullMask, bi, o);
-    if (ov > bv || (ov == bv && oi < bi)) {
-      bv = ov;
-      bi = oi;
+    const unsigned long long other = __shfl_xor_sync(kFullMask, v, o);
+    v = other > v ? other : v;
+  }
+  return v;
+}
+
+// Block b covers row b / chunks, logits [chunk * kArgmaxChunk, + kArgmaxChunk): every thread's
+// loads are issued before any comparison.
+__global__ void __launch_bounds__(kArgmaxThreads)
+    argmax_partial_kernel(const float* __restrict__ logits, int vocab, int chunks,
+                          unsigned long long* __restrict__ keys) {
+  pdl_begin();  // launch.cuh: before any global memory access
+  __shared__ unsigned long long warp_best[kArgmaxThreads / 32];
+  const int r = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
+  const float* x = logits + size_t(r) * vocab;
+  const int first = chunk * kArgmaxChunk + threadIdx.x;
+  float v[kArgmaxPerThread];
+#pragma unroll
+  for (int i = 0; i < kArgmaxPerThread; ++i) {
+    const int c = first + i * kArgmaxThreads;
+    v[i] = c < vocab ? x[c] : -INFINITY;
+  }
+  unsigned long long best = 0;  // below every key (a key's value half is never 0)
+#pragma unroll
+  for (int i = 0; i < kArgmaxPerThread; ++i) {
+    const int c = first + i * kArgmaxThreads;
+    if (c < vocab) {
+      const unsigned long long key = argmax_key(v[i], c);
+      best = key > best ? key : best;
     }
   }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) {
-    best_v[warp] = bv;
-    best_i[warp] = bi;
-  }
+  best = warp_max_u64(best);
+  if (threadIdx.x % 32 == 0) warp_best[threadIdx.x / 32] = best;
   __syncthreads();
-  if (warp == 0) {
-    const int warps = blockDim.x / 32;
-    bv = lane < warps ? best_v[lane] : -FLT_MAX;
-    bi = lane < warps ? best_i[lane] : vocab;
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(kFullMask, bv, o);
-      const int oi = __shfl_xor_sync(kFullMask, bi, o);
-      if (ov > bv || (ov == bv && oi < bi)) {
-        bv = ov;
-        bi = oi;
-      }
-    }
-    if (lane == 0) ids[r] = bi < vocab ? bi : 0;
+  if (threadIdx.x < 32) {
+    best = threadIdx.x < kArgmaxThreads / 32 ? warp_best[threadIdx.x] : 0;
+    best = warp_max_u64(best);
+    if (threadIdx.x == 0) keys[blockIdx.x] = best;
   }
+}
+
+// One warp per row: the largest of the row's chunk keys, back to an id.
+__global__ void argmax_finish_kernel(const unsigned long long* __restrict__ keys, int chunks,
+                                     int32_t* __restrict__ ids) {
+  pdl_begin();  // launch.cuh: before any global memory access
+  const int r = blockIdx.x;
+  unsigned long long best = 0;
+  for (int c = threadIdx.x; c < chunks; c += 32) {
+    const unsigned long long key = keys[size_t(r) * chunks + c];
+    best = key > best ? key : best;
+  }
+  best = warp_max_u64(best);
+  if (threadIdx.x == 0) ids[r] = best ? int32_t(0xFFFFFFFFu - unsigned(best & 0xFFFFFFFFu)) : 0;
 }
 
 int elementwise_blocks(int64_t n) {
@@ -296,10 +325,25 @@ void kv_write(const bf16* k, const bf16* v, const int32_t* slots, int rows, int 
                         v_cache);
 }
 
-void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, cudaStream_t stream) {
+size_t argmax_rows_workspace_bytes(int rows, int vocab) {
+  if (rows <= 0 || vocab <= 0) return 0;
+  const size_t chunks = (size_t(vocab) + detail::kArgmaxChunk - 1) / detail::kArgmaxChunk;
+  return size_t(rows) * chunks * sizeof(unsigned long long);
+}
+
+void argmax_rows(const float* logits, int rows, int vocab, int32_t* ids, void* workspace,
+                 size_t workspace_bytes, cudaStream_t stream) {
   EEP_REQUIRE(rows >= 0 && vocab > 0, "argmax_rows: rows >= 0 and vocab > 0");
   if (rows == 0) return;
-  detail::launch_kernel(detail::argmax_rows_kernel, rows, 1024, 0, stream, logits, vocab, ids);
+  EEP_REQUIRE(workspace && workspace_bytes >= argmax_rows_workspace_bytes(rows, vocab),
+              "argmax_rows: workspace smaller than argmax_rows_workspace_bytes(rows, vocab)");
+  const int chunks = (vocab + detail::kArgmaxChunk - 1) / detail::kArgmaxChunk;
+  EEP_REQUIRE(int64_t(rows) * chunks <= 0x7FFFFFFF, "argmax_rows: rows * chunks over the grid limit");
+  auto* keys = static_cast<unsigned long long*>(workspace);
+  detail::launch_kernel(detail::argmax_partial_kernel, rows * chunks, detail::kArgmaxThreads, 0,
+                        stream, logits, vocab, chunks, keys);
+  detail::launch_kernel(detail::argmax_finish_kernel, rows, 32, 0, stream,
+                        static_cast<const unsigned long long*>(keys), chunks, ids);
 }
 
 }  // namespace eep::kernels

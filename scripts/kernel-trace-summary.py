@@ -8,9 +8,12 @@ TRACE.csv is what tests/gpu/kernel_trace.cc writes (CUDA_INJECTION64_PATH): a he
 by start time (all by default: for a decode benchmark, take about steps x kernels a step, so that
 loading and warm-up fall outside). Prints the window's wall time, the time some kernel runs
 (the union of the kernels' intervals) and the idle rest, then per kernel name (demangled,
-without namespace or arguments), sorted by total time: count, mean duration, total, and the mean
-gap from the end of the kernel that started before it (negative: they overlapped, as PDL
-allows; the window's first kernel counts a gap of 0), with the idle time that follows each
+without namespace or arguments): count, mean duration, and what the kernel adds, the time by
+which it moves the latest end so far (on one stream, its share of the critical path: a kernel
+launched early behind PDL and waiting for its predecessor has a long duration but adds only
+what it runs after it); the adds sum to the busy time, and the list is sorted by their total.
+Then the mean gap from the end of the kernel that started before it (negative: they
+overlapped; the window's first kernel counts a gap of 0), and the idle time that follows each
 kernel until the next one starts.
 Exit: 0, 1 a malformed trace (the line is named), 2 usage.
 """
@@ -21,7 +24,9 @@ from collections import defaultdict
 
 
 def short_name(name):
-    """'void eep::kernels::detail::foo_kernel<64, 32>(int, ...)' -> 'foo_kernel<64,32>'."""
+    """'void eep::detail::foo_kernel<eep::detail::Config<64, 32>, true>(int, ...)' ->
+    'foo_kernel<Config<64,32>,true>': template arguments kept (they tell instances apart),
+    namespaces dropped everywhere."""
     depth = 0
     cut = len(name)
     for i, c in enumerate(name):  # the argument list: the first '(' outside template brackets
@@ -34,9 +39,8 @@ def short_name(name):
             break
     name = name[:cut].strip()
     name = re.sub(r"^void\s+", "", name)
-    head, sep, tail = name.partition("<")
-    head = head.rsplit("::", 1)[-1]
-    return (head + sep + tail).replace(" ", "")
+    name = re.sub(r"\b[A-Za-z_]\w*::", "", name)
+    return name.replace(" ", "")
 
 
 def read_trace(path):
@@ -88,31 +92,34 @@ def main():
     run_end = kernels[0][0]
     # Per kernel: its gap from the end of the one before (by start), and the idle time after it
     # (from the latest end so far to the next start, when positive).
-    stats = defaultdict(lambda: [0, 0, 0, 0])  # count, total duration, total gap, total idle after
+    # count, total duration, total added, total gap, total idle after
+    stats = defaultdict(lambda: [0, 0, 0, 0, 0])
     prev_end = None
     for i, (s, e, name) in enumerate(kernels):
-        busy += max(0, e - max(s, run_end))
+        added = max(0, e - max(s, run_end))
+        busy += added
         run_end = max(run_end, e)
         st = stats[name]
         st[0] += 1
         st[1] += e - s
+        st[2] += added
         if prev_end is not None:
-            st[2] += s - prev_end
+            st[3] += s - prev_end
         prev_end = e
         if i + 1 < len(kernels):
-            st[3] += max(0, kernels[i + 1][0] - run_end)
+            st[4] += max(0, kernels[i + 1][0] - run_end)
 
     us = 1e-3
     print(f"window: {len(kernels)} kernels, wall {wall * us:.1f} us, a kernel running "
           f"{busy * us:.1f} us ({100.0 * busy / wall if wall else 0:.1f}%), idle "
           f"{(wall - busy) * us:.1f} us")
-    print(f"{'kernel':<48} {'count':>6} {'mean us':>9} {'total us':>10} {'% wall':>7} "
-          f"{'gap us':>8} {'idle after':>10}")
-    rows = sorted(stats.items(), key=lambda kv: -kv[1][1])
-    for name, (count, total, gap, idle) in rows[: args.top]:
-        print(f"{name[:48]:<48} {count:>6} {total / count * us:>9.2f} {total * us:>10.1f} "
-              f"{100.0 * total / wall if wall else 0:>7.1f} {gap / count * us:>8.2f} "
-              f"{idle * us:>10.1f}")
+    print(f"{'kernel':<60} {'count':>6} {'mean us':>9} {'adds us':>8} {'adds total':>10} "
+          f"{'% wall':>7} {'gap us':>8} {'idle after':>10}")
+    rows = sorted(stats.items(), key=lambda kv: (-kv[1][2], -kv[1][1]))
+    for name, (count, total, added, gap, idle) in rows[: args.top]:
+        print(f"{name[:60]:<60} {count:>6} {total / count * us:>9.2f} {added / count * us:>8.2f} "
+              f"{added * us:>10.1f} {100.0 * added / wall if wall else 0:>7.1f} "
+              f"{gap / count * us:>8.2f} {idle * us:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,32 @@ start_ns,end_ns,stream,grid,block,registers,name
 CSV
 }
 
-@test "wall, busy and idle time; per kernel: count, mean, total, gap and idle after" {
+@test "wall, busy and idle time; per kernel: count, mean, adds, gap and idle after" {
   run -0 "$S" "$T/trace.csv"
   echo "$output"
   [ "${lines[0]}" = "window: 3 kernels, wall 8.0 us, a kernel running 6.0 us (75.0%), idle 2.0 us" ]
-  # Sorted by total time: b (3.5 us) before a (3.0 us); names without namespace or arguments.
-  [[ "${lines[2]}" =~ ^b_kernel\ +1\ +3\.50\ +3\.5\ +43\.8\ +-0\.50\ +2\.0$ ]]
-  [[ "${lines[3]}" =~ ^a_kernel\<64,32\>\ +2\ +1\.50\ +3\.0\ +37\.5\ +1\.00\ +0\.0$ ]]
+  # b runs 3.5 us but adds 3.0 (its first 0.5 overlaps a); a adds 2.0 + 1.0. Equal adds: the
+  # longer total duration (b) first. Names without namespace or arguments.
+  [[ "${lines[2]}" =~ ^b_kernel\ +1\ +3\.50\ +3\.00\ +3\.0\ +37\.5\ +-0\.50\ +2\.0$ ]]
+  [[ "${lines[3]}" =~ ^a_kernel\<64,32\>\ +2\ +1\.50\ +1\.50\ +3\.0\ +37\.5\ +1\.00\ +0\.0$ ]]
+}
+
+@test "namespaces go from template arguments too; the arguments tell instances apart" {
+  printf '9500,9600,7,1,32,20,void eep::k::g_kernel<eep::k::Config<32, 16>, true>(int)\n' >>"$T/trace.csv"
+  printf '9700,9900,7,1,32,20,void eep::k::g_kernel<eep::k::Config<64, 16>, false>(int)\n' >>"$T/trace.csv"
+  run -0 "$S" "$T/trace.csv"
+  echo "$output"
+  [[ "$output" == *$'\ng_kernel<Config<64,16>,false> '* ]]
+  [[ "$output" == *$'\ng_kernel<Config<32,16>,true> '* ]]
+}
+
+@test "sorted by what a kernel adds, not by its duration" {
+  # c starts with b and ends inside it: 2 us long, adds nothing.
+  printf '2600,4600,7,1,32,20,void c_kernel(int)\n' >>"$T/trace.csv"
+  run -0 "$S" "$T/trace.csv"
+  echo "$output"
+  [ "${lines[0]}" = "window: 4 kernels, wall 8.0 us, a kernel running 6.0 us (75.0%), idle 2.0 us" ]
+  [[ "${lines[4]}" =~ ^c_kernel\ +1\ +2\.00\ +0\.00\ +0\.0\ +0\.0\  ]]
 }
 
 @test "--last N keeps the last N kernels by start time" {

@@ -744,10 +744,13 @@ void test_kv_write(int rows, int kv_heads, int head_dim, int block_size) {
   report(tag + " v", rel_err(to_float(vc.download()), vcf), 0.0);
 }
 
+// The host sampler's greedy rule (libeep/src/sched/sampling.cc): NaN counts as -inf, strict
+// comparison so ties (-0 and +0 too) go to the lower id.
 int32_t argmax_ref(const float* x, int vocab) {
+  auto clean = [](float v) { return std::isnan(v) ? -INFINITY : v; };
   int32_t best = 0;
   for (int i = 1; i < vocab; ++i)
-    if (x[i] > x[best]) best = i;  // strict: ties to the lower id
+    if (clean(x[i]) > clean(x[best])) best = i;
   return best;
 }
 
@@ -770,15 +773,33 @@ void test_argmax(int rows, int vocab) {
   if (rows > 4) {  // many tied maxima spread over the row: the first one
     for (int c = vocab - 1; c >= 0; c -= 997) row(4)[c] = 60.0f;
   }
+  if (rows > 5) {  // NaN never wins, wherever it is
+    for (int c = 0; c < vocab; c += 3) row(5)[c] = NAN;
+  }
+  if (rows > 6) std::fill_n(row(6), vocab, -INFINITY);  // nothing above -inf: id 0
+  if (rows > 7 && vocab > 2) {  // -0 then +0 as the maximum: a tie, the lower id (-0) wins
+    std::fill_n(row(7), vocab, -1.0f);
+    row(7)[vocab / 2] = -0.0f;
+    row(7)[vocab - 1] = 0.0f;
+  }
+  if (rows > 8 && vocab > 4097) {  // tied maxima in neighbouring blocks (4096 logits each)
+    row(8)[4095] = row(8)[4096] = 70.0f;
+    row(8)[vocab - 1] = 70.0f;
+  }
   DeviceBuffer<float> dl(logits.size());
   DeviceBuffer<int32_t> ids(rows);
+  const size_t ws_bytes = K::argmax_rows_workspace_bytes(rows, vocab);
+  DeviceBuffer<char> ws(std::max<size_t>(ws_bytes, 1));
   dl.upload(logits);
-  ids.poison();
-  K::argmax_rows(dl.get(), rows, vocab, ids.get(), 0);
-  sync();
-  const auto got = ids.download();
+  ws.poison();
   long mism = 0;
-  for (int r = 0; r < rows; ++r) mism += got[r] != argmax_ref(row(r), vocab);
+  for (int round = 0; round < 2; ++round) {  // nothing carried between calls
+    ids.poison();
+    K::argmax_rows(dl.get(), rows, vocab, ids.get(), ws.get(), ws_bytes, 0);
+    sync();
+    const auto got = ids.download();
+    for (int r = 0; r < rows; ++r) mism += got[r] != argmax_ref(row(r), vocab);
+  }
   report_exact("argmax_rows " + std::to_string(rows) + "x" + std::to_string(vocab), mism);
 }
 
@@ -864,7 +885,7 @@ void test_glue_empty() {
   K::f32_to_bf16(f.get(), b.get(), 0, 0);
   K::bf16_to_f32(b.get(), f.get(), 0, 0);
   K::kv_write(b.get(), b.get(), i.get(), 0, 8, b.get(), b.get(), 0);
-  K::argmax_rows(f.get(), 0, 8, i.get(), 0);
+  K::argmax_rows(f.get(), 0, 8, i.get(), nullptr, 0, 0);
   K::paged_prefill_attention(b.get(), b.get(), b.get(), i.get(), i.get(), i.get(), i.get(),
                              b.get(), 0, 4, 8, 2, 64, 16, 1, 0);
   sync();
@@ -1204,6 +1225,7 @@ int main() {
     test_skinny_gemm(1, 5120, 2048, false);
     test_skinny_gemm(7, 100, 256, false);
     test_argmax(9, 151936);
+    test_argmax(300, 4097);  // 2 blocks a row, the second holding one logit
     test_argmax(6, 1000);
     test_argmax(5, 33);
     test_argmax(2, 1);

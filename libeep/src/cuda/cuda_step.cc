@@ -47,7 +47,9 @@ void CudaBackend::forward_tokens(const StepBatch& batch, Group& group,
       bool greedy = true;
       for (const SamplingParams* p : params) greedy = greedy && p->temperature == 0.0;
       if (greedy) {
-        kernels::argmax_rows(logits_.get(), num_sample, vocab, ids, stream_);
+        const size_t ws_bytes = kernels::argmax_rows_workspace_bytes(num_sample, vocab);
+        kernels::argmax_rows(logits_.get(), num_sample, vocab, ids, sampling_ws_.reserve(ws_bytes),
+                             ws_bytes, stream_);
       } else {
         // The host sampler's rule on the device (kernels/sampling.cu), row by row parameters.
         std::vector<kernels::SamplingRow> rows(num_sample);
