@@ -4,11 +4,12 @@
     scripts/kernel-trace-summary.py TRACE.csv [--last N] [--top K]
 
 TRACE.csv is what tests/gpu/kernel_trace.cc writes (CUDA_INJECTION64_PATH): a header, then
-"start_ns,end_ns,stream,grid,block,registers,name" per kernel. The window is the last N kernels
-by start time (all by default: for a decode benchmark, take about steps x kernels a step, so that
-loading and warm-up fall outside). Prints the window's wall time, the time some kernel runs
-(the union of the kernels' intervals) and the idle rest, then per kernel name (demangled,
-without namespace or arguments): count, mean duration, and what the kernel adds, the time by
+"start_ns,end_ns,stream,grid,block,registers,name" per kernel, and per memory copy or set
+(named memcpy_HtoD, memcpy_DtoH, ..., memset; they count like kernels). The window is the last
+N records by start time (all by default: for a decode benchmark, take about steps x kernels a
+step, so that loading and warm-up fall outside). Prints the window's wall time, the time some
+kernel runs (the union of the kernels' intervals) and the idle rest, then per kernel name
+(demangled, namespaces dropped, template arguments kept, function arguments dropped): count, mean duration, and what the kernel adds, the time by
 which it moves the latest end so far (on one stream, its share of the critical path: a kernel
 launched early behind PDL and waiting for its predecessor has a long duration but adds only
 what it runs after it); the adds sum to the busy time, and the list is sorted by their total.

@@ -1,8 +1,11 @@
 // A kernel timeline for any CUDA program, without changing it: the driver loads this library
 // when CUDA_INJECTION64_PATH names it and calls InitializeInjection(), which turns on CUPTI's
 // kernel activity records (start and end of every kernel on the GPU's clock, graph-replayed
-// and PDL-overlapped kernels included). At exit the records go to $EEP_KERNEL_TRACE (default
-// kernel-trace.csv) as lines "start_ns,end_ns,stream,grid,block,registers,name";
+// and PDL-overlapped kernels included), and those of memory copies and sets (named
+// memcpy_HtoD, memcpy_DtoH, ..., memset; grid, block and registers 0): between decode steps
+// they show where the host's turn begins and ends. At exit the records go to
+// $EEP_KERNEL_TRACE (default kernel-trace.csv) as lines
+// "start_ns,end_ns,stream,grid,block,registers,name";
 // scripts/kernel-trace-summary.py turns them into per-kernel durations and the gaps between
 // kernels. For questions ncu cannot answer (it times each kernel alone): where a step's time
 // goes between kernels. The GPU machines have ncu but no nsys.
@@ -51,6 +54,16 @@ std::string demangle(const char* name) {
   return out;
 }
 
+std::string copy_name(uint8_t kind) {
+  switch (kind) {
+    case CUPTI_ACTIVITY_MEMCPY_KIND_HTOD: return "memcpy_HtoD";
+    case CUPTI_ACTIVITY_MEMCPY_KIND_DTOH: return "memcpy_DtoH";
+    case CUPTI_ACTIVITY_MEMCPY_KIND_DTOD: return "memcpy_DtoD";
+    case CUPTI_ACTIVITY_MEMCPY_KIND_PTOP: return "memcpy_PtoP";
+    default: return "memcpy_other";
+  }
+}
+
 void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
   *buffer = static_cast<uint8_t*>(std::aligned_alloc(8, kBufferBytes));
   *size = *buffer ? kBufferBytes : 0;
@@ -61,11 +74,18 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
   CUpti_Activity* rec = nullptr;
   std::vector<Record> batch;
   while (cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS) {
-    if (rec->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) continue;
-    const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
-    batch.push_back(Record{k->start, k->end, k->streamId, k->gridX * k->gridY * k->gridZ,
-                           k->blockX * k->blockY * k->blockZ, k->registersPerThread,
-                           demangle(k->name)});
+    if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
+      const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
+      batch.push_back(Record{k->start, k->end, k->streamId, k->gridX * k->gridY * k->gridZ,
+                             k->blockX * k->blockY * k->blockZ, k->registersPerThread,
+                             demangle(k->name)});
+    } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
+      const auto* m = reinterpret_cast<const CUpti_ActivityMemcpy6*>(rec);
+      batch.push_back(Record{m->start, m->end, m->streamId, 0, 0, 0, copy_name(m->copyKind)});
+    } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMSET) {
+      const auto* m = reinterpret_cast<const CUpti_ActivityMemset4*>(rec);
+      batch.push_back(Record{m->start, m->end, m->streamId, 0, 0, 0, "memset"});
+    }
   }
   size_t dropped = 0;
   cuptiActivityGetNumDroppedRecords(nullptr, 0, &dropped);
@@ -91,7 +111,7 @@ void write_trace() {
                  (unsigned long long)r.end, r.stream, r.grid, r.block, r.registers,
                  r.name.c_str());
   std::fclose(f);
-  std::fprintf(stderr, "kernel_trace: %zu kernels to %s (%llu records dropped)\n",
+  std::fprintf(stderr, "kernel_trace: %zu kernels and copies to %s (%llu records dropped)\n",
                g_records.size(), path, (unsigned long long)g_dropped);
 }
 
@@ -110,6 +130,10 @@ extern "C" int InitializeInjection(void) {
   if (r != CUPTI_SUCCESS) {
     report("cuptiActivityEnable(CONCURRENT_KERNEL)", r);
     return 0;
+  }
+  for (CUpti_ActivityKind kind : {CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET}) {
+    r = cuptiActivityEnable(kind);
+    if (r != CUPTI_SUCCESS) report("cuptiActivityEnable(MEMCPY/MEMSET)", r);  // kernels still
   }
   std::atexit(write_trace);
   return 1;
