@@ -44,9 +44,11 @@ void rope(bf16* x, const int32_t* positions, int rows, int num_heads, int head_d
 void router_topk(const float* logits, int rows, int num_experts, int k, bool renorm,
                  int32_t* ids, float* weights, cudaStream_t stream);
 // The router GEMM (logits[r][e] = x[r] . w[e], fp32 in, fp32 accumulation) and router_topk in
-// one launch for decode batches: blocks over (row, 8 experts), the last block of a row to finish
-// does its top-k. logits: workspace [rows][num_experts]; counters: [rows] zeros, left zero
-// (graph-replayable). hidden + num_experts floats must fit in 48 KiB.
+// one launch for decode batches, a warp per (row, expert). Up to 128 experts a row's blocks are
+// a thread-block cluster and its first block does the top-k (logits and counters untouched);
+// beyond, blocks of 8 experts and the last block of a row to finish does it: logits is then a
+// workspace [rows][num_experts] and counters [rows] zeros, left zero (graph-replayable). The
+// same bits either way. hidden + num_experts floats must fit in 48 KiB.
 void router_fused(const float* x, const float* w, int rows, int hidden, int num_experts, int k,
                   bool renorm, float* logits, unsigned* counters, int32_t* ids, float* weights,
                   cudaStream_t stream);
@@ -186,6 +188,10 @@ void attention_prep(const bf16* qkv, bf16* q_out, const bf16* q_norm, const bf16
 // With a workspace (paged_decode_attention_workspace_bytes), the tensor-core kernel splits long
 // sequences over several warps when there are few (sequence, KV head) pairs, and a second kernel
 // merges the splits (kDecodeAttentionSplitWarps: the warps it aims for).
+// Behind programmatic dependent launch the tensor-core kernel reads seq_lens, block_tables and
+// the K/V of positions below seq_lens[s] - 1 before it waits for the kernel before it (its first
+// tile's loads then overlap that kernel): the kernel launched just before this one may write q
+// and each sequence's last position, nothing else this reads (a decode step's attention_prep).
 enum class DecodeAttention { kAuto, kPerHead, kPerKvHead, kMma };
 constexpr int kDecodeAttentionSplitWarps = 528;  // 4 per SM of an H100/H200
 // H100, Qwen3-30B-A3B shapes (4 of its layers), device run 42, ms a step at batch 1 / 32 / 256,

@@ -59,14 +59,23 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
       *reinterpret_cast<float2*>(partial + total_rows * splits * HEAD_DIM + idx * 2) =
           make_float2(m, l);
   };
-  pdl_begin();  // launch.cuh: before any global memory access
+  // Before pdl_begin() this kernel reads only what no kernel of the step writes: the step's
+  // metadata (lengths, block tables: uploaded before its first kernel) and K/V rows of earlier
+  // positions. A decode step writes one position per sequence, its last (seq_len - 1, by
+  // attention_prep, the kernel before), so the first tile may be fetched early when it ends
+  // before that position: its loads then overlap attention_prep (launch.cuh's rule, widened
+  // for this kernel's inputs; at batch 1 the tile's table and K/V round trips were most of
+  // this kernel's 7.7 us).
   const int begin = split * split_len;
-  const int len = min(seq_lens[seq], begin + split_len);  // the end of this warp's range
+  const int seq_len = seq_lens[seq];
+  const int len = min(seq_len, begin + split_len);  // the end of this warp's range
   if (begin >= len) {  // an empty range (only with splits): nothing to add
+    pdl_begin();
     if (row_a) write_partial(r0, -INFINITY, 0.0f, nullptr, 0);
     if (row_b) write_partial(r0 + 8, -INFINITY, 0.0f, nullptr, 1);
     return;
   }
+  const bool first_tile_early = begin + TILE < seq_len;  // holds no position seq_len - 1
   const int32_t* table = block_tables + size_t(seq) * max_blocks_per_seq;
   const size_t row_elems = size_t(num_kv_heads) * HEAD_DIM;
   const __nv_bfloat16* kh = k_cache + size_t(kv_head) * HEAD_DIM;
@@ -88,7 +97,13 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
     }
     cp_async_commit();
   };
-  load_tile(begin, 0);
+  if (first_tile_early) {
+    load_tile(begin, 0);
+    pdl_begin();
+  } else {
+    pdl_begin();  // launch.cuh: the tile holds the position the kernel before wrote
+    load_tile(begin, 0);
+  }
 
   // Q's A fragments (rows: the group's heads, zero past the group), kept for every tile.
   const __nv_bfloat16* qg = q + first_row * HEAD_DIM;

@@ -29,10 +29,33 @@ void router_fused(const float* x, const float* w, int rows, int hidden, int num_
   const size_t smem = sizeof(float) * (size_t(hidden) + size_t(num_experts));
   EEP_REQUIRE(smem <= 48 * 1024, "router_fused: hidden + num_experts floats fit in 48 KiB");
   if (rows == 0) return;
-  const dim3 grid(rows, detail::ceil_div(num_experts, detail::kRouterExpertsPerBlock));
-  detail::launch_kernel(detail::router_fused_kernel, grid, 32 * detail::kRouterExpertsPerBlock,
-                        smem, stream, x, w, hidden, num_experts, k, renorm, logits, counters, ids,
-                        weights);
+  using namespace detail;
+  const int cluster_blocks = ceil_div(num_experts, kRouterClusterExpertsPerBlock);
+  if (cluster_blocks <= kRouterMaxClusterBlocks) {
+    // A row's blocks are one cluster (router_topk.cuh): logits and counters stay untouched.
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = unsigned(cluster_blocks);
+    attr[0].val.clusterDim.z = 1;
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(rows), unsigned(cluster_blocks));
+    cfg.blockDim = dim3(32 * kRouterClusterExpertsPerBlock);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl_enabled() ? 2 : 1;
+    EEP_CUDA_CHECK(cudaLaunchKernelEx(
+        &cfg, router_fused_kernel<kRouterClusterExpertsPerBlock, true>, x, w, hidden,
+        num_experts, k, renorm, logits, counters, ids, weights));
+    return;
+  }
+  const dim3 grid(rows, ceil_div(num_experts, kRouterExpertsPerBlock));
+  launch_kernel(router_fused_kernel<kRouterExpertsPerBlock, false>, grid,
+                32 * kRouterExpertsPerBlock, smem, stream, x, w, hidden, num_experts, k, renorm,
+                logits, counters, ids, weights);
 }
 
 // ---- router_tiled (the kernel and its design: router_topk.cuh) ----

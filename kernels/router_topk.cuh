@@ -3,6 +3,8 @@
 // One warp per row; the row's probabilities live in shared memory.
 #pragma once
 
+#include <cstdint>
+
 #include <cooperative_groups.h>
 
 #include "common.cuh"
@@ -95,28 +97,38 @@ __global__ void router_topk_kernel(const float* __restrict__ logits, int rows, i
 }
 
 // The router GEMM and the top-k in one launch, for a few rows (decode). Block (row, part)
-// computes the logits of kRouterExpertsPerBlock experts (a warp per expert: lanes over the
-// hidden dimension with float4 loads of the fp32 router and of the row staged in shared
-// memory, then a warp sum) into logits[row]; the last block of a row to finish (a per-row
-// arrival counter) does the softmax and top-k and resets the counter, so the kernel can be
-// replayed from a graph. Spreading a row over blocks matters: one block reading the whole 1 MB
-// router of Qwen3-30B-A3B took 18 us on the H100. The first kRouterHeldLoads float4 of each
-// lane's weights are loaded before pdl_begin() (the router is constant during a step), so they
-// arrive while the norm before still runs; the sum keeps the same order.
-constexpr int kRouterExpertsPerBlock = 8;  // one warp each
+// computes the logits of WARPS experts (a warp per expert: lanes over the hidden dimension with
+// float4 loads of the fp32 router and of the row staged in shared memory, then a warp sum).
+// Spreading a row over blocks matters: one block reading the whole 1 MB router of
+// Qwen3-30B-A3B took 18 us on the H100. The first kRouterHeldLoads float4 of each lane's
+// weights are loaded before pdl_begin() (the router is constant during a step), so they arrive
+// while the norm before still runs; the sum keeps the same order.
+// Then the softmax and top-k of the row, by one warp, on the logits gathered one of two ways:
+// - CLUSTER (the blocks of a row are one thread-block cluster, at most 8): each warp writes its
+//   logit into the shared memory of the cluster's first block, a cluster barrier, and that
+//   block goes on. No workspace, nothing to reset.
+// - else (more experts than 8 blocks of 16 warps hold): each block writes its logits to
+//   `logits` and counts itself in on a per-row arrival counter; the last block of the row
+//   reads them back, goes on and resets the counter (graph-replayable). The fence, the atomic
+//   and the read-back are three L2 round trips the cluster form does not make.
+// Both give the same bits: a logit is one warp's sum either way.
+constexpr int kRouterExpertsPerBlock = 8;          // warps of the counter form
+constexpr int kRouterClusterExpertsPerBlock = 16;  // warps of the cluster form
+constexpr int kRouterMaxClusterBlocks = 8;         // portable cluster size
 constexpr int kRouterHeldLoads = 16;       // float4 per lane: all of it up to hidden 2048
 
-__global__ void router_fused_kernel(const float* __restrict__ x, const float* __restrict__ w,
-                                    int hidden, int num_experts, int k, bool renorm,
-                                    float* logits, unsigned* counters,
-                                    int32_t* __restrict__ ids, float* __restrict__ weights) {
+template <int WARPS, bool CLUSTER>
+__global__ void __launch_bounds__(32 * WARPS)
+    router_fused_kernel(const float* __restrict__ x, const float* __restrict__ w, int hidden,
+                        int num_experts, int k, bool renorm, float* logits, unsigned* counters,
+                        int32_t* __restrict__ ids, float* __restrict__ weights) {
   extern __shared__ float smem_f[];
   float* xs = smem_f;                  // [hidden]
-  float* probs = smem_f + hidden;      // [num_experts] (last block only)
+  float* probs = smem_f + hidden;      // [num_experts] (the block that does the top-k)
   __shared__ bool last;
   const int row = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int e = blockIdx.y * kRouterExpertsPerBlock + warp;
+  const int e = blockIdx.y * WARPS + warp;
   const bool vec = (hidden & 3) == 0 && e < num_experts;
   const float* we = w + size_t(e) * hidden;
   const float4* w4 = reinterpret_cast<const float4*>(we);
@@ -128,11 +140,16 @@ __global__ void router_fused_kernel(const float* __restrict__ x, const float* __
   }
   pdl_begin();  // launch.cuh: the loads above read only weights
   const float* xr = x + size_t(row) * hidden;
-  for (int i = threadIdx.x; i < hidden; i += blockDim.x) xs[i] = xr[i];
+  if ((hidden & 3) == 0 && (reinterpret_cast<uintptr_t>(xr) & 15) == 0) {
+    const float4* xr4 = reinterpret_cast<const float4*>(xr);
+    float4* xs4 = reinterpret_cast<float4*>(xs);
+    for (int i = threadIdx.x; i < hidden / 4; i += blockDim.x) xs4[i] = xr4[i];
+  } else {
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) xs[i] = xr[i];
+  }
   __syncthreads();
-  float* lr = logits + size_t(row) * num_experts;
+  float acc = 0.0f;
   if (e < num_experts) {
-    float acc = 0.0f;
     if (vec) {
       const float4* x4 = reinterpret_cast<const float4*>(xs);
 #pragma unroll
@@ -151,22 +168,32 @@ __global__ void router_fused_kernel(const float* __restrict__ x, const float* __
       for (int i = lane; i < hidden; i += 32) acc += we[i] * xs[i];
     }
     acc = warp_sum(acc);
-    if (lane == 0) lr[e] = acc;
   }
-  // Publish this block's logits, then count it in; the last block of the row goes on.
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counters + row, 1u) == gridDim.y - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  if (warp == 0) {
-    const volatile float* vl = lr;  // written by other blocks: read from memory, not L1
-    for (int i = lane; i < num_experts; i += 32) probs[i] = vl[i];
-    __syncwarp();
+  if constexpr (CLUSTER) {
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    if (e < num_experts && lane == 0) *cluster.map_shared_rank(probs + e, 0) = acc;
+    cluster.sync();  // every logit is in block 0's shared memory
+    if (cluster.block_rank() != 0 || warp != 0) return;
     router_topk_warp(probs, probs, num_experts, k, renorm, ids + size_t(row) * k,
                      weights + size_t(row) * k);
-    if (lane == 0) counters[row] = 0;  // ready for the next launch (graph replays included)
+  } else {
+    float* lr = logits + size_t(row) * num_experts;
+    if (e < num_experts && lane == 0) lr[e] = acc;
+    // Publish this block's logits, then count it in; the last block of the row goes on.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counters + row, 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (warp == 0) {
+      const volatile float* vl = lr;  // written by other blocks: read from memory, not L1
+      for (int i = lane; i < num_experts; i += 32) probs[i] = vl[i];
+      __syncwarp();
+      router_topk_warp(probs, probs, num_experts, k, renorm, ids + size_t(row) * k,
+                       weights + size_t(row) * k);
+      if (lane == 0) counters[row] = 0;  // ready for the next launch (graph replays included)
+    }
   }
 }
 

@@ -1196,9 +1196,12 @@ int main() {
     test_attention_prep(5, 4, 4, 256, 1e6f);
     test_attention_prep(9, 4, 2, 16, 1e4f);
     test_attention_prep(3, 8, 8, 64, 1e4f);  // a block of v heads only (no rotation table)
+    // Up to 128 experts a row's blocks are one cluster (8 blocks at 128, 4 at 60, 3 at 40);
+    // from 129 on, blocks of 8 experts and arrival counters.
     test_router_fused(1, 2048, 128, 8, true);
     test_router_fused(32, 2048, 128, 8, true);
     test_router_fused(7, 100, 60, 4, false);
+    test_router_fused(4, 512, 129, 8, true);
     test_router_fused(3, 256, 1000, 8, true);  // 1000 experts: 125 blocks a row
     test_router_fused(2, 98, 40, 4, true);     // hidden % 4 != 0: scalar loads
     test_route_local(1, 128, 128);
