@@ -1178,6 +1178,8 @@ int main() {
     test_moe_block(gg, 64, 8, 2, 256, 128);
     test_moe_block(gg, 64, 8, 2, 256, 128, true);
     test_moe_block(gg, 100, 128, 8, 2048, 768, true);
+    test_moe_block(gg, 1, 128, 8, 2048, 768, true);  // decode sizes (the mma.sync tiles)
+    test_moe_block(gg, 8, 128, 8, 2048, 768, true);
     test_embedding_gather(37, 2048, 1000);
     test_embedding_gather(5, 1001, 77);
     test_add_rmsnorm(37, 2048, true);
