@@ -7,7 +7,9 @@
 # BUNDLE: the directory scripts/bundle.sh made, or its .tgz. Each run is `eep-bench decode
 # --backend B --context 256 --steps 32` with VAR=VALUE (--backend cpu exists for its test).
 # Prints a line per run ("VAR=VALUE pass P: b1=ms ...", ms per step: the mean of the
-# graph-replayed steps), then each value's mean per batch.
+# graph-replayed steps), then each value's mean per batch. Writes two files, whatever the number
+# of runs (a device call brings back at most 8): ab.json (every run's eep-bench JSON, with its
+# setting and pass) and ab-summary.txt (the lines printed); a failed run's log is printed.
 # Example: scripts/gpu-decode-ab.sh .carry/bundle.tgz EEP_CUDA_PDL 1 0
 # Exit: 0 every run wrote its JSON, 1 one did not, 2 usage.
 set -uo pipefail
@@ -40,20 +42,24 @@ source scripts/bundle-open.sh
 # shellcheck disable=SC1091
 source "$bundle/env"
 mkdir -p "$results"
+work=$(mktemp -d) || exit 1
+trap 'rm -rf "$work"' EXIT
 status=0
 summary=$results/ab-summary.txt
 : >"$summary"
+n=0
 for ((p = 1; p <= passes; p++)); do
   for value in "$@"; do
-    tag=$(echo "${var}_${value}_pass${p}" | tr -c 'A-Za-z0-9_\n' '_')
-    json=$results/$tag.json
+    n=$((n + 1))
+    json=$work/run$n.json log=$work/run$n.txt
     if ! env "$var=$value" timeout 300 eep-bench decode --backend "$backend" --model "$model" \
-      --batch "$batch" --context 256 --steps 32 --json "$json" >"$results/$tag.txt" 2>&1; then
-      echo "$var=$value pass $p: FAILED (tail of $results/$tag.txt:)"
-      tail -5 "$results/$tag.txt"
+      --batch "$batch" --context 256 --steps 32 --json "$json" >"$log" 2>&1; then
+      echo "$var=$value pass $p: FAILED (tail of its log:)" | tee -a "$summary"
+      tail -5 "$log" | tee -a "$summary"
       status=1
       continue
     fi
+    printf '%s\n%s\n' "$var=$value" "$p" >"$work/run$n.tag"
     python3 - "$json" "$var=$value" "$p" <<'PY' | tee -a "$summary"
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -62,11 +68,26 @@ print(f"{sys.argv[2]} pass {sys.argv[3]}: {runs}")
 PY
   done
 done
+# Every run that finished, in run order, as one file.
+python3 - "$work" "$n" "$results/ab.json" <<'PY'
+import json, os, sys
+work, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+runs = []
+for i in range(1, n + 1):
+    tag = os.path.join(work, f"run{i}.tag")
+    if os.path.exists(tag):
+        setting, p = open(tag).read().split("\n")[:2]
+        runs.append({"setting": setting, "pass": int(p),
+                     "result": json.load(open(os.path.join(work, f"run{i}.json")))})
+json.dump({"runs": runs}, open(out, "w"), indent=1)
+PY
 echo "== mean ms per step"
 python3 - "$summary" <<'PY'
 import collections, sys
 acc = collections.defaultdict(list)
 for line in open(sys.argv[1]):
+    if " pass " not in line or ": FAILED" in line:
+        continue  # a failed run and its log lines
     setting, _, runs = line.partition(" pass ")
     for item in runs.split(":", 1)[1].split():
         b, ms = item.split("=")

@@ -28,8 +28,17 @@ setup() {
   mean=$(sed -n 's/^b1 *EEP_AB_TEST=a *\([0-9.]*\) ms.*/\1/p' <<<"$output")
   python3 -c "import sys; a,b,m=map(float,sys.argv[1:]); sys.exit(abs((a+b)/2-m) > 0.0011)" \
     "$a1" "$a2" "$mean"
-  [ -f "$T/out/EEP_AB_TEST_a_pass1.json" ]
-  [ -f "$T/out/EEP_AB_TEST_b_pass2.json" ]
+  # Two files whatever the number of runs: every run's JSON in ab.json, and the summary.
+  [ "$(ls "$T/out" | sort | tr '\n' ' ')" = "ab-summary.txt ab.json " ]
+  python3 - "$T/out/ab.json" "$a1" <<'PY'
+import json, sys
+runs = json.load(open(sys.argv[1]))["runs"]
+assert [(r["setting"], r["pass"]) for r in runs] == [
+    ("EEP_AB_TEST=a", 1), ("EEP_AB_TEST=b", 1), ("EEP_AB_TEST=a", 2), ("EEP_AB_TEST=b", 2)], runs
+first = runs[0]["result"]["results"]
+assert [r["batch"] for r in first] == [1, 2], first
+assert abs(first[0]["ms_per_step"] - float(sys.argv[2])) < 0.0011, (first, sys.argv[2])
+PY
 }
 
 @test "a run that fails is reported and the exit is 1; the other values still run" {
@@ -40,6 +49,10 @@ setup() {
   echo "$output"
   [[ "${lines[0]}" == "PATH=/nonexistent pass 1: FAILED"* ]]
   [[ "$output" =~ PATH=[^[:space:]]+\ pass\ 1:\ b1=[0-9.]+ ]]
+  # ab.json holds the run that finished only; the means skip the failed one.
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs']; sys.exit(len(r) != 1)" \
+    "$T/out/ab.json"
+  [ "$(grep -c '(1 runs)$' <<<"$output")" -eq 1 ]
 }
 
 @test "usage errors exit 2 and name the problem" {
