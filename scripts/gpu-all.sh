@@ -2,7 +2,8 @@
 # Every GPU check of issue 6 in one run, from a bundle (the GPU machines lack ZeroMQ, Gloo and
 # msgpack, so eep is built and packed elsewhere; see docs/cuda.md):
 #   scripts/gpu-all.sh [BUNDLE] [RESULTS_DIR]
-#     (defaults: .carry/bundle, else .carry/bundle.tgz; $OUT, else ./gpu-all-results)
+#     (defaults: .carry/bundle, else .carry/bundle.tgz; ./gpu-all-results, or on a device call
+#      ($OUT set) one archive, $OUT/gpu-all-results.tgz: scripts/results-dir.sh)
 # BUNDLE: the directory scripts/bundle.sh made, or its .tgz (scripts/bundle.sh --archive).
 #   scripts/gpu-all.sh --build [RESULTS_DIR]       (on a machine with the build dependencies: builds
 #                                                   build-cuda for sm_90a and bundles it first)
@@ -13,7 +14,7 @@
 # table. NCCL_NVLS_ENABLE=0 is forced (shared multi-GPU hosts).
 # Exit: 0 everything passed, 1 something failed, 2 usage.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 if [[ ${1:-} == --build ]]; then
   shift
   EEP_BUILD_DIR=build-cuda ./scripts/build.sh || exit 1
@@ -21,8 +22,10 @@ if [[ ${1:-} == --build ]]; then
   set -- .carry/bundle "$@"
 fi
 bundle=${1:-.carry/bundle}
-results=${2:-${OUT:-gpu-all-results}}
+results=${2:-}
 script=gpu-all
+# shellcheck source=scripts/results-dir.sh
+source scripts/results-dir.sh
 # shellcheck source=scripts/bundle-open.sh
 source scripts/bundle-open.sh
 # shellcheck disable=SC1091

@@ -2,7 +2,8 @@
 # Serving and scaling on GPUs with the CUDA backend, end to end with real processes, from a
 # bundle made elsewhere (scripts/bundle.sh; the GPU machines lack ZeroMQ/Gloo):
 #   scripts/gpu-serve.sh [BUNDLE] [RESULTS_DIR]
-#     (defaults: .carry/bundle, else .carry/bundle.tgz; $OUT, else ./gpu-serve-results)
+#     (defaults: .carry/bundle, else .carry/bundle.tgz; ./gpu-serve-results, or on a device call
+#      ($OUT set) one archive, $OUT/gpu-serve-results.tgz: scripts/results-dir.sh)
 # BUNDLE: the directory scripts/bundle.sh made, or its .tgz (scripts/bundle.sh --archive).
 # Steps, each a line of the results table:
 #   1. the same greedy requests on a 1-engine CPU cluster and a 1-engine GPU cluster, on the same
@@ -18,10 +19,12 @@
 # NCCL_NVLS_ENABLE is forced to 0.
 # Exit: 0 every step passed, 1 a step failed, 2 usage.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 bundle=${1:-.carry/bundle}
-results=${2:-${OUT:-gpu-serve-results}}
+results=${2:-}
 script=gpu-serve
+# shellcheck source=scripts/results-dir.sh
+source scripts/results-dir.sh
 # shellcheck source=scripts/bundle-open.sh
 source scripts/bundle-open.sh
 # shellcheck disable=SC1091

@@ -2,9 +2,8 @@
 # The checks of issue 6 that need two GPUs (nvidia-h200-x2), from a bundle (scripts/bundle.sh):
 #   scripts/gpu-two.sh [--parts LIST] [BUNDLE] [RESULTS_DIR]
 #     (defaults: every part; .carry/bundle, else .carry/bundle.tgz; ./gpu-two-results, or on a
-#      device call ($OUT set) a temporary folder packed at the end into one file,
-#      $OUT/gpu-two-parts-LIST.tgz, by scripts/pack-results.sh: a call brings back at most 8
-#      files, and the parts write dozens, some deep in per-run folders)
+#      device call ($OUT set) one archive, $OUT/gpu-two-results-parts-LIST.tgz:
+#      scripts/results-dir.sh)
 # BUNDLE: the directory scripts/bundle.sh made, or its .tgz (scripts/bundle.sh --archive).
 # LIST: the parts to run, comma-separated (all of them take longer than one 10-minute device
 # call: run 1 in one call, 2-5 in another).
@@ -33,14 +32,10 @@ fi
 want() { [[ ,$parts, == *,$1,* ]]; }
 bundle=${1:-.carry/bundle}
 results=${2:-}
-archive=
-if [[ -z $results && -n ${OUT:-} ]]; then
-  results=$(mktemp -d /tmp/gpu-two.XXXXXX) || exit 2
-  trap 'rm -rf "$results"' EXIT  # after the packing below
-  archive=$OUT/gpu-two-parts-${parts//,/-}.tgz
-fi
-results=${results:-gpu-two-results}
 script=gpu-two
+results_suffix=-parts-${parts//,/-}
+# shellcheck source=scripts/results-dir.sh
+source scripts/results-dir.sh
 # shellcheck source=scripts/bundle-open.sh
 source scripts/bundle-open.sh
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
@@ -101,8 +96,5 @@ if want 5; then
   fi
   grep -hE '^RESULT impl=(device_offsets|device_swiglu|torch_grouped_mm) ' \
     "$results/grouped/bench.txt" "$results/grouped/torch.txt" | sed 's/ spread_ms=[^ ]*//'
-fi
-if [[ -n $archive ]]; then
-  bash scripts/pack-results.sh "$results" "$archive" || status=1
 fi
 exit $status
