@@ -6,9 +6,11 @@
 // finished and its writes are visible.
 //
 // The rule for every kernel launched through launch_kernel(): call pdl_begin() before any other
-// access to global memory (only prefetches of weights may come first), on every path, including
+// access to global memory (only reads of weights may come first), on every path, including
 // early returns. Then a kernel never runs ahead of the one before it, so the chain of waits keeps
-// the stream's order. Kernels launched with <<<>>> (or by cuBLAS) are ordered as usual.
+// the stream's order. A kernel may widen the rule to other data no kernel of the step writes
+// (the tensor-core decode attention reads the step's metadata and older K/V rows early) where
+// its contract in eep_kernels.h says so. Kernels launched with <<<>>> (or by cuBLAS) are ordered as usual.
 // EEP_CUDA_PDL=0 launches without the attribute (pdl_begin is then a no-op). launch_kernel
 // checks the launch itself (no EEP_LAUNCH_CHECK after it).
 #pragma once
