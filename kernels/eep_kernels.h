@@ -184,7 +184,7 @@ void attention_prep(const bf16* qkv, bf16* q_out, const bf16* q_norm, const bf16
 // head) on tensor cores (head_dim 64 or 128, at most 16 query heads per KV head). kAuto takes
 // kMma where it applies, else the per-KV-head kernel from kDecodeAttentionPerKvHeadBlocks
 // (sequence, KV head) pairs on, else the per-head one; the environment variable
-// EEP_CUDA_DECODE_ATTENTION (per-head, per-kv-head, mma, mma-unsplit) overrides kAuto.
+// EEP_CUDA_DECODE_ATTENTION (per-head, per-kv-head, mma, mma-unsplit, mma-one-v) overrides kAuto.
 // With a workspace (paged_decode_attention_workspace_bytes), the tensor-core kernel splits long
 // sequences over several warps when there are few (sequence, KV head) pairs, and a second kernel
 // merges the splits (kDecodeAttentionSplitWarps: the warps it aims for).
@@ -192,7 +192,11 @@ void attention_prep(const bf16* qkv, bf16* q_out, const bf16* q_norm, const bf16
 // the K/V of positions below seq_lens[s] - 1 before it waits for the kernel before it (its first
 // tile's loads then overlap that kernel): the kernel launched just before this one may write q
 // and each sequence's last position, nothing else this reads (a decode step's attention_prep).
-enum class DecodeAttention { kAuto, kPerHead, kPerKvHead, kMma };
+// kMmaOneV: the tensor-core kernel with one V buffer instead of two (26 KiB of shared memory a
+// warp instead of 34 at head_dim 128: 8 warps an SM instead of 6), V's loads overlapping the
+// scores instead of the tile before; an experiment (EEP_CUDA_DECODE_ATTENTION=mma-one-v), not
+// yet measured, for large batches where the warps of the two-buffer kernel do not fit one wave.
+enum class DecodeAttention { kAuto, kPerHead, kPerKvHead, kMma, kMmaOneV };
 constexpr int kDecodeAttentionSplitWarps = 528;  // 4 per SM of an H100/H200
 // H100, Qwen3-30B-A3B shapes (4 of its layers), device run 42, ms a step at batch 1 / 32 / 256,
 // context 256: per head 0.890 / 2.274 / 4.262, per KV head 0.863 / 2.508 / 3.113, tensor cores

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <type_traits>
 
 #include "check.cuh"
@@ -40,9 +41,11 @@ const Override& env_override() {
     } else if (!std::strcmp(e, "mma") || !std::strcmp(e, "mma-unsplit")) {
       o.impl = DecodeAttention::kMma;
       o.no_split = !std::strcmp(e, "mma-unsplit");
+    } else if (!std::strcmp(e, "mma-one-v")) {
+      o.impl = DecodeAttention::kMmaOneV;
     } else {
-      EEP_REQUIRE(false,
-                  "EEP_CUDA_DECODE_ATTENTION must be per-head, per-kv-head, mma or mma-unsplit");
+      EEP_REQUIRE(false, "EEP_CUDA_DECODE_ATTENTION must be per-head, per-kv-head, mma, "
+                         "mma-unsplit or mma-one-v");
     }
     return o;
   }();
@@ -108,21 +111,23 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
   const bool mma_ok = mma_applies(num_heads, num_kv_heads, head_dim);
   EEP_REQUIRE(impl != DecodeAttention::kPerKvHead || per_kv_head_ok,
               "paged_decode_attention: the per-KV-head kernel takes at most 8 query heads per KV head");
-  EEP_REQUIRE(impl != DecodeAttention::kMma || mma_ok,
+  EEP_REQUIRE((impl != DecodeAttention::kMma && impl != DecodeAttention::kMmaOneV) || mma_ok,
               "paged_decode_attention: the tensor-core kernel takes head_dim 64 or 128 and at most "
               "16 query heads per KV head");
   if (impl == DecodeAttention::kAuto) {
     const DecodeAttention o = env_override().impl;
-    if ((o == DecodeAttention::kMma && mma_ok) || (o == DecodeAttention::kPerKvHead && per_kv_head_ok) ||
-        o == DecodeAttention::kPerHead)
+    if (((o == DecodeAttention::kMma || o == DecodeAttention::kMmaOneV) && mma_ok) ||
+        (o == DecodeAttention::kPerKvHead && per_kv_head_ok) || o == DecodeAttention::kPerHead)
       impl = o;
   }
+  const bool one_v = impl == DecodeAttention::kMmaOneV;
   // Tensor cores where they apply (faster at every measured batch, kDecodeAttention's comment);
   // else per KV head when there are blocks enough to fill the GPU that way (it loads each K/V
   // row once for the group); per query head for few sequences, where its 8x the blocks spread
   // the reads better.
   const int pairs = num_seqs * num_kv_heads;
-  const bool mma = impl == DecodeAttention::kMma || (impl == DecodeAttention::kAuto && mma_ok);
+  const bool mma = impl == DecodeAttention::kMma || one_v ||
+                   (impl == DecodeAttention::kAuto && mma_ok);
   const bool per_kv_head = !mma && (impl == DecodeAttention::kPerKvHead ||
                                     (impl == DecodeAttention::kAuto && per_kv_head_ok &&
                                      pairs >= kDecodeAttentionPerKvHeadBlocks));
@@ -133,6 +138,15 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
     float* partial = s.splits > 1 ? static_cast<float*>(workspace) : nullptr;
     const int rows = num_seqs * num_heads;
     auto go = [&](auto kernel, auto combine) {
+      if (one_v) {
+        // As much shared memory as the SM has (8 warps of 26 KiB): the carveout the driver
+        // would pick is not promised. Once per instance (a host attribute, not stream work).
+        static std::once_flag carved[2];
+        std::call_once(carved[head_dim == 64 ? 0 : 1], [&] {
+          EEP_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                              int(cudaSharedmemCarveoutMaxShared)));
+        });
+      }
       detail::launch_kernel(kernel, dim3(unsigned(pairs) * unsigned(s.splits)), 32, 0, stream, q,
                             k_cache, v_cache, block_tables, seq_lens, out, num_heads,
                             num_kv_heads, block_size, max_blocks_per_seq, scale_log2, s.splits,
@@ -142,9 +156,15 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
                               static_cast<const float*>(partial), s.splits, rows, out);
     };
     // Tiles of 32 positions: 0-4% faster than 16 at batch 1-256 (run 42).
-    if (head_dim == 64)
+    if (head_dim == 64 && one_v)
+      go(detail::paged_decode_attention_mma_kernel<64, kMmaTile, 1>,
+         detail::paged_decode_attention_combine_kernel<64>);
+    else if (head_dim == 64)
       go(detail::paged_decode_attention_mma_kernel<64, kMmaTile>,
          detail::paged_decode_attention_combine_kernel<64>);
+    else if (one_v)
+      go(detail::paged_decode_attention_mma_kernel<128, kMmaTile, 1>,
+         detail::paged_decode_attention_combine_kernel<128>);
     else
       go(detail::paged_decode_attention_mma_kernel<128, kMmaTile>,
          detail::paged_decode_attention_combine_kernel<128>);

@@ -18,7 +18,12 @@ namespace eep::kernels::detail {
 
 constexpr int kMmaMaxGroup = 16;  // query heads per KV head: the rows of one m16 tile
 
-template <int HEAD_DIM, int TILE>
+// VB: buffers of V. Two (the default): a tile's K and V both load during the tile before, 34 KiB
+// of shared memory a warp at head_dim 128, so 6 warps an SM. One (kMmaOneV): K stays double
+// buffered, V(t+1) loads once P V(t) is done and lands while S(t+1) and its softmax run,
+// 26 KiB, so 8 warps an SM: at 1024 (sequence, KV head) pairs (batch 256 of Qwen3-30B-A3B) one
+// wave of warps instead of a full one and a thin second.
+template <int HEAD_DIM, int TILE, int VB = 2>
 __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
     const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k_cache,
     const __nv_bfloat16* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
@@ -26,15 +31,16 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
     int num_kv_heads, int block_size, int max_blocks_per_seq, float scale_log2, int splits,
     int split_len, float* __restrict__ partial) {
   static_assert(HEAD_DIM % 32 == 0 && TILE % 16 == 0, "fragment shapes");
+  static_assert(VB == 1 || VB == 2, "one or two V buffers");
   constexpr int KS = HEAD_DIM / 16;      // k-steps of Q K^T
   constexpr int NT = HEAD_DIM / 8;       // n-tiles of the output
   constexpr int ST = TILE / 8;           // n-tiles of the scores (positions)
   constexpr int CHUNKS = HEAD_DIM / 8;   // 16-byte chunks of a staged row
   // Staged rows padded by 16 bytes: ldmatrix's 8 rows then start in distinct bank groups. Two
-  // buffers of K and V: 34 KiB at head_dim 128 and 32 positions.
+  // buffers of K and VB of V: 34 KiB (26 with one V) at head_dim 128 and 32 positions.
   constexpr int STRIDE = HEAD_DIM + 8;   // bf16 elements per staged row
   __shared__ __align__(128) __nv_bfloat16 ks[2][TILE][STRIDE];
-  __shared__ __align__(128) __nv_bfloat16 vs[2][TILE][STRIDE];
+  __shared__ __align__(128) __nv_bfloat16 vs[VB][TILE][STRIDE];
 
   const int group = num_heads / num_kv_heads;
   const int pair = blockIdx.x / splits, split = blockIdx.x % splits;
@@ -81,9 +87,10 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
   const __nv_bfloat16* kh = k_cache + size_t(kv_head) * HEAD_DIM;
   const __nv_bfloat16* vh = v_cache + size_t(kv_head) * HEAD_DIM;
 
-  // Positions base .. base + TILE - 1 into buffer buf; those past len are zero-filled (their
-  // scores are masked, and zeros keep 0 x V finite).
-  auto load_tile = [&](int base, int buf) {
+  // Positions base .. base + TILE - 1 of K (into ks[kb], kb >= 0) and V (into vs[vb], vb >= 0)
+  // as one cp.async group; positions past len are zero-filled (their scores are masked, and
+  // zeros keep 0 x V finite).
+  auto load = [&](int base, int kb, int vb) {
     constexpr int kRowsPerPass = 32 / CHUNKS > 0 ? 32 / CHUNKS : 1;
     const int chunk = lane % CHUNKS;
     for (int r = lane / CHUNKS; r < TILE; r += kRowsPerPass) {
@@ -92,10 +99,19 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
       const size_t row =
           live ? size_t(table[pos / block_size]) * block_size + pos % block_size : 0;
       const size_t off = row * row_elems + size_t(chunk) * 8;
-      cp_async16(smem_u32(&ks[buf][r][chunk * 8]), kh + off, live);
-      cp_async16(smem_u32(&vs[buf][r][chunk * 8]), vh + off, live);
+      if (kb >= 0) cp_async16(smem_u32(&ks[kb][r][chunk * 8]), kh + off, live);
+      if (vb >= 0) cp_async16(smem_u32(&vs[vb][r][chunk * 8]), vh + off, live);
     }
     cp_async_commit();
+  };
+  // The first tile: one group (two V buffers), or K's group then V's (one; see the loop).
+  auto load_tile = [&](int base, int buf) {
+    if constexpr (VB == 2) {
+      load(base, buf, buf);
+    } else {
+      load(base, buf, -1);
+      load(base, -1, 0);
+    }
   };
   if (first_tile_early) {
     load_tile(begin, 0);
@@ -127,12 +143,24 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
   const int tiles = (len - begin + TILE - 1) / TILE;
   for (int t = 0; t < tiles; ++t) {
     const int buf = t & 1;
+    const int vbuf = VB == 2 ? buf : 0;
+    const bool next = t + 1 < tiles;
     __syncwarp();  // every lane is done with the buffer the next load overwrites
-    if (t + 1 < tiles) {
-      load_tile(begin + (t + 1) * TILE, buf ^ 1);
-      cp_async_wait<1>();
+    if constexpr (VB == 2) {
+      if (next) {
+        load(begin + (t + 1) * TILE, buf ^ 1, buf ^ 1);
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
     } else {
-      cp_async_wait<0>();
+      // Groups pending here: K(t), V(t), and K(t+1) once issued. Wait for K(t) only.
+      if (next) {
+        load(begin + (t + 1) * TILE, buf ^ 1, -1);
+        cp_async_wait<2>();
+      } else {
+        cp_async_wait<1>();
+      }
     }
     __syncwarp();  // this tile's copies, made by every lane, are visible
 
@@ -194,6 +222,13 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
       o[n][2] *= alpha_b;
       o[n][3] *= alpha_b;
     }
+    if constexpr (VB == 1) {  // V(t): its group is the older of the (at most) two pending
+      if (next)
+        cp_async_wait<1>();
+      else
+        cp_async_wait<0>();
+      __syncwarp();
+    }
     // O += P V: P's A fragment of k-step kk is the score tiles 2 kk and 2 kk + 1.
 #pragma unroll
     for (int kk = 0; kk < TILE / 16; ++kk) {
@@ -202,9 +237,15 @@ __global__ void __launch_bounds__(32) paged_decode_attention_mma_kernel(
 #pragma unroll
       for (int n = 0; n < NT; n += 2) {
         uint32_t b0, b1, b2, b3;
-        ldmatrix_x4_trans(smem_u32(&vs[buf][vrow][8 * n + (lane >> 4) * 8]), b0, b1, b2, b3);
+        ldmatrix_x4_trans(smem_u32(&vs[vbuf][vrow][8 * n + (lane >> 4) * 8]), b0, b1, b2, b3);
         mma_bf16(o[n], pa, b0, b1);
         mma_bf16(o[n + 1], pa, b2, b3);
+      }
+    }
+    if constexpr (VB == 1) {
+      if (next) {  // the single V buffer is free once every lane has read it
+        __syncwarp();
+        load(begin + (t + 1) * TILE, -1, 0);
       }
     }
   }

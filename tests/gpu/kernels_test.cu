@@ -523,6 +523,20 @@ void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, i
                             num_seqs, heads, kv_heads, head_dim, block_size, kv.max_blocks, 0,
                             impl, ws_bytes ? ws.get() : nullptr);
   sync();
+  if (impl == K::DecodeAttention::kMmaOneV) {  // the same sums in the same order as kMma
+    DeviceBuffer<bf16> out2(qh.size());
+    out2.poison();
+    K::paged_decode_attention(q.get(), kv.k.get(), kv.v.get(), kv.dt.get(), dl.get(), out2.get(),
+                              num_seqs, heads, kv_heads, head_dim, block_size, kv.max_blocks, 0,
+                              K::DecodeAttention::kMma, ws_bytes ? ws.get() : nullptr);
+    sync();
+    const auto a = out.download(), b = out2.download();
+    long mism = 0;
+    for (size_t i = 0; i < a.size(); ++i) mism += std::memcmp(&a[i], &b[i], sizeof(bf16)) != 0;
+    report_exact("paged_attention mma one-V = mma seqs=" + std::to_string(num_seqs) +
+                     " hd=" + std::to_string(head_dim) + (split ? " split" : ""),
+                 mism);
+  }
   std::vector<float> ref(qf.size());
   for (int s = 0; s < num_seqs; ++s) {
     const int32_t pos = lens[s] - 1;
@@ -533,6 +547,8 @@ void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, i
   report(attn_tag(impl == K::DecodeAttention::kPerKvHead ? "paged_attention per-kv-head"
                   : impl == K::DecodeAttention::kMma && split ? "paged_attention mma split"
                   : impl == K::DecodeAttention::kMma          ? "paged_attention mma"
+                  : impl == K::DecodeAttention::kMmaOneV && split ? "paged_attention mma one-V split"
+                  : impl == K::DecodeAttention::kMmaOneV      ? "paged_attention mma one-V"
                                                            : "paged_attention",
                   num_seqs, heads, kv_heads, head_dim, block_size) + " len<=" +
              std::to_string(max_len),
@@ -1161,6 +1177,11 @@ int main() {
     test_paged_attention(4, 32, 2, 64, 16, 200, K::DecodeAttention::kMma);
     test_paged_attention(2, 16, 2, 128, 32, 1000, K::DecodeAttention::kMma);
     // Split over warps (few sequences, long ones), empty trailing ranges included.
+    // One V buffer (kMmaOneV): single-tile and many-tile sequences, head_dim 64 and 128, split.
+    test_paged_attention(70, 32, 4, 128, 16, 700, K::DecodeAttention::kMmaOneV);
+    test_paged_attention(3, 8, 8, 64, 32, 100, K::DecodeAttention::kMmaOneV);
+    test_paged_attention(9, 4, 2, 128, 16, 33, K::DecodeAttention::kMmaOneV);
+    test_paged_attention(20, 32, 4, 128, 16, 700, K::DecodeAttention::kMmaOneV, true);
     test_paged_attention(20, 32, 4, 128, 16, 700, K::DecodeAttention::kMma, true);
     test_paged_attention(3, 8, 8, 64, 32, 300, K::DecodeAttention::kMma, true);
     test_paged_attention(2, 32, 4, 128, 16, 2000, K::DecodeAttention::kMma, true);
