@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a window of GPU time goes, kernel by kernel, from a kernel trace.
 
-    scripts/kernel-trace-summary.py TRACE.csv [--last N] [--top K]
+    scripts/kernel-trace-summary.py TRACE.csv [--last N] [--top K] [--against OTHER.csv]
 
 TRACE.csv is what tests/gpu/kernel_trace.cc writes (CUDA_INJECTION64_PATH): a header, then
 "start_ns,end_ns,stream,grid,block,registers,name" per kernel, and per memory copy or set
@@ -16,7 +16,10 @@ what it runs after it); the adds sum to the busy time, and the list is sorted by
 Then the mean gap from the end of the kernel that started before it (negative: they
 overlapped; the window's first kernel counts a gap of 0), and the idle time that follows each
 kernel until the next one starts.
-Exit: 0, 1 a malformed trace (the line is named), 2 usage.
+With --against, two builds or settings side by side (the same window rule for both): per kernel
+name, the launches and the mean added time in each trace and their difference, the largest
+changes (difference times launches) first; a kernel found in one trace only shows 0 in the other.
+Exit: 0, 1 a malformed trace (the line is named) or an empty window, 2 usage.
 """
 import argparse
 import re
@@ -73,27 +76,24 @@ def read_trace(path):
     return kernels
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("trace")
-    ap.add_argument("--last", type=int, default=0, help="only the last N kernels (0: all)")
-    ap.add_argument("--top", type=int, default=30, help="kernel names to list")
-    args = ap.parse_args()
-    if args.last < 0 or args.top <= 0:
-        ap.error("--last must be >= 0 and --top > 0")
-    kernels = sorted(read_trace(args.trace))
-    if args.last:
-        kernels = kernels[-args.last:]
+def window(path, last):
+    """The last `last` records of a trace by start time (all for 0); exits 1 when empty."""
+    kernels = sorted(read_trace(path))
+    if last:
+        kernels = kernels[-last:]
     if not kernels:
-        print("kernel-trace-summary: no kernels in the window", file=sys.stderr)
+        print(f"kernel-trace-summary: no kernels in the window of {path}", file=sys.stderr)
         sys.exit(1)
+    return kernels
 
+
+def summarize(kernels):
+    """(wall, busy, per name [count, total duration, total added, total gap, idle after])."""
     wall = max(e for _, e, _ in kernels) - kernels[0][0]
     busy = 0
     run_end = kernels[0][0]
     # Per kernel: its gap from the end of the one before (by start), and the idle time after it
     # (from the latest end so far to the next start, when positive).
-    # count, total duration, total added, total gap, total idle after
     stats = defaultdict(lambda: [0, 0, 0, 0, 0])
     prev_end = None
     for i, (s, e, name) in enumerate(kernels):
@@ -109,18 +109,63 @@ def main():
         prev_end = e
         if i + 1 < len(kernels):
             st[4] += max(0, kernels[i + 1][0] - run_end)
+    return wall, busy, stats
 
-    us = 1e-3
-    print(f"window: {len(kernels)} kernels, wall {wall * us:.1f} us, a kernel running "
-          f"{busy * us:.1f} us ({100.0 * busy / wall if wall else 0:.1f}%), idle "
-          f"{(wall - busy) * us:.1f} us")
+
+US = 1e-3
+
+
+def window_line(label, kernels, wall, busy):
+    return (f"{label}{len(kernels)} kernels, wall {wall * US:.1f} us, a kernel running "
+            f"{busy * US:.1f} us ({100.0 * busy / wall if wall else 0:.1f}%), idle "
+            f"{(wall - busy) * US:.1f} us")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("trace")
+    ap.add_argument("--last", type=int, default=0, help="only the last N kernels (0: all)")
+    ap.add_argument("--top", type=int, default=30, help="kernel names to list")
+    ap.add_argument("--against", metavar="OTHER",
+                    help="compare with another trace: per kernel, what it adds in each")
+    args = ap.parse_args()
+    if args.last < 0 or args.top <= 0:
+        ap.error("--last must be >= 0 and --top > 0")
+    kernels = window(args.trace, args.last)
+    wall, busy, stats = summarize(kernels)
+
+    if args.against:
+        other = window(args.against, args.last)
+        wall_b, busy_b, stats_b = summarize(other)
+        print(window_line("window A: ", kernels, wall, busy))
+        print(window_line("window B: ", other, wall_b, busy_b))
+        print(f"{'kernel':<60} {'count A':>7} {'count B':>7} {'adds A us':>9} "
+              f"{'adds B us':>9} {'B - A us':>9}")
+        names = set(stats) | set(stats_b)
+
+        def mean_adds(st, name):
+            return st[name][2] / st[name][0] * US if name in st else 0.0
+
+        def weight(name):  # the change a launch makes, times how often it is launched
+            count = max(stats[name][0] if name in stats else 0,
+                        stats_b[name][0] if name in stats_b else 0)
+            return abs(mean_adds(stats_b, name) - mean_adds(stats, name)) * count
+
+        for name in sorted(names, key=lambda n: (-weight(n), n))[: args.top]:
+            ca = stats[name][0] if name in stats else 0
+            cb = stats_b[name][0] if name in stats_b else 0
+            a, b = mean_adds(stats, name), mean_adds(stats_b, name)
+            print(f"{name[:60]:<60} {ca:>7} {cb:>7} {a:>9.2f} {b:>9.2f} {b - a:>+9.2f}")
+        return
+
+    print(window_line("window: ", kernels, wall, busy))
     print(f"{'kernel':<60} {'count':>6} {'mean us':>9} {'adds us':>8} {'adds total':>10} "
           f"{'% wall':>7} {'gap us':>8} {'idle after':>10}")
     rows = sorted(stats.items(), key=lambda kv: (-kv[1][2], -kv[1][1]))
     for name, (count, total, added, gap, idle) in rows[: args.top]:
-        print(f"{name[:60]:<60} {count:>6} {total / count * us:>9.2f} {added / count * us:>8.2f} "
-              f"{added * us:>10.1f} {100.0 * added / wall if wall else 0:>7.1f} "
-              f"{gap / count * us:>8.2f} {idle * us:>10.1f}")
+        print(f"{name[:60]:<60} {count:>6} {total / count * US:>9.2f} {added / count * US:>8.2f} "
+              f"{added * US:>10.1f} {100.0 * added / wall if wall else 0:>7.1f} "
+              f"{gap / count * US:>8.2f} {idle * US:>10.1f}")
 
 
 if __name__ == "__main__":

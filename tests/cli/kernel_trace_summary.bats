@@ -63,3 +63,25 @@ CSV
   run -2 "$S" --last -1 "$T/trace.csv"
   [[ "$output" == *"--last must be >= 0"* ]]
 }
+
+@test "--against: per kernel, what it adds in each trace and the difference, largest first" {
+  # B: a takes 1 us longer each launch (adds 3.0 then 2.0), b the same, c only in B.
+  cat >"$T/b.csv" <<'CSV'
+start_ns,end_ns,stream,grid,block,registers,name
+1000,4000,7,1,32,20,void eep::kernels::detail::a_kernel<64, 32>(int, float*)
+3500,7000,7,132,256,40,void eep::kernels::detail::b_kernel(int)
+9000,11000,7,1,32,20,void eep::kernels::detail::a_kernel<64, 32>(int, float*)
+11000,11500,7,1,32,20,void c_kernel(int)
+CSV
+  run -0 "$S" --against "$T/b.csv" "$T/trace.csv"
+  echo "$output"
+  [[ "${lines[0]}" == "window A: 3 kernels,"* ]]
+  [[ "${lines[1]}" == "window B: 4 kernels,"* ]]
+  # a: A adds (2.0 + 1.0) / 2 = 1.50, B (3.0 + 2.0) / 2 = 2.50: +1.00 over 2 launches weighs 2;
+  # c: +0.50 over 1; b: 3.00 in both (3.5 - 0.5 overlap; B 3.5 - 0.5 overlap): 0.
+  [[ "${lines[3]}" =~ ^a_kernel\<64,32\>\ +2\ +2\ +1\.50\ +2\.50\ +\+1\.00$ ]]
+  [[ "${lines[4]}" =~ ^c_kernel\ +0\ +1\ +0\.00\ +0\.50\ +\+0\.50$ ]]
+  [[ "${lines[5]}" =~ ^b_kernel\ +1\ +1\ +3\.00\ +3\.00\ +\+0\.00$ ]]
+  run -2 "$S" --against "$T/none.csv" "$T/trace.csv"
+  [[ "$output" == *"cannot read"* ]]
+}
