@@ -281,17 +281,16 @@ __global__ void __launch_bounds__(HEAD_DIM) paged_decode_attention_combine_kerne
     const float* __restrict__ partial, int splits, int total_rows, __nv_bfloat16* __restrict__ out) {
   pdl_begin();
   static_assert(HEAD_DIM % 32 == 0 && HEAD_DIM <= 1024, "a thread per dimension, whole warps");
-  __shared__ float warp_max[HEAD_DIM / 32];
+  __shared__ float warp_mx[HEAD_DIM / 32];
   const int row = blockIdx.x, d = threadIdx.x;
   const float* ml = partial + size_t(total_rows) * splits * HEAD_DIM + size_t(row) * splits * 2;
   float mx = -INFINITY;
   for (int s = d; s < splits; s += HEAD_DIM) mx = fmaxf(mx, ml[2 * s]);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(kFullMask, mx, o));
-  if (d % 32 == 0) warp_max[d / 32] = mx;
+  mx = warp_max(mx);
+  if (d % 32 == 0) warp_mx[d / 32] = mx;
   __syncthreads();
 #pragma unroll
-  for (int w = 0; w < HEAD_DIM / 32; ++w) mx = fmaxf(mx, warp_max[w]);  // finite: split 0 is never empty
+  for (int w = 0; w < HEAD_DIM / 32; ++w) mx = fmaxf(mx, warp_mx[w]);  // finite: split 0 is never empty
   float sum = 0.0f, acc = 0.0f;
   const float* p = partial + size_t(row) * splits * HEAD_DIM + d;
 #pragma unroll 4

@@ -33,23 +33,11 @@ void router_fused(const float* x, const float* w, int rows, int hidden, int num_
   const int cluster_blocks = ceil_div(num_experts, kRouterClusterExpertsPerBlock);
   if (cluster_blocks <= kRouterMaxClusterBlocks) {
     // A row's blocks are one cluster (router_topk.cuh): logits and counters stay untouched.
-    cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 1;
-    attr[0].val.clusterDim.y = unsigned(cluster_blocks);
-    attr[0].val.clusterDim.z = 1;
-    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[1].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(rows), unsigned(cluster_blocks));
-    cfg.blockDim = dim3(32 * kRouterClusterExpertsPerBlock);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl_enabled() ? 2 : 1;
-    EEP_CUDA_CHECK(cudaLaunchKernelEx(
-        &cfg, router_fused_kernel<kRouterClusterExpertsPerBlock, true>, x, w, hidden,
-        num_experts, k, renorm, logits, counters, ids, weights));
+    launch_kernel_cluster(router_fused_kernel<kRouterClusterExpertsPerBlock, true>,
+                          dim3(unsigned(rows), unsigned(cluster_blocks)),
+                          32 * kRouterClusterExpertsPerBlock, dim3(1, unsigned(cluster_blocks), 1),
+                          smem, stream, x, w, hidden, num_experts, k, renorm, logits, counters,
+                          ids, weights);
     return;
   }
   const dim3 grid(rows, ceil_div(num_experts, kRouterExpertsPerBlock));
@@ -215,21 +203,8 @@ void router_tiled(const float* x, const float* w, int rows, int hidden, int num_
   while ((1 << args.nw_log2) < nw) ++args.nw_log2;
   args.region_a = lay.region_a;
 
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(lay.splits);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(lay.splits), unsigned(tiles));
-  cfg.blockDim = dim3(kTiledThreads);
-  cfg.dynamicSmemBytes = lay.smem;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
-  EEP_CUDA_CHECK(cudaLaunchKernelEx(&cfg, tiled_kernel(shape, vec), args));
+  launch_kernel_cluster(tiled_kernel(shape, vec), dim3(unsigned(lay.splits), unsigned(tiles)),
+                        kTiledThreads, dim3(unsigned(lay.splits), 1, 1), lay.smem, stream, args);
 }
 
 }  // namespace eep::kernels

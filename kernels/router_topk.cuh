@@ -125,7 +125,6 @@ __global__ void __launch_bounds__(32 * WARPS)
   extern __shared__ float smem_f[];
   float* xs = smem_f;                  // [hidden]
   float* probs = smem_f + hidden;      // [num_experts] (the block that does the top-k)
-  __shared__ bool last;
   const int row = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int e = blockIdx.y * WARPS + warp;
@@ -180,6 +179,7 @@ __global__ void __launch_bounds__(32 * WARPS)
     float* lr = logits + size_t(row) * num_experts;
     if (e < num_experts && lane == 0) lr[e] = acc;
     // Publish this block's logits, then count it in; the last block of the row goes on.
+    __shared__ bool last;
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(counters + row, 1u) == gridDim.y - 1;
