@@ -194,8 +194,10 @@ void attention_prep(const bf16* qkv, bf16* q_out, const bf16* q_norm, const bf16
 // and each sequence's last position, nothing else this reads (a decode step's attention_prep).
 // kMmaOneV: the tensor-core kernel with one V buffer instead of two (26 KiB of shared memory a
 // warp instead of 34 at head_dim 128: 8 warps an SM instead of 6), V's loads overlapping the
-// scores instead of the tile before; an experiment (EEP_CUDA_DECODE_ATTENTION=mma-one-v), not
-// yet measured, for large batches where the warps of the two-buffer kernel do not fit one wave.
+// scores instead of the tile before. kAuto takes it where the two-buffer kernel's warps (one per
+// pair) do not fit one wave of the device: H100, device run 72, ms a step of Qwen3-30B-A3B at
+// batch 1 / 32 / 128 / 256 (1024 pairs against 792 resident warps), two V buffers 4.107 /
+// 22.205 / 25.447 / 28.699, one 4.329 / 23.346 / 26.510 / 28.083 (-2.1% at 256 only).
 enum class DecodeAttention { kAuto, kPerHead, kPerKvHead, kMma, kMmaOneV };
 constexpr int kDecodeAttentionSplitWarps = 528;  // 4 per SM of an H100/H200
 // H100, Qwen3-30B-A3B shapes (4 of its layers), device run 42, ms a step at batch 1 / 32 / 256,

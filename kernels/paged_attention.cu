@@ -53,6 +53,7 @@ const Override& env_override() {
 }
 
 constexpr int kMmaTile = 32;  // positions per tile of the tensor-core kernel
+constexpr int kMaxDevices = 64;
 
 bool mma_applies(int num_heads, int num_kv_heads, int head_dim) {
   return num_heads / num_kv_heads <= detail::kMmaMaxGroup && (head_dim == 64 || head_dim == 128);
@@ -80,6 +81,24 @@ Split mma_split(int num_seqs, int num_kv_heads, int block_size, int max_blocks_p
   s.len = tiles * kMmaTile;
   s.splits = int(splits);
   return s;
+}
+// Warps of the two-buffer tensor-core kernel (a block is one warp) the current device holds at
+// once; read once per device (a host query, not stream work, so safe while capturing a graph).
+template <int D>
+int mma_two_buffer_wave() {
+  static std::once_flag once[kMaxDevices];
+  static int wave[kMaxDevices];
+  int device = 0;
+  EEP_CUDA_CHECK(cudaGetDevice(&device));
+  EEP_REQUIRE(device >= 0 && device < kMaxDevices, "paged_decode_attention: device id too large");
+  std::call_once(once[device], [&] {
+    int per_sm = 0, sms = 0;
+    EEP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, detail::paged_decode_attention_mma_kernel<D, kMmaTile>, 32, 0));
+    EEP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    wave[device] = per_sm * sms;
+  });
+  return wave[device];
 }
 }  // namespace
 
@@ -120,12 +139,16 @@ void paged_decode_attention(const bf16* q, const bf16* k_cache, const bf16* v_ca
         (o == DecodeAttention::kPerKvHead && per_kv_head_ok) || o == DecodeAttention::kPerHead)
       impl = o;
   }
-  const bool one_v = impl == DecodeAttention::kMmaOneV;
   // Tensor cores where they apply (faster at every measured batch, kDecodeAttention's comment);
   // else per KV head when there are blocks enough to fill the GPU that way (it loads each K/V
   // row once for the group); per query head for few sequences, where its 8x the blocks spread
   // the reads better.
   const int pairs = num_seqs * num_kv_heads;
+  // One V buffer when the two-buffer kernel's warps do not fit one wave (kMmaOneV's comment).
+  if (impl == DecodeAttention::kAuto && mma_ok &&
+      pairs > (head_dim == 64 ? mma_two_buffer_wave<64>() : mma_two_buffer_wave<128>()))
+    impl = DecodeAttention::kMmaOneV;
+  const bool one_v = impl == DecodeAttention::kMmaOneV;
   const bool mma = impl == DecodeAttention::kMma || one_v ||
                    (impl == DecodeAttention::kAuto && mma_ok);
   const bool per_kv_head = !mma && (impl == DecodeAttention::kPerKvHead ||

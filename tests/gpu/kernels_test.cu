@@ -523,7 +523,10 @@ void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, i
                             num_seqs, heads, kv_heads, head_dim, block_size, kv.max_blocks, 0,
                             impl, ws_bytes ? ws.get() : nullptr);
   sync();
-  if (impl == K::DecodeAttention::kMmaOneV) {  // the same sums in the same order as kMma
+  // One V buffer, and kAuto wherever the tensor-core kernel applies (one or two V buffers by the
+  // batch): the same sums in the same order as kMma.
+  const bool mma_applies = (head_dim == 64 || head_dim == 128) && heads / kv_heads <= 16;
+  if (impl == K::DecodeAttention::kMmaOneV || (impl == K::DecodeAttention::kAuto && mma_applies)) {
     DeviceBuffer<bf16> out2(qh.size());
     out2.poison();
     K::paged_decode_attention(q.get(), kv.k.get(), kv.v.get(), kv.dt.get(), dl.get(), out2.get(),
@@ -533,7 +536,9 @@ void test_paged_attention(int num_seqs, int heads, int kv_heads, int head_dim, i
     const auto a = out.download(), b = out2.download();
     long mism = 0;
     for (size_t i = 0; i < a.size(); ++i) mism += std::memcmp(&a[i], &b[i], sizeof(bf16)) != 0;
-    report_exact("paged_attention mma one-V = mma seqs=" + std::to_string(num_seqs) +
+    report_exact(std::string(impl == K::DecodeAttention::kAuto ? "paged_attention auto"
+                                                                : "paged_attention mma one-V") +
+                     " = mma seqs=" + std::to_string(num_seqs) +
                      " hd=" + std::to_string(head_dim) + (split ? " split" : ""),
                  mism);
   }
@@ -1182,6 +1187,11 @@ int main() {
     test_paged_attention(3, 8, 8, 64, 32, 100, K::DecodeAttention::kMmaOneV);
     test_paged_attention(9, 4, 2, 128, 16, 33, K::DecodeAttention::kMmaOneV);
     test_paged_attention(20, 32, 4, 128, 16, 700, K::DecodeAttention::kMmaOneV, true);
+    // kAuto past one wave of the two-buffer kernel (head_dim 128: 1200 pairs, where an H100 or
+    // H200 holds 792; head_dim 64: 4800, more than 32 blocks an SM), so the one-V kernel:
+    // checked bitwise against kMma and against the CPU.
+    test_paged_attention(300, 32, 4, 128, 16, 300, K::DecodeAttention::kAuto);
+    test_paged_attention(600, 8, 8, 64, 16, 100, K::DecodeAttention::kAuto);
     test_paged_attention(20, 32, 4, 128, 16, 700, K::DecodeAttention::kMma, true);
     test_paged_attention(3, 8, 8, 64, 32, 300, K::DecodeAttention::kMma, true);
     test_paged_attention(2, 32, 4, 128, 16, 2000, K::DecodeAttention::kMma, true);
