@@ -15,7 +15,10 @@
 // torch._grouped_mm on the same groups.
 #include <algorithm>
 #include <fstream>
+#include <cstdio>
+#include <cstdlib>
 #include <numeric>
+#include <sstream>
 #include <string>
 
 #include "gpu_util.cuh"
@@ -124,7 +127,22 @@ int main(int argc, char** argv) {
 
   std::printf("%-15s %6s %-8s %6s %9s %8s %9s %9s\n", "impl", "tokens", "gemm", "rows", "ms",
               "TFLOP/s", "GB/s(min)", "w_GB/s");
-  for (int tokens : {1, 8, 32, 256, 2048, 8192}) {
+  // EEP_BENCH_TOKENS (e.g. "1,8,32") narrows the token counts, for quick device runs.
+  std::vector<int> token_counts = {1, 8, 32, 256, 2048, 8192};
+  if (const char* e = std::getenv("EEP_BENCH_TOKENS"); e && *e) {
+    token_counts.clear();
+    std::stringstream ss(e);
+    for (std::string item; std::getline(ss, item, ',');) {
+      const int t = std::atoi(item.c_str());
+      if (t < 1 || t > 65536) {
+        std::fprintf(stderr, "EEP_BENCH_TOKENS: '%s' is not a token count in 1..65536\n",
+                     item.c_str());
+        return 2;
+      }
+      token_counts.push_back(t);
+    }
+  }
+  for (int tokens : token_counts) {
     const auto counts = route(tokens, 1000u + tokens);
     std::vector<int> off(kExperts + 1, 0);
     for (int e = 0; e < kExperts; ++e) off[e + 1] = off[e] + counts[e];
