@@ -292,6 +292,9 @@ void permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int 
 // route_local followed by permute_tokens over the local slots, in one launch (two when the
 // rows are many): slot_offsets [slots_per_rank+1], slot_rows, permuted, the load per local slot
 // and the error record as those two give (the local slot of each item is not stored).
+// Behind programmatic dependent launch it reads route and load before it waits for the kernel
+// launched before it (which may write x and topk_ids, not those two); route_to_slots reads
+// route_all early in the same way.
 void route_permute_tokens(const bf16* x, const int32_t* topk_ids, int num_tokens, int k,
                           int hidden, const int32_t* route, int num_experts, int max_replicas,
                           int first_slot, int slots_per_rank, int layer, unsigned long long* load,

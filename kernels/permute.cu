@@ -25,10 +25,19 @@ void plan_and_copy(const bf16* x, const int32_t* topk_ids, int num_tokens, int k
   // The pairs' buckets cached too where they fit (decode batches: 2048 pairs at batch 256).
   const bool cache = smem + sizeof(int) * size_t(pairs) <= 48 * 1024;
   if (cache) smem += sizeof(int) * size_t(pairs);
+  // With a route, its table and the load counters too where they fit (read before the PDL
+  // wait): a pad to 8 bytes, the counters, the table.
+  const size_t route_bytes =
+      rt.route ? sizeof(int) + sizeof(unsigned long long) * size_t(num_buckets) +
+                     sizeof(int32_t) * size_t(detail::route_table_ints(rt.num_experts,
+                                                                       rt.max_replicas, rt.spr))
+               : 0;
+  const bool route_in_smem = rt.route && smem + route_bytes <= 48 * 1024;
+  if (route_in_smem) smem += route_bytes;
   const bool inline_copy = hidden % 8 == 0 && pairs * hidden <= detail::kInlineCopyElements;
   detail::launch_kernel(detail::permute_plan_kernel, 1, 32 * warps, smem, stream, topk_ids,
                         int(pairs), num_buckets, rt, offsets, slot_rows, x, k, hidden,
-                        inline_copy ? permuted : nullptr, cache);
+                        inline_copy ? permuted : nullptr, cache, route_in_smem);
   if (pairs == 0 || inline_copy || permuted == nullptr) return;
   detail::launch_kernel(detail::permute_copy_kernel, unsigned(pairs), 128, 0, stream, x, slot_rows,
                         k, hidden, permuted);

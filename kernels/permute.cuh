@@ -11,7 +11,9 @@
 // their (expert, item) pairs route to, computed in both passes instead of read, the per-slot load
 // is added from the counts (no atomics per item), and the first pair that has no slot here is
 // recorded. Small batches (decode) also copy the rows in the same block: one launch for routing,
-// plan and copy.
+// plan and copy. At batch 1 the kernel is a chain of dependent loads, so what can be is loaded
+// early: the route table and the load counters into shared memory before the PDL wait, x's rows
+// into registers right after it, with the ids.
 #pragma once
 
 #include "combine.cuh"
@@ -29,11 +31,18 @@ struct LocalRoute {
   int32_t* error = nullptr;
 };
 
+// Ints of rt.route: replica counts, replica slots, the expert of each local slot.
+__host__ __device__ inline long long route_table_ints(int num_experts, int max_replicas,
+                                                      int spr) {
+  return (long long)num_experts * (1 + max_replicas) + spr;
+}
+
 // The local slot of item i with expert e, or -1; *slot and *holds say why for the error record.
-__device__ __forceinline__ int local_slot_of(const LocalRoute& rt, int i, int e, int* slot,
-                                             int* holds) {
-  const int32_t* replicas = rt.route;
-  const int32_t* table = rt.route + rt.num_experts;
+// route: rt.route or its copy in shared memory.
+__device__ __forceinline__ int local_slot_of(const LocalRoute& rt, const int32_t* route, int i,
+                                             int e, int* slot, int* holds) {
+  const int32_t* replicas = route;
+  const int32_t* table = route + rt.num_experts;
   const int32_t* slot_expert = table + size_t(rt.num_experts) * rt.max_replicas;
   *slot = -1;
   *holds = -2;
@@ -48,21 +57,58 @@ __device__ __forceinline__ int local_slot_of(const LocalRoute& rt, int i, int e,
 // Rows to copy in the plan's own block (one launch at decode sizes): at most this many elements.
 constexpr long long kInlineCopyElements = 64 * 1024;
 
+// The inline copy's 16-byte chunks of x held in registers a thread (see the kernel).
+constexpr int kInlineCopyChunks = 4;
+
+// Shared memory: counts [warps][num_experts], totals [num_experts], then with `cache` the pairs'
+// buckets [num_pairs], then with `route_in_smem` (a route given) the load counters
+// [num_experts] (8-byte aligned) and the route table (route_table_ints).
 __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int num_pairs,
                                     int num_experts, const LocalRoute rt,
                                     int32_t* __restrict__ expert_offsets,
                                     int32_t* __restrict__ slot_rows,
                                     const __nv_bfloat16* __restrict__ x, int k, int hidden,
-                                    __nv_bfloat16* __restrict__ permuted, bool cache) {
-  pdl_begin();  // launch.cuh: before any global memory access
+                                    __nv_bfloat16* __restrict__ permuted, bool cache,
+                                    bool route_in_smem) {
   extern __shared__ int smem_i[];
   const int num_warps = blockDim.x / 32;
   int* counts = smem_i;                             // [num_warps][num_experts]
   int* totals = smem_i + num_warps * num_experts;   // [num_experts]
   int* cached = cache ? totals + num_experts : nullptr;  // [num_pairs]: each pair's bucket
+  int* after = totals + num_experts + (cache ? num_pairs : 0);
+  unsigned long long* load_s = reinterpret_cast<unsigned long long*>(
+      after + ((reinterpret_cast<uintptr_t>(after) & 7) ? 1 : 0));
+  int32_t* route_s = reinterpret_cast<int32_t*>(load_s + num_experts);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const unsigned lanes_below = (1u << lane) - 1u;
+  // Before the PDL wait (the widened rule, eep_kernels.h): the route table and this layer's load
+  // counters, which no kernel of the step writes but this one (the table changes only by host
+  // uploads between steps; the counters only here, the previous step's writes long complete).
+  // Each was one more dependent L2 round trip after the ids: replica count, replica slot, the
+  // slot's expert, and the counter's read before its add.
+  const int32_t* route = rt.route;
+  if (route_in_smem) {
+    const int n = int(route_table_ints(rt.num_experts, rt.max_replicas, rt.spr));
+    for (int i = threadIdx.x; i < n; i += blockDim.x) route_s[i] = rt.route[i];
+    if (rt.load)
+      for (int e = threadIdx.x; e < num_experts; e += blockDim.x) load_s[e] = rt.load[e];
+    route = route_s;
+  }
+  pdl_begin();  // launch.cuh: before any other global memory access
+  // The inline copy's source rows (x is the kernel before's input, complete at the wait), in
+  // flight with the ids: thread t holds chunks t, t + blockDim.x, ... of x's rows.
+  const int row_chunks = hidden / 8;
+  const int x_chunks = permuted ? (num_pairs / k) * row_chunks : 0;
+  const bool x_in_regs = permuted && x_chunks <= kInlineCopyChunks * int(blockDim.x);
+  uint4 xv[kInlineCopyChunks];
+  if (x_in_regs) {
+#pragma unroll
+    for (int j = 0; j < kInlineCopyChunks; ++j) {
+      const int c = threadIdx.x + j * int(blockDim.x);
+      if (c < x_chunks) xv[j] = reinterpret_cast<const uint4*>(x)[c];
+    }
+  }
   for (int i = threadIdx.x; i < num_warps * num_experts; i += blockDim.x) counts[i] = 0;
   __syncthreads();
 
@@ -76,7 +122,7 @@ __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int nu
     int e = s < seg_end ? topk_ids[s] : -1;
     if (rt.route && s < seg_end) {
       int slot, holds;
-      const int local = local_slot_of(rt, s, e, &slot, &holds);
+      const int local = local_slot_of(rt, route, s, e, &slot, &holds);
       if (local < 0 && record && atomicCAS(rt.error, 0, 1) == 0) {
         rt.error[1] = rt.layer;
         rt.error[2] = e;
@@ -120,7 +166,8 @@ __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int nu
       run += c;
     }
     totals[e] = run;
-    if (rt.load && run > 0) rt.load[e] += (unsigned long long)run;  // one thread per slot
+    if (rt.load && run > 0)  // one thread per slot
+      rt.load[e] = (route_in_smem ? load_s[e] : rt.load[e]) + (unsigned long long)run;
   }
   __syncthreads();
   if (warp == 0) {  // exclusive scan of the totals, 32 experts a round
@@ -153,17 +200,36 @@ __global__ void permute_plan_kernel(const int32_t* __restrict__ topk_ids, int nu
     const int e = bucket_of(s, false);
     const unsigned group = __match_any_sync(kFullMask, e);
     const int leader_first = e >= 0 ? my_counts[e] : 0;
-    if (s < seg_end) slot_rows[s] = e >= 0 ? leader_first + __popc(group & lanes_below) : -1;
+    const int row = e >= 0 ? leader_first + __popc(group & lanes_below) : -1;
+    if (s < seg_end) {
+      slot_rows[s] = row;
+      if (cached) cached[s] = row;  // the lane read its bucket above; the copy reads its row
+    }
     __syncwarp();
     if (e >= 0 && (group & lanes_below) == 0) my_counts[e] += __popc(group);
     __syncwarp();
   }
   // Small batches: the rows too (slot_rows written above by this block: visible after the
-  // barrier). Warp w copies pairs w, w + warps, ...; 16 bytes a lane.
+  // barrier). From registers: each held chunk to its token's k rows. Else warp w copies pairs
+  // w, w + warps, ...; 16 bytes a lane.
   if (permuted == nullptr) return;
   __syncthreads();
+  const int32_t* rows_of = cached ? cached : slot_rows;
+  if (x_in_regs) {
+#pragma unroll
+    for (int j = 0; j < kInlineCopyChunks; ++j) {
+      const int c = threadIdx.x + j * int(blockDim.x);
+      if (c >= x_chunks) break;
+      const int t = c / row_chunks, chunk = c % row_chunks;
+      for (int choice = 0; choice < k; ++choice) {
+        const int row = rows_of[t * k + choice];
+        if (row >= 0) reinterpret_cast<uint4*>(permuted + size_t(row) * hidden)[chunk] = xv[j];
+      }
+    }
+    return;
+  }
   for (int s = warp; s < num_pairs; s += num_warps) {
-    const int row = slot_rows[s];
+    const int row = rows_of[s];
     if (row < 0) continue;
     const uint4* src = reinterpret_cast<const uint4*>(x + size_t(s / k) * hidden);
     uint4* dst = reinterpret_cast<uint4*>(permuted + size_t(row) * hidden);

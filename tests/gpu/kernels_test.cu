@@ -1206,6 +1206,10 @@ int main() {
     test_permute(300, 8, 2048, 128);
     test_permute(1000, 8, 40, 128);
     test_permute(50, 2, 256, 1000);
+    // The inline copy from registers (decode): one token, four (4 chunks a thread), a short row.
+    test_permute(1, 8, 2048, 128);
+    test_permute(4, 8, 2048, 128);
+    test_permute(3, 8, 40, 128);
     test_moe_block(gg, 64, 8, 2, 256, 128);
     test_moe_block(gg, 64, 8, 2, 256, 128, true);
     test_moe_block(gg, 100, 128, 8, 2048, 768, true);

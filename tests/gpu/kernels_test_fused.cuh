@@ -215,8 +215,11 @@ void test_route_permute(int tokens, int k, int num_experts, int slots, int hidde
     perm_a.poison();
     perm_b.poison();
     for (auto* e : {&derr, &derr2}) TEST_CUDA(cudaMemset(e->get(), 0, 5 * sizeof(int32_t)));
-    for (auto* l : {&load_a, &load_b})
-      TEST_CUDA(cudaMemset(l->get(), 0, slots * sizeof(unsigned long long)));
+    // The counters start from earlier steps' counts: the kernel adds to what it read (before
+    // its PDL wait) rather than storing this step's alone.
+    std::vector<unsigned long long> load0(slots);
+    for (int i = 0; i < slots; ++i) load0[i] = 1000ull * (i + 1) + unsigned(wrong);
+    for (auto* l : {&load_a, &load_b}) l->upload(load0);
     K::route_local(dids.get(), items, droute.get(), num_experts, rt.max_rep, 0, slots, 5,
                    dlocal.get(), load_a.get(), derr.get(), 0);
     K::permute_tokens(x.get(), dlocal.get(), tokens, k, hidden, slots, off_a.get(), rows_a.get(),
