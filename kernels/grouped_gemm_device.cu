@@ -33,16 +33,19 @@ using Tma256 = TmaConfig<256, 4>;
 // ... with ping-pong consumers (each owns every other tile).
 using TmaPp128 = TmaConfig<128, 6, true>;
 using TmaPp192 = TmaConfig<192, 5, true>;
+// ... in clusters of two sharing the token tile through TMA multicast (forced only: slower so
+// far, see TmaConfig).
+using TmaPpMc192 = TmaConfig<192, 5, true, true>;
 
 enum Shape {
   kD16, kD16n16, kD32, kP64, kP128, kW128, kW128x2, kW192, kW256, kT128, kT192, kT256, kD16n64,
-  kTP128, kTP192, kShapes
+  kTP128, kTP192, kTPM192, kShapes
 };
 const char* const kShapeNames[kShapes] = {
     "mma_32x16",     "mma_16x16",          "mma_32x32",     "mma_128x64",
     "mma_128x128",   "wgmma_128x128",      "wgmma_128x128_2cta", "wgmma_128x192",
     "wgmma_128x256", "tma_wgmma_128x128",  "tma_wgmma_128x192",  "tma_wgmma_128x256",
-    "mma_64x16",     "tma_pp_128x128",     "tma_pp_128x192"};
+    "mma_64x16",     "tma_pp_128x128",     "tma_pp_128x192",     "tma_pp_mc_128x192"};
 int g_forced_shape = -1;
 
 // Kernel kinds: 0 mma.sync, 1 wgmma fed by cp.async, 2 wgmma fed by TMA.
@@ -78,11 +81,41 @@ int& grid_cache(int dev) {
   return cached[dev];
 }
 
+// The cluster launch of the multicast shapes (no PDL: the TMA kernels do not wait in pdl_begin).
+template <class C>
+cudaLaunchConfig_t cluster_config(int grid, cudaStream_t stream, cudaLaunchAttribute* attr) {
+  attr->id = cudaLaunchAttributeClusterDimension;
+  attr->val.clusterDim.x = C::CLUSTER;
+  attr->val.clusterDim.y = 1;
+  attr->val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(grid));
+  cfg.blockDim = dim3(C::THREADS);
+  cfg.dynamicSmemBytes = C::SMEM_BYTES;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
 template <class C, bool SWIGLU, int WG>
 void setup(int dev, int sms) {
   auto kern = kernel_of<C, SWIGLU, WG>();
   EEP_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       C::SMEM_BYTES));
+  if constexpr (WG == 2) {
+    if constexpr (C::MC) {
+      // A persistent grid of clusters must be resident at once: as many as the GPCs hold
+      // (an SM left over in a GPC with an odd count stays idle).
+      cudaLaunchAttribute attr;
+      const cudaLaunchConfig_t cfg = cluster_config<C>(sms / C::CLUSTER * C::CLUSTER, 0, &attr);
+      int clusters = 0;
+      EEP_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kern, &cfg));
+      EEP_REQUIRE(clusters > 0, "grouped_gemm_device: the multicast kernel's cluster does not fit");
+      grid_cache<C, SWIGLU, WG>(dev) = clusters * C::CLUSTER;
+      return;
+    }
+  }
   int per_sm = 0;
   EEP_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, C::THREADS,
                                                                C::SMEM_BYTES));
@@ -107,6 +140,7 @@ void setup_shapes(int dev, int sms) {
   setup<Tma256, SWIGLU, 2>(dev, sms);
   setup<TmaPp128, SWIGLU, 2>(dev, sms);
   setup<TmaPp192, SWIGLU, 2>(dev, sms);
+  setup<TmaPpMc192, SWIGLU, 2>(dev, sms);
 }
 
 struct DeviceInfo {
@@ -164,23 +198,33 @@ template <class C, bool SWIGLU>
 bool launch_tma(int dev, const bf16* x, const bf16* w, bf16* y, const int32_t* offsets,
                 int num_experts, int max_rows, int n, int k, cudaStream_t stream) {
   if (max_rows < C::BM || n < C::BN || k < C::BK || !g_encode) return false;
+  const int nb = SWIGLU ? (n / 2) / (C::BN / 2) : (n + C::BN - 1) / C::BN;
+  if (nb % C::CLUSTER != 0) return false;  // MC: the two CTAs of a cluster take n-blocks in pairs
   alignas(64) CUtensorMap mw, mx;
   const cuuint64_t wdims[3] = {cuuint64_t(k), cuuint64_t(n), cuuint64_t(num_experts)};
   const cuuint64_t wstrides[2] = {cuuint64_t(k) * 2, cuuint64_t(n) * k * 2};
   const cuuint32_t wbox[3] = {64, SWIGLU ? 8u : cuuint32_t(C::BN), 1};
   const cuuint64_t xdims[2] = {cuuint64_t(k), cuuint64_t(max_rows)};
   const cuuint64_t xstrides[1] = {cuuint64_t(k) * 2};
-  const cuuint32_t xbox[2] = {64, cuuint32_t(C::BM)};
+  const cuuint32_t xbox[2] = {64, cuuint32_t(C::BM / C::CLUSTER)};
   if (!encode_map(&mw, w, 3, wdims, wstrides, wbox) || !encode_map(&mx, x, 2, xdims, xstrides, xbox))
     return false;
-  const int nb = SWIGLU ? (n / 2) / (C::BN / 2) : (n + C::BN - 1) / C::BN;
   const long long bound =
       ((long long)max_rows / C::BM + std::min(num_experts, max_rows)) * (long long)nb;
-  const int grid = int(std::min<long long>(grid_cache<C, SWIGLU, 2>(dev), bound));
+  // MC: whole clusters (bound is a multiple of the cluster: nb is).
+  const int grid = int(std::min<long long>(grid_cache<C, SWIGLU, 2>(dev), bound)) / C::CLUSTER *
+                   C::CLUSTER;
   if (grid <= 0) return true;
-  grouped_gemm_tma_kernel<C, SWIGLU><<<grid, C::THREADS, C::SMEM_BYTES, stream>>>(
-      mw, mx, y, offsets, num_experts, n, k);
-  EEP_LAUNCH_CHECK();
+  if constexpr (C::MC) {
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t cfg = cluster_config<C>(grid, stream, &attr);
+    EEP_CUDA_CHECK(cudaLaunchKernelEx(&cfg, grouped_gemm_tma_kernel<C, SWIGLU>, mw, mx, y,
+                                      offsets, num_experts, n, k));
+  } else {
+    grouped_gemm_tma_kernel<C, SWIGLU><<<grid, C::THREADS, C::SMEM_BYTES, stream>>>(
+        mw, mx, y, offsets, num_experts, n, k);
+    EEP_LAUNCH_CHECK();
+  }
   return true;
 }
 
@@ -220,7 +264,8 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
     shape = kT128;
   else
     shape = kTP192;
-  if (!info.wgmma && ((shape >= kW128 && shape <= kT256) || shape == kTP128 || shape == kTP192))
+  if (!info.wgmma &&
+      ((shape >= kW128 && shape <= kT256) || shape == kTP128 || shape == kTP192 || shape == kTPM192))
     shape = avg <= 192 ? kP64 : kP128;
   if (g_forced_shape >= 0) shape = g_forced_shape;
   const int d = info.dev;
@@ -250,6 +295,11 @@ void dispatch(const bf16* x, const bf16* w, bf16* y, const int32_t* offsets, int
     case kTP128:
       if (!launch_tma<TmaPp128, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
         launch<Wg128, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
+      return;
+    case kTPM192:
+      if (!launch_tma<TmaPpMc192, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream) &&
+          !launch_tma<TmaPp192, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))
+        launch<Wg192, SWIGLU, 1>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream);
       return;
     default:
       if (!launch_tma<TmaPp192, SWIGLU>(d, x, w, y, offsets, num_experts, max_rows, n, k, stream))

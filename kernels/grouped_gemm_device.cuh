@@ -601,21 +601,63 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
       : "memory");
 }
 
+// Thread-block clusters of two (TmaConfig MC): the CTA's rank in its cluster, a barrier of every
+// thread of the cluster, an arrival on the other CTA's copy of a barrier, and a TMA load that
+// lands at the same shared-memory offset in every CTA of `mask` and signals each one's barrier
+// there.
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::
+                   : "memory");
+}
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t cta) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(cta));
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(remote)
+               : "memory");
+}
+__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap* map, int c0,
+                                                      int c1, uint32_t bar, uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
+      : "memory");
+}
+
 // PP ("ping-pong"): each consumer warpgroup owns every other tile of the CTA (all 128 weight
 // rows: two m64 wgmma per k16 step, BM accumulators per thread, registers moved over from the
 // producer warpgroup with setmaxnreg), and the two take turns in the MMA, so that one's
 // epilogue overlaps the other's main loop. Otherwise both consumers share each tile (64 weight
 // rows each) and the tensor cores idle during the epilogue.
-template <int BM_, int STAGES_, bool PP_ = false>
+//
+// MC ("multicast"): CTAs run in clusters of two that take the two n-blocks 2q and 2q + 1 of the
+// same (expert, m-tile): each loads its own weight tile and half of the shared token tile, and
+// multicasts that half to both, so the token tile crosses from L2 once for two CTAs (at k = 768
+// and BM = 192, 60% of a tile's bytes). A stage is free again only when the consumers of both
+// CTAs have released it (each consumer warp arrives on both CTAs' empty barrier), since the
+// other CTA's half lands in it too. Status (session 14, run 80, H200): correct (kernels_test, every
+// device-offset case with the shape forced) but 1.5-2x slower than the single-CTA ping-pong
+// kernel at 256-8192 tokens, cause not yet found; not chosen automatically (docs/cuda.md,
+// "One H200").
+template <int BM_, int STAGES_, bool PP_ = false, bool MC_ = false>
 struct TmaConfig {
   static constexpr int BN = 128, BM = BM_, BK = 64, STAGES = STAGES_;
   static constexpr bool PP = PP_;
+  static constexpr bool MC = MC_;
+  static constexpr int CLUSTER = MC ? 2 : 1;
+  static constexpr int X_PART_BYTES = BM / CLUSTER * BK * 2;  // the token rows a CTA loads
   static constexpr int THREADS = 384;  // producer warpgroup + two consumer warpgroups
   static constexpr int W_BYTES = BN * BK * 2;
   static constexpr int STAGE_BYTES = (BN + BM) * BK * 2;
   static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES + 1024;
   static_assert(BM % 16 == 0 && BM <= 256, "tma config");
   static_assert(!PP || BM <= 192, "ping-pong: BM accumulators per thread (of 232 registers)");
+  static_assert(!MC || X_PART_BYTES % 1024 == 0, "multicast half: whole 128B-swizzle atoms");
 };
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
@@ -631,7 +673,8 @@ __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
 }
 
 // tmap_w: [E][n][k] as 3D (k, n, E), box (64, 128 | 8, 1); tmap_x: [max_rows][k] as 2D (k, rows),
-// box (64, BM); both 128B-swizzled.
+// box (64, BM / CLUSTER); both 128B-swizzled. MC: launched in clusters of two, an even number of
+// n-blocks, no SwiGLU.
 template <class C, bool SWIGLU>
 __global__ void __launch_bounds__(C::THREADS, 1)
     grouped_gemm_tma_kernel(const __grid_constant__ CUtensorMap tmap_w,
@@ -645,7 +688,16 @@ __global__ void __launch_bounds__(C::THREADS, 1)
   const int tid = threadIdx.x;
   const int total_mt = tt.build(offsets, num_experts, C::BM);
   const int nb_count = SWIGLU ? (n / 2) / (C::BN / 2) : (n + C::BN - 1) / C::BN;
-  const long long total_tiles = (long long)total_mt * nb_count;
+  // Units of work: tiles, or with MC pairs of n-blocks of one m-tile, one per cluster.
+  const int rank = C::MC ? int(cluster_rank()) : 0;
+  const int nb_per_unit = C::CLUSTER;
+  const long long units = (long long)total_mt * (nb_count / nb_per_unit);
+  const long long unit0 = blockIdx.x / C::CLUSTER, unit_step = gridDim.x / C::CLUSTER;
+  auto unit_tile = [&](long long u, int& nb, int& mtg) {
+    const int per_mt = nb_count / nb_per_unit;
+    nb = int(u % per_mt) * nb_per_unit + rank;
+    mtg = int(u / per_mt);
+  };
   const int warp = tid >> 5, lane = tid & 31;
   const int wg = warp >> 2;
   const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
@@ -654,11 +706,16 @@ __global__ void __launch_bounds__(C::THREADS, 1)
   if (tid == 0) {
     for (int s = 0; s < C::STAGES; ++s) {
       mbar_init(smem_u32(&full_bar[s]), 1);
-      mbar_init(smem_u32(&empty_bar[s]), C::PP ? 4 : 8);  // one arrival per consumer warp
+      // One arrival per consumer warp, of each CTA of the cluster.
+      mbar_init(smem_u32(&empty_bar[s]), (C::PP ? 4 : 8) * C::CLUSTER);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  __syncthreads();
+  // MC: the other CTA's barriers are initialised before anything arrives on them or lands.
+  if (C::MC)
+    cluster_sync();
+  else
+    __syncthreads();
 
   if (wg == 0) {
     // PP: the producer warpgroup gives registers to the consumers (BM accumulators each).
@@ -666,10 +723,11 @@ __global__ void __launch_bounds__(C::THREADS, 1)
     if (tid == 0) {
       int stage = 0;
       uint32_t phase = 0;
-      for (long long t = blockIdx.x; t < total_tiles; t += gridDim.x) {
-        const int nb = int(t % nb_count);
+      for (long long u = unit0; u < units; u += unit_step) {
+        int nb, mtg;
+        unit_tile(u, nb, mtg);
         int e, row0, m_valid;
-        tt.locate(int(t / nb_count), num_experts, C::BM, e, row0, m_valid);
+        tt.locate(mtg, num_experts, C::BM, e, row0, m_valid);
         for (int kt = 0; kt < ktiles; ++kt) {
           mbar_wait(smem_u32(&empty_bar[stage]), phase ^ 1);
           const uint32_t fb = smem_u32(&full_bar[stage]);
@@ -685,7 +743,11 @@ __global__ void __launch_bounds__(C::THREADS, 1)
           } else {
             tma_load_3d(ws, &tmap_w, k0, nb * C::BN, e, fb);
           }
-          tma_load_2d(ws + C::W_BYTES, &tmap_x, k0, row0, fb);
+          if (C::MC)  // this CTA's half of the token rows, into both CTAs' stage
+            tma_load_2d_multicast(ws + C::W_BYTES + rank * C::X_PART_BYTES, &tmap_x, k0,
+                                  row0 + rank * (C::BM / 2), fb, uint16_t(0x3));
+          else
+            tma_load_2d(ws + C::W_BYTES, &tmap_x, k0, row0, fb);
           if (++stage == C::STAGES) {
             stage = 0;
             phase ^= 1;
@@ -698,16 +760,23 @@ __global__ void __launch_bounds__(C::THREADS, 1)
     const int cw = wg - 1, wq = warp & 3;
     const int g = lane >> 2, t4 = lane & 3;
     constexpr int NACC = C::PP ? 2 : 1;  // m64 accumulator blocks per thread
+    // A stage read: free for this CTA's producer and, with MC, the other CTA's (its half of the
+    // token rows lands here too).
+    auto release = [&](int stage) {
+      mbar_arrive(smem_u32(&empty_bar[stage]));
+      if (C::MC) mbar_arrive_remote(smem_u32(&empty_bar[stage]), uint32_t(rank ^ 1));
+    };
     uint32_t it = 0;  // ring stages consumed so far (by both consumers under PP)
     long long i = 0;
-    for (long long t = blockIdx.x; t < total_tiles; t += gridDim.x, ++i) {
+    for (long long u = unit0; u < units; u += unit_step, ++i) {
       if (C::PP && int(i & 1) != cw) {  // the other consumer's tile
         it += ktiles;
         continue;
       }
-      const int nb = int(t % nb_count);
+      int nb, mtg;
+      unit_tile(u, nb, mtg);
       int e, row0, m_valid;
-      tt.locate(int(t / nb_count), num_experts, C::BM, e, row0, m_valid);
+      tt.locate(mtg, num_experts, C::BM, e, row0, m_valid);
       float acc[NACC][C::BM / 2];
 #pragma unroll
       for (int h = 0; h < NACC; ++h)
@@ -722,7 +791,7 @@ __global__ void __launch_bounds__(C::THREADS, 1)
         const int stage = int(it % C::STAGES);
         const uint32_t phase = (it / C::STAGES) & 1;
         mbar_wait(smem_u32(&full_bar[stage]), phase);
-        if (C::PP && kt == ktiles - 1 && t + gridDim.x < total_tiles)
+        if (C::PP && kt == ktiles - 1 && u + unit_step < units)
           named_bar_arrive(4 - cw, 256);  // the next tile's consumer may wait now
         const uint32_t ws = base + stage * C::STAGE_BYTES;
         const uint32_t xs = ws + C::W_BYTES;
@@ -742,7 +811,7 @@ __global__ void __launch_bounds__(C::THREADS, 1)
         for (int h = 0; h < NACC; ++h) fence_regs(acc[h]);
         if (prev >= 0) {
           __syncwarp();
-          if (lane == 0) mbar_arrive(smem_u32(&empty_bar[prev]));
+          if (lane == 0) release(prev);
         }
         prev = stage;
       }
@@ -750,7 +819,7 @@ __global__ void __launch_bounds__(C::THREADS, 1)
 #pragma unroll
       for (int h = 0; h < NACC; ++h) fence_regs(acc[h]);
       __syncwarp();
-      if (lane == 0) mbar_arrive(smem_u32(&empty_bar[prev]));
+      if (lane == 0) release(prev);
 
       {
         // Epilogue from registers: row g / g + 8 of this warp's 16 weight rows, tokens 8j + 2t4
@@ -786,6 +855,12 @@ __global__ void __launch_bounds__(C::THREADS, 1)
         }
       }
     }
+  }
+  // MC: neither CTA leaves while the other may still multicast into it or arrive on its
+  // barriers.
+  if (C::MC) {
+    __syncwarp();
+    cluster_sync();
   }
 #else
   __trap();  // built for sm_90a only; the launcher uses it only where that image runs
