@@ -150,6 +150,10 @@ const char* grouped_gemm_device_shape_name(int shape);
 void grouped_gemm_device_force_shape(int shape);
 // Whether the TMA-fed shapes run as such on the current device (else their cp.async form runs).
 bool grouped_gemm_device_tma();
+// How many CTAs of a shape's kernel (the plain form, not SwiGLU) the current device holds at once:
+// its persistent grid before the bound from max_rows (the multicast shape: whole clusters, from
+// cudaOccupancyMaxActiveClusters). For benchmarks, to see a shape's grid.
+int grouped_gemm_device_resident_ctas(int shape);
 // ---- end of expert grouped GEMM, offsets on the device --------------------------------------
 
 // ---- few-row GEMM (kernels/skinny_gemm.cu) --------------------------------------------------

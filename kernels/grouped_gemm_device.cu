@@ -323,6 +323,29 @@ void grouped_gemm_swiglu_device(const bf16* x, const bf16* w, bf16* act, const i
 }
 
 int grouped_gemm_device_shapes() { return kShapes; }
+int grouped_gemm_device_resident_ctas(int shape) {
+  EEP_REQUIRE(shape >= 0 && shape < kShapes, "grouped_gemm_device_resident_ctas: shape index");
+  const int d = setup_all().dev;
+  switch (shape) {
+    case kD16: return grid_cache<Decode16, false, 0>(d);
+    case kD16n16: return grid_cache<Decode16n16, false, 0>(d);
+    case kD16n64: return grid_cache<Decode16n64, false, 0>(d);
+    case kD32: return grid_cache<Decode32, false, 0>(d);
+    case kP64: return grid_cache<Prefill64, false, 0>(d);
+    case kP128: return grid_cache<Prefill128, false, 0>(d);
+    case kW128: return grid_cache<Wg128, false, 1>(d);
+    case kW128x2: return grid_cache<Wg128x2, false, 1>(d);
+    case kW192: return grid_cache<Wg192, false, 1>(d);
+    case kW256: return grid_cache<Wg256, false, 1>(d);
+    case kT128: return grid_cache<Tma128, false, 2>(d);
+    case kT192: return grid_cache<Tma192, false, 2>(d);
+    case kT256: return grid_cache<Tma256, false, 2>(d);
+    case kTP128: return grid_cache<TmaPp128, false, 2>(d);
+    case kTP192: return grid_cache<TmaPp192, false, 2>(d);
+    default: return grid_cache<TmaPpMc192, false, 2>(d);
+  }
+}
+
 bool grouped_gemm_device_tma() {
   const DeviceInfo info = setup_all();
   return info.wgmma && g_encode != nullptr;

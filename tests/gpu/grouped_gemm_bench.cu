@@ -125,6 +125,10 @@ int main(int argc, char** argv) {
   TEST_CUDA(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
   const long long spin_cycles = (long long)clock_khz * 100 / 1000;  // ~100 us
 
+  // Each tile shape's persistent grid on this device (what a launch starts at most).
+  for (int shape = 0; shape < K::grouped_gemm_device_shapes(); ++shape)
+    std::printf("# shape %s: %d CTAs resident\n", K::grouped_gemm_device_shape_name(shape),
+                K::grouped_gemm_device_resident_ctas(shape));
   std::printf("%-15s %6s %-8s %6s %9s %8s %9s %9s\n", "impl", "tokens", "gemm", "rows", "ms",
               "TFLOP/s", "GB/s(min)", "w_GB/s");
   // EEP_BENCH_TOKENS (e.g. "1,8,32") narrows the token counts, for quick device runs.

@@ -381,6 +381,20 @@ void test_grouped_gemm_device_graph(int num_experts, int max_rows, int n, int k,
 
 // quick: the small cases only (for a compute-sanitizer pass).
 void test_grouped_gemm_device_all(bool quick) {
+  // Every shape's persistent grid: some CTAs resident, whole clusters for the multicast shape
+  // (printed: a grid much below the SM count makes a persistent kernel slow).
+  {
+    long bad = 0;
+    std::string grids;
+    for (int shape = 0; shape < K::grouped_gemm_device_shapes(); ++shape) {
+      const int ctas = K::grouped_gemm_device_resident_ctas(shape);
+      const std::string name = K::grouped_gemm_device_shape_name(shape);
+      grids += " " + name + "=" + std::to_string(ctas);
+      bad += ctas <= 0 || (name.find("_mc_") != std::string::npos && ctas % 2 != 0);
+    }
+    std::printf("     resident CTAs:%s\n", grids.c_str());
+    report_exact("ggd resident CTAs of every shape (clusters whole)", bad);
+  }
   // Decode shapes (Qwen3-30B-A3B): 1 token, 8 tokens, 256 tokens of top-8 over 128 experts.
   test_grouped_gemm_device(random_offsets(128, 8, true), 8, 1536, 2048, true, "1tok");
   test_grouped_gemm_device(random_offsets(128, 8, true), 8, 2048, 768, false, "1tok");
