@@ -137,13 +137,14 @@ int main(int argc, char** argv) {
     token_counts.clear();
     std::stringstream ss(e);
     for (std::string item; std::getline(ss, item, ',');) {
-      const int t = std::atoi(item.c_str());
-      if (t < 1 || t > 65536) {
+      char* end = nullptr;
+      const long t = std::strtol(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0' || t < 1 || t > 65536) {
         std::fprintf(stderr, "EEP_BENCH_TOKENS: '%s' is not a token count in 1..65536\n",
                      item.c_str());
         return 2;
       }
-      token_counts.push_back(t);
+      token_counts.push_back(int(t));
     }
   }
   for (int tokens : token_counts) {
